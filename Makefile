@@ -1,0 +1,48 @@
+# mlvgm: `make run` sets everything up and runs the main job; `make test` runs the test suite.
+# Both install into ./.venv first when needed (system packages for ffcv via apt, then pip).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := pkg-config libturbojpeg0-dev libopencv-dev
+# Scratch space for torch.compile and temporary files, owned by this checkout.
+export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
+export TMPDIR ?= $(CURDIR)/.cache/tmp
+
+.PHONY: setup run test bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@mkdir -p $(TORCHINDUCTOR_CACHE_DIR) $(TMPDIR)
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		echo "installing system packages for ffcv: $(APT_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(SUDO) apt-get install -y -qq python3-venv
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned to the CUDA 13 build the loaders match (CPU works with it too).
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	@mkdir -p $(TORCHINDUCTOR_CACHE_DIR) $(TMPDIR)
+	$(BIN)/python -m mlvgm.views --generator shapes --out results/views/shapes.png
+
+test: $(STAMP)
+	@mkdir -p $(TORCHINDUCTOR_CACHE_DIR) $(TMPDIR)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	@mkdir -p $(TORCHINDUCTOR_CACHE_DIR) $(TMPDIR) results/bench
+	$(BIN)/python -m pytest bench --benchmark-json results/bench/latest.json
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache .benchmarks *.egg-info

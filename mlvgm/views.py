@@ -1,0 +1,265 @@
+"""Positive views in latent space, T_z: the `none` and `random` strategies, and Figure-4 view grids.
+
+    anchors z = (z_1, ..., z_n)  ->  positives z' = (z_1 + w_1, ..., z_n + w_n)
+
+- `none`: z' = z. The two views of a pair differ only by what T_x does in pixel space (the paper's
+  "synth" baseline).
+- `random` (Jahanian et al. 2021, applied per level as in the paper's section 3.2): on each chosen
+  level i, w_i ~ N^t(mu_i, sigma_i, t_i) per coordinate, truncated at t_i standard deviations; the
+  other levels are left alone (w_i = 0).
+
+Every strategy returns `Views(anchors, positives, norms)`, with norms[b, i] = ||z'_i - z_i||_2, the
+per-level perturbation magnitude that the paper's Table 1 summarises.
+
+`python -m mlvgm.views --generator shapes --out grid.png` draws the paper's Figure 4 for a generator:
+rows are anchors, and each column adds the *same* noise vector w to one level (or group) at a time,
+with the amplified pixel difference to the anchor underneath.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mlvgm.errors import InputError
+from mlvgm.generators.base import level_label, resolve_levels
+from mlvgm.latents import RandomSource, truncated_normal
+
+LevelSelection = int | str | Iterable[int | str] | None
+
+
+@dataclass
+class Views:
+    """A batch of anchor/positive latent pairs."""
+
+    anchors: list[Tensor]  # per level (B, d_i)
+    positives: list[Tensor]  # per level (B, d_i)
+    norms: Tensor  # (B, n_levels): ||positive_i - anchor_i||_2, 0 on untouched levels
+
+
+@dataclass(frozen=True)
+class LevelNoise:
+    """Per-coordinate perturbation w ~ N^t(mu, sigma, t) of one level."""
+
+    sigma: float  # standard deviation (>= 0)
+    mu: float = 0.0  # mean
+    t: float | None = 2.0  # truncation in units of sigma (> 0), None = untruncated
+
+    def __post_init__(self) -> None:
+        if not self.sigma >= 0:
+            raise InputError(f"sigma must be >= 0, got {self.sigma}: use a non-negative standard deviation")
+        if self.t is not None and not self.t > 0:
+            raise InputError(f"truncation t must be > 0 (in units of sigma), got {self.t}: use None for no truncation")
+
+
+class NoViews:
+    """T_z = identity: positives are the anchors."""
+
+    name = "none"
+
+    def __init__(self, g) -> None:
+        self.num_levels = len(g.level_dims)
+
+    def __call__(self, anchors: Sequence[Tensor], generator: RandomSource = None) -> Views:
+        anchors = list(anchors)
+        norms = anchors[0].new_zeros((anchors[0].shape[0], self.num_levels))
+        return Views(anchors, list(anchors), norms)
+
+
+class RandomViews:
+    """T_z(z)_i = z_i + w_i, w_i ~ N^t(mu_i, sigma_i, t_i) on the chosen levels (Jahanian et al. 2021).
+
+    g:     the generator (its level_dims, level_names and groups resolve `noise`)
+    noise: {level or group (1-based number or name): LevelNoise}; levels not named are not perturbed
+    """
+
+    name = "random"
+
+    def __init__(self, g, noise: Mapping[int | str, LevelNoise]) -> None:
+        if not noise:
+            raise InputError("random views need at least one level to perturb: name levels or groups")
+        self.level_dims = tuple(g.level_dims)
+        per_level: dict[int, LevelNoise] = {}
+        for selection, level_noise in noise.items():
+            if not isinstance(level_noise, LevelNoise):
+                raise InputError(f"noise for level {selection!r} must be a LevelNoise, got {type(level_noise).__name__}")
+            for i in resolve_levels(g, selection):
+                if i in per_level and per_level[i] != level_noise:
+                    raise InputError(f"level {level_label(g, i)} is given two different noises: name it once")
+                per_level[i] = level_noise
+        self.noise = dict(sorted(per_level.items()))  # 0-based level -> LevelNoise
+
+        # One (D,) vector per parameter over all D = sum(level_dims) coordinates: one draw per batch.
+        sigma, mu, t = [], [], []
+        for i, d in enumerate(self.level_dims):
+            n = self.noise.get(i, LevelNoise(sigma=0.0, mu=0.0, t=None))
+            sigma += [n.sigma] * d
+            mu += [n.mu if i in self.noise else 0.0] * d
+            t += [n.t if n.t is not None else float("inf")] * d
+        self.sigma = torch.tensor(sigma)  # (D,)
+        self.mu = torch.tensor(mu)  # (D,)
+        self.t = torch.tensor(t)  # (D,) inf = untruncated
+
+    @classmethod
+    def uniform(cls, g, levels: LevelSelection = None, *, sigma: float, mu: float = 0.0, t: float | None = 2.0):
+        """The same N^t(mu, sigma, t) on every chosen level (all levels when `levels` is None)."""
+        noise = LevelNoise(sigma=sigma, mu=mu, t=t)
+        return cls(g, {i + 1: noise for i in resolve_levels(g, levels)})
+
+    def perturbation(self, batch: int, *, generator: RandomSource = None, device=None) -> Tensor:
+        """w: (batch, D) perturbation of all levels at once, zero on untouched levels."""
+        sigma, mu, t = (x.to(device) for x in (self.sigma, self.mu, self.t))
+        return truncated_normal((batch, sigma.numel()), mean=mu, std=sigma, t=t, generator=generator, device=device)
+
+    def __call__(self, anchors: Sequence[Tensor], generator: RandomSource = None) -> Views:
+        anchors = list(anchors)
+        z = torch.cat(anchors, dim=1)  # (B, D)
+        w = self.perturbation(z.shape[0], generator=generator, device=z.device).to(z.dtype)  # (B, D)
+        positives = list(torch.split(z + w, list(self.level_dims), dim=1))
+        norms = torch.stack([part.norm(dim=1) for part in torch.split(w, list(self.level_dims), dim=1)], dim=1)
+        return Views(anchors, positives, norms)
+
+
+# --- Figure 4: the same noise vector on one level at a time -----------------------------------------
+
+
+@dataclass
+class ViewGrid:
+    """images[r, c]: anchor r with the noise added to column c's levels (column 0: the anchor itself)."""
+
+    images: Tensor  # (rows, 1 + columns, 3, H, W)
+    labels: list[str]  # column titles, "anchor" first
+    max_abs_diff: Tensor  # (rows, 1 + columns): max |view - anchor| over pixels
+
+
+@torch.no_grad()
+def level_sweep(
+    g,
+    anchors: Sequence[Tensor],  # per level (rows, d_i)
+    w: Tensor,  # (d,) one noise vector, added as it is to each level of a column
+    columns: Sequence[int | str] | None = None,  # levels or groups, one per column; None = every level
+) -> ViewGrid:
+    """Render the paper's Figure 4: each column adds the same w to one level (or every level of a group)."""
+    if columns is None:
+        columns = [i + 1 for i in range(len(g.level_dims))]
+    anchor_images = g(list(anchors))
+    images, labels = [anchor_images], ["anchor"]
+    for column in columns:
+        levels = resolve_levels(g, column)
+        latents = [z.clone() for z in anchors]
+        for i in levels:
+            if g.level_dims[i] != w.numel():
+                raise InputError(
+                    f"the noise vector has {w.numel()} dims but level {level_label(g, i)} has {g.level_dims[i]}: "
+                    "a sweep adds the same vector to each level, so sweep levels of equal size"
+                )
+            latents[i] = latents[i] + w.to(latents[i])
+        images.append(g(latents))
+        labels.append(level_label(g, levels[0]) if len(levels) == 1 else str(column))
+    stacked = torch.stack(images, dim=1)  # (rows, 1 + columns, 3, H, W)
+    diff = (stacked - anchor_images[:, None]).abs().flatten(2).amax(dim=2)
+    return ViewGrid(stacked, labels, diff)
+
+
+def plot_view_grid(grid: ViewGrid, title: str, path) -> None:
+    """A PNG: per anchor, a row of images and beneath it a row of |view - anchor| (mean over RGB, x4)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mlvgm.io import atomic_path
+
+    rows, cols = grid.images.shape[:2]
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.35 * cols, 1.45 * 2 * rows), squeeze=False)
+    images = grid.images.float().cpu()
+    for r in range(rows):
+        for c in range(cols):
+            top, bottom = axes[2 * r, c], axes[2 * r + 1, c]
+            top.imshow(images[r, c].permute(1, 2, 0).numpy(), interpolation="nearest")
+            diff = (images[r, c] - images[r, 0]).abs().mean(dim=0)
+            bottom.imshow((4 * diff).clamp(0, 1).numpy(), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+            bottom.text(
+                0.03, 0.05, f"max {grid.max_abs_diff[r, c]:.3f}", color="white", fontsize=6,
+                transform=bottom.transAxes,
+            )  # fmt: skip
+            for ax in (top, bottom):
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if r == 0:
+                top.set_title(grid.labels[c], fontsize=8)
+        axes[2 * r, 0].set_ylabel(f"anchor {r + 1}", fontsize=7)
+        axes[2 * r + 1, 0].set_ylabel("|diff| x4", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from mlvgm.cli import ArgumentParser, nonnegative_int, positive_float, positive_int, resolve_device
+    from mlvgm.generators import available_generators, load_generator
+    from mlvgm.io import atomic_write_json, check_output_file
+    from mlvgm.provenance import provenance, provenance_line
+    from mlvgm.streams import Stream
+
+    parser = ArgumentParser(
+        prog="python -m mlvgm.views",
+        description="Draw the paper's Figure 4 for a generator: rows are anchors, each column adds the "
+        "same noise vector to one latent level (or group), with |view - anchor| underneath.",
+    )
+    parser.add_argument("--generator", default="shapes", help=f"generator spec: {', '.join(available_generators())}")
+    parser.add_argument("--out", required=True, help="PNG to write; a .json with provenance goes beside it")
+    parser.add_argument("--anchors", type=positive_int, default=4, help="number of anchor rows")
+    parser.add_argument("--sigma", type=positive_float, default=1.0, help="std of the shared noise vector w")
+    parser.add_argument("--t", type=positive_float, default=2.0, help="truncation of w, in units of sigma")
+    parser.add_argument("--truncation", type=positive_float, default=2.0, help="truncation of the anchors")
+    parser.add_argument(
+        "--levels", default=None,
+        help="comma-separated levels (1-based) or group/level names, one per column; default: every level",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of anchors and noise")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    args = parser.parse_args(argv)
+
+    out = check_output_file(args.out, suffixes=(".png",))
+    device = resolve_device(args.device)
+    g = load_generator(args.generator, device=device)
+    columns = [c.strip() for c in args.levels.split(",") if c.strip()] if args.levels else None
+    for column in columns or []:
+        resolve_levels(g, column)  # fail on a bad level before any work
+    record = provenance({k: v for k, v in vars(args).items()})
+    print(provenance_line(record))
+
+    anchors = g.sample_latents(args.anchors, truncation=args.truncation, generator=Stream(args.seed, purpose="anchors").at(0))
+    first = resolve_levels(g, columns[0] if columns else 1)[0]
+    w = truncated_normal(
+        g.level_dims[first], std=args.sigma, t=args.t, generator=Stream(args.seed, purpose="view-grid").at(0), device=device
+    )  # fmt: skip
+    grid = level_sweep(g, anchors, w, columns)
+    title = f"{args.generator}: the same w ~ N^t(0, {args.sigma:g}, {args.t:g}) added to one level per column"
+    plot_view_grid(grid, title, out)
+
+    mean_diff = grid.max_abs_diff.mean(dim=0).tolist()
+    record["columns"] = {label: round(v, 6) for label, v in zip(grid.labels, mean_diff, strict=True)}
+    record["max_abs_diff"] = grid.max_abs_diff.tolist()
+    record["noise_vector"] = w.tolist()
+    atomic_write_json(out.with_suffix(".json"), record)
+    for label, v in zip(grid.labels[1:], mean_diff[1:], strict=True):
+        print(f"  {label:<16} max |view - anchor| = {v:.4f} (mean over {args.anchors} anchors)")
+    print(f"wrote {out} and {out.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    from mlvgm.cli import run
+
+    sys.exit(run(main, "python -m mlvgm.views"))
