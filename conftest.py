@@ -6,10 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 _ROOT = Path(__file__).resolve().parent
 # torch.compile writes its cache here unless the caller (make, .ci/run) chose a folder already.
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(_ROOT / ".cache" / "inductor"))
+# Without a GPU, Triton kernels run in its interpreter on CPU tensors. The switch is read when
+# triton.language defines its own jit functions, so it must be set before anything imports triton.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -17,8 +22,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    import torch
-
     run_slow = config.getoption("--run-slow")
     has_gpu = torch.cuda.is_available()
     for item in items:
@@ -26,3 +29,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="slow test: run with --run-slow"))
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU: none on this machine"))
+        if "interpret" in item.keywords and not has_gpu and os.environ.get("TRITON_INTERPRET") != "1":
+            item.add_marker(pytest.mark.skip(reason="Triton without a GPU needs TRITON_INTERPRET=1 before import"))

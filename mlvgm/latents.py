@@ -95,9 +95,7 @@ def truncated_normal(
     """
     # Tensor parameters are not inspected here (that would sync the host on every step): callers
     # that build them, such as mlvgm.views, validate them once.
-    _check_params(
-        std if not isinstance(std, torch.Tensor) else 0.0, t if not isinstance(t, torch.Tensor) else 1.0
-    )
+    _check_params(std if not isinstance(std, torch.Tensor) else 0.0, t if not isinstance(t, torch.Tensor) else 1.0)
     v = symmetric_uniform(shape, generator=generator, device=device, dtype=dtype)  # (*shape,) in (-1, 1)
     if t is None:
         z = math.sqrt(2.0) * torch.erfinv(v)

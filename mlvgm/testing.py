@@ -39,7 +39,9 @@ class ConformanceReport:
     checks: list[str] = field(default_factory=list)  # the checks that passed
 
     def __str__(self) -> str:
-        lines = [f"{self.name}: {len(self.level_dims)} levels {self.level_dims}, {self.resolution} px, on {self.device}"]
+        lines = [
+            f"{self.name}: {len(self.level_dims)} levels {self.level_dims}, {self.resolution} px, on {self.device}"
+        ]
         lines += [f"  ok  {check}" for check in self.checks]
         grads = ", ".join(f"z{i + 1}={v:.3g}" for i, v in enumerate(self.grad_norms))
         lines.append(f"  gradient norms: {grads}")
@@ -93,7 +95,7 @@ def check_mlvgm(g: torch.nn.Module, *, n: int = 4, seed: int = 0, atol: float = 
 
     try:
         latents = draw()
-    except Exception as exc:  # a user's generator can fail in any way: report it as a failed check
+    except Exception as exc:  # noqa: BLE001 -- user code can fail in any way: report it as a failed check
         fail(f"sample_latents(n, generator=torch.Generator) raised {type(exc).__name__}: {exc}")
         return done()
     if not isinstance(latents, list | tuple) or len(latents) != len(dims):
@@ -121,16 +123,18 @@ def check_mlvgm(g: torch.nn.Module, *, n: int = 4, seed: int = 0, atol: float = 
         truncated = draw(truncation=0.5)
         if any(tuple(z.shape) != (n, d) for z, d in zip(truncated, dims, strict=True)):
             fail("sample_latents(truncation=...) changed the latent shapes")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- user code
         fail(f"sample_latents(n, truncation=0.5) raised {type(exc).__name__}: {exc}")
-    report.checks.append(f"sample_latents: {len(dims)} tensors (n, d_i), {latents[0].dtype}, on {device}, deterministic")
+    report.checks.append(
+        f"sample_latents: {len(dims)} tensors (n, d_i), {latents[0].dtype}, on {device}, deterministic"
+    )
 
     # -- images
     inputs = [z.clone() for z in latents]
     with torch.no_grad():
         try:
             images = g(inputs)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- user code
             fail(f"forward(latents) raised {type(exc).__name__}: {exc}")
             return done()
     if not isinstance(images, torch.Tensor) or tuple(images.shape) != (n, 3, resolution, resolution):
@@ -156,12 +160,12 @@ def check_mlvgm(g: torch.nn.Module, *, n: int = 4, seed: int = 0, atol: float = 
     # -- gradients
     leaves = [z.clone().requires_grad_(True) for z in latents]
     with torch.enable_grad():
-        out = g(leaves)
-        weights = torch.rand(out.shape, generator=_generator(device, seed), device=device, dtype=out.dtype)
         try:
+            out = g(leaves)
+            weights = torch.rand(out.shape, generator=_generator(device, seed), device=device, dtype=out.dtype)
             grads = torch.autograd.grad((out * weights).sum(), leaves, allow_unused=True)
-        except RuntimeError as exc:
-            fail(f"images are not differentiable with respect to the latents: {exc}")
+        except Exception as exc:  # noqa: BLE001 -- user code: report, don't crash the check
+            fail(f"images are not differentiable with respect to the latents: {type(exc).__name__}: {exc}")
             return done()
     for i, grad in enumerate(grads):
         if grad is None:

@@ -85,7 +85,9 @@ class RandomViews:
         per_level: dict[int, LevelNoise] = {}
         for selection, level_noise in noise.items():
             if not isinstance(level_noise, LevelNoise):
-                raise InputError(f"noise for level {selection!r} must be a LevelNoise, got {type(level_noise).__name__}")
+                raise InputError(
+                    f"noise for level {selection!r} must be a LevelNoise, got {type(level_noise).__name__}"
+                )
             for i in resolve_levels(g, selection):
                 if i in per_level and per_level[i] != level_noise:
                     raise InputError(f"level {level_label(g, i)} is given two different noises: name it once")
@@ -238,11 +240,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     record = provenance({k: v for k, v in vars(args).items()})
     print(provenance_line(record))
 
-    anchors = g.sample_latents(args.anchors, truncation=args.truncation, generator=Stream(args.seed, purpose="anchors").at(0))
+    anchors = g.sample_latents(
+        args.anchors, truncation=args.truncation, generator=Stream(args.seed, purpose="anchors").at(0)
+    )
     first = resolve_levels(g, columns[0] if columns else 1)[0]
-    w = truncated_normal(
-        g.level_dims[first], std=args.sigma, t=args.t, generator=Stream(args.seed, purpose="view-grid").at(0), device=device
-    )  # fmt: skip
+    noise_source = Stream(args.seed, purpose="view-grid").at(0)
+    w = truncated_normal(g.level_dims[first], std=args.sigma, t=args.t, generator=noise_source, device=device)
     grid = level_sweep(g, anchors, w, columns)
     title = f"{args.generator}: the same w ~ N^t(0, {args.sigma:g}, {args.t:g}) added to one level per column"
     plot_view_grid(grid, title, out)

@@ -9,6 +9,9 @@ and a manifest with the provenance:
     DIR/factors.csv                 index, split, path, label, the discrete factors, the scene parameters
     DIR/manifest.json               generator, n, seed, counts, provenance
 
+Every class has a folder in both splits, so class indices agree between train and val; a tiny export
+can leave some empty, which torchvision reads with ImageFolder(root, allow_empty=True).
+
 The dataset is built in a hidden sibling folder and renamed into place at the end, so DIR either
 does not exist or is complete: a crash or Ctrl-C never leaves a half-written dataset under DIR.
 Image i comes from chunk i // CHUNK of the (seed, purpose="export") latent stream, so a dataset is
@@ -18,6 +21,7 @@ reproducible from its seed, byte for byte, whatever the machine's speed.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -26,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torchvision.io import encode_jpeg
+from PIL import Image
 from tqdm import tqdm
 
 from mlvgm.errors import InputError, check_positive_int
@@ -35,6 +39,16 @@ from mlvgm.provenance import provenance, provenance_line
 from mlvgm.streams import Stream
 
 CHUNK = 256  # images rendered per stream step
+
+
+def encode_jpeg(images: torch.Tensor, quality: int) -> list[bytes]:
+    """(B, 3, H, W) uint8 -> JPEG bytes per image (Pillow's libjpeg-turbo; deterministic)."""
+    encoded = []
+    for array in images.permute(0, 2, 3, 1).numpy():  # (B, H, W, 3)
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+        encoded.append(buffer.getvalue())
+    return encoded
 
 
 def is_val(index: int, val_fraction: float) -> bool:
@@ -105,13 +119,13 @@ def _render(g, root: Path, n, seed, truncation, val_fraction, quality, progress)
         images = (g(latents) * 255.0).round().to(torch.uint8).cpu()  # (count, 3, H, W)
         factors = {k: v.cpu().tolist() for k, v in g.factors(latents).items()}
         scene = {k: v.cpu().tolist() for k, v in g.scene(latents).items() if k not in factors}
-        encoded = encode_jpeg(list(images), quality=quality)
+        encoded = encode_jpeg(images, quality)
         for j, data in enumerate(encoded):
             index = step * CHUNK + j
             split = "val" if is_val(index, val_fraction) else "train"
             label = factors["shape"][j]
             path = Path(split) / classes[label] / f"{index:07d}.jpg"
-            (root / path).write_bytes(data.numpy().tobytes())
+            (root / path).write_bytes(data)
             row = {"index": index, "split": split, "path": str(path), "label": classes[label]}
             row.update({k: v[j] for k, v in factors.items()})
             row.update({k: round(float(v[j]), 6) for k, v in scene.items()})

@@ -19,7 +19,7 @@ A generator does not have to subclass `MLVGM`: any torch module with these attri
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor, nn

@@ -26,7 +26,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-
 from torch.special import ndtr
 
 from mlvgm.errors import InputError
@@ -63,7 +62,10 @@ MIN_RESOLUTION, MAX_RESOLUTION = 32, 128
 
 
 def _regular_polygon(n: int, radius: float = 1.0, phase: float = math.pi / 2) -> list[tuple[float, float]]:
-    return [(radius * math.cos(phase + 2 * math.pi * i / n), radius * math.sin(phase + 2 * math.pi * i / n)) for i in range(n)]
+    return [
+        (radius * math.cos(phase + 2 * math.pi * i / n), radius * math.sin(phase + 2 * math.pi * i / n))
+        for i in range(n)
+    ]
 
 
 def _star(points: int = 5, inner: float = 0.5) -> list[tuple[float, float]]:
@@ -181,8 +183,10 @@ class ShapesWorld(MLVGM):
 
     def __init__(self, resolution: int = 64, world_seed: int = 0) -> None:
         super().__init__()
-        if isinstance(resolution, bool) or not isinstance(resolution, int) or not (
-            MIN_RESOLUTION <= resolution <= MAX_RESOLUTION
+        if (
+            isinstance(resolution, bool)
+            or not isinstance(resolution, int)
+            or not (MIN_RESOLUTION <= resolution <= MAX_RESOLUTION)
         ):
             raise InputError(
                 f"shapes resolution must be an integer from {MIN_RESOLUTION} to {MAX_RESOLUTION}, got {resolution!r}"
