@@ -35,6 +35,15 @@ def run(main: Callable[[Sequence[str] | None], object], prog: str, argv: Sequenc
     return 0
 
 
+def add_generator_args(parser: argparse.ArgumentParser, *, seed_help: str) -> None:
+    """--generator, --seed and --device, spelled the same in every command."""
+    from mlvgm.generators import available_generators
+
+    parser.add_argument("--generator", default="shapes", help=f"generator spec: {', '.join(available_generators())}")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help=seed_help)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda when available else cpu; 'cpu', 'cuda', 'cuda:N' checked against this machine."""
     if name == "auto":

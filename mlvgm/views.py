@@ -206,8 +206,8 @@ def plot_view_grid(grid: ViewGrid, title: str, path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from mlvgm.cli import ArgumentParser, nonnegative_int, positive_float, positive_int, resolve_device
-    from mlvgm.generators import available_generators, load_generator
+    from mlvgm.cli import ArgumentParser, add_generator_args, positive_float, positive_int, resolve_device
+    from mlvgm.generators import load_generator
     from mlvgm.io import atomic_write_json, check_output_file
     from mlvgm.provenance import provenance, provenance_line
     from mlvgm.streams import Stream
@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Draw the paper's Figure 4 for a generator: rows are anchors, each column adds the "
         "same noise vector to one latent level (or group), with |view - anchor| underneath.",
     )
-    parser.add_argument("--generator", default="shapes", help=f"generator spec: {', '.join(available_generators())}")
+    add_generator_args(parser, seed_help="seed of anchors and noise")
     parser.add_argument("--out", required=True, help="PNG to write; a .json with provenance goes beside it")
     parser.add_argument("--anchors", type=positive_int, default=4, help="number of anchor rows")
     parser.add_argument("--sigma", type=positive_float, default=1.0, help="std of the shared noise vector w")
@@ -227,8 +227,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--levels", default=None,
         help="comma-separated levels (1-based) or group/level names, one per column; default: every level",
     )  # fmt: skip
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of anchors and noise")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
 
     out = check_output_file(args.out, suffixes=(".png",))

@@ -147,23 +147,21 @@ def _move_into_place(staging: Path, out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from mlvgm.cli import ArgumentParser, nonnegative_int, positive_float, positive_int, resolve_device
-    from mlvgm.generators import available_generators, load_generator
+    from mlvgm.cli import ArgumentParser, add_generator_args, positive_float, positive_int, resolve_device
+    from mlvgm.generators import load_generator
 
     parser = ArgumentParser(
         prog="python -m mlvgm.data.export",
         description="Render a generator's images into an ImageFolder of JPEGs (train/val by shape class) "
         "with a CSV of every factor per image.",
     )
-    parser.add_argument("--generator", default="shapes", help=f"generator spec: {', '.join(available_generators())}")
+    add_generator_args(parser, seed_help="seed of the latent stream")
     parser.add_argument("--n", type=positive_int, required=True, help="number of images")
     parser.add_argument("--out", required=True, help="dataset folder to create")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the latent stream")
     parser.add_argument("--truncation", type=positive_float, default=2.0, help="anchor truncation t")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of images in val/, in [0, 1)")
     parser.add_argument("--quality", type=positive_int, default=90, help="JPEG quality, 1-100")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
 
     g = load_generator(args.generator, device=resolve_device(args.device))
