@@ -72,11 +72,18 @@ def _plain(config: object) -> object:
     return config
 
 
+def command_line() -> str:
+    """How this process was started: 'python -m mlvgm.views --out x.png', or the script's name."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    program = f"python -m {spec.name.removesuffix('.__main__')}" if spec and spec.name else Path(sys.argv[0]).name
+    return " ".join([program, *sys.argv[1:]])
+
+
 def provenance(config: object = None) -> dict[str, object]:
     """Everything needed to trace a result: time, command, git, hardware, software, config."""
     return {
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command_line(),
         "git": git_revision(),
         "hardware": hardware(),
         "software": software(),
