@@ -97,3 +97,13 @@ def test_help_lists_every_flag_with_its_default(tmp_path):
         assert flag in result.stdout
     text = " ".join(result.stdout.split())  # argparse wraps lines
     assert "(default: shapes)" in text and "(default: 4)" in text
+
+
+def test_views_cli_succeeds_and_records_its_command(tmp_path):
+    import json
+
+    result = run(*VIEWS, "--out", str(tmp_path / "grid.png"), "--anchors", "1", "--levels", "6", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "grid.json").read_text())
+    assert record["command"].startswith("python -m mlvgm.views --out")
+    assert record["columns"]["z6 unused"] == 0.0
