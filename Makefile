@@ -1,4 +1,5 @@
-# mlvgm: `make run` sets everything up and runs the main job; `make test` runs the test suite.
+# mlvgm: `make run` sets everything up and runs the main job (python -m mlvgm.train, the quickstart);
+# `make test` runs the test suite; `make views` redraws results/views/shapes.png.
 # Both install into ./.venv first when needed (system packages for ffcv via apt, then pip).
 
 PYTHON ?= python3
@@ -11,7 +12,7 @@ APT_PACKAGES := pkg-config libturbojpeg0-dev libopencv-dev
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
 export TMPDIR ?= $(CURDIR)/.cache/tmp
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run views test bench lint clean
 
 setup: $(STAMP)
 
@@ -31,6 +32,9 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	@mkdir -p $(TORCHINDUCTOR_CACHE_DIR) $(TMPDIR)
+	$(BIN)/python -m mlvgm.train
+
+views: $(STAMP)
 	$(BIN)/python -m mlvgm.views --generator shapes --out results/views/shapes.png
 
 test: $(STAMP)

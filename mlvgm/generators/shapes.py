@@ -40,6 +40,7 @@ SHAPE_CLASSES = (
 LEVEL_NAMES = ("identity", "geometry", "color", "background", "texture", "unused")
 LEVEL_DIM = 8
 POSITION_BINS = 3  # per axis: factors["position"] is one of 3 x 3 = 9 cells, row-major
+POSITION_RANGE = 0.7  # object centres lie in [-0.35, 0.35] (the image spans [-1, 1])
 COLOR_BINS = 8  # object hue bins
 BACKGROUND_BINS = 6  # background hue bins
 FACTOR_CLASSES = {
@@ -239,21 +240,21 @@ class ShapesWorld(MLVGM):
         return {
             "logits": torch.cat([u[:, :6], -u[:, :6]], dim=1),
             "aspect": torch.exp(0.15 * torch.tanh(0.5 * u[:, 6])),  # in [0.86, 1.16]
-            "roundness": 2.0 * ndtr(u[:, 7]),  # in [0, 2]: low-passes the outline
+            "roundness": 0.8 * ndtr(u[:, 7]),  # in [0, 0.8]: low-passes the outline
         }
 
     def geometry_params(self, z2: Tensor) -> dict[str, Tensor]:
-        """Level 2: centre (x, y) in [-0.45, 0.45], radius scale, angle, stretch, shear, bends (B,)."""
+        """Level 2: centre (x, y) in [-0.35, 0.35], radius scale, angle, stretch, shear, bends (B,)."""
         u = self._mixed(1, z2)
         return {
-            "x": 0.9 * (ndtr(u[:, 0]) - 0.5),
-            "y": 0.9 * (ndtr(u[:, 1]) - 0.5),
-            "scale": 0.34 + 0.24 * ndtr(u[:, 2]),  # outline radius in half-image units
+            "x": POSITION_RANGE * (ndtr(u[:, 0]) - 0.5),
+            "y": POSITION_RANGE * (ndtr(u[:, 1]) - 0.5),
+            "scale": 0.42 + 0.24 * ndtr(u[:, 2]),  # outline radius in half-image units
             "angle": 2 * math.pi * ndtr(u[:, 3]),
-            "stretch": torch.exp(0.25 * torch.tanh(0.5 * u[:, 4])),
-            "shear": 0.3 * torch.tanh(0.5 * u[:, 5]),
-            "bend_x": 0.3 * torch.tanh(0.5 * u[:, 6]),
-            "bend_y": 0.3 * torch.tanh(0.5 * u[:, 7]),
+            "stretch": torch.exp(0.15 * torch.tanh(0.5 * u[:, 4])),
+            "shear": 0.2 * torch.tanh(0.5 * u[:, 5]),
+            "bend_x": 0.15 * torch.tanh(0.5 * u[:, 6]),
+            "bend_y": 0.15 * torch.tanh(0.5 * u[:, 7]),
         }
 
     def color_params(self, z3: Tensor) -> dict[str, Tensor]:
@@ -412,8 +413,8 @@ class ShapesWorld(MLVGM):
         color (object hue bin), background (background hue bin)."""
         s = self.scene(latents)
 
-        def cell(v: Tensor) -> Tensor:  # centre coordinate in [-0.45, 0.45] -> bin 0..2
-            return torch.clamp(((v / 0.9 + 0.5) * POSITION_BINS).long(), 0, POSITION_BINS - 1)
+        def cell(v: Tensor) -> Tensor:  # centre coordinate in [-0.35, 0.35] -> bin 0..2
+            return torch.clamp(((v / POSITION_RANGE + 0.5) * POSITION_BINS).long(), 0, POSITION_BINS - 1)
 
         return {
             "shape": s["shape"],

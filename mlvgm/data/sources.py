@@ -1,0 +1,181 @@
+"""Data sources: where the trainer's (view_a, view_b) batches come from, one interface for all.
+
+    source.steps_per_epoch                     steps in one epoch
+    source.iterate(start_step)                 yields (view_a, view_b), each (B, 3, S, S) on the device,
+                                               for start_step, start_step + 1, ... forever
+
+- `ContinuousSampling` (the paper's section 3.3): every step draws fresh anchors from the
+  (seed, rank, step) stream, makes positives with T_z, renders both with the generator on the
+  trainer's device in one forward, and applies T_x. No dataset, no disk, no host round trip. An
+  epoch is a fixed number of steps (a reference dataset's size / batch), as in the paper, so epochs
+  compare with real-data training.
+- `ImageFolderSource`: an ImageFolder read by the torch DataLoader (workers, pinned memory), shuffled
+  per epoch by the (seed, "shuffle") stream and split across ranks; T_x makes two views of each image
+  on the device.
+
+Both are pure functions of the step: a resumed run gets exactly the batches the uninterrupted run got.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Sampler
+
+from mlvgm.augment import PixelAugment
+from mlvgm.errors import InputError
+from mlvgm.streams import Stream
+
+
+class ContinuousSampling:
+    """Fresh generated views every step (paper section 3.3, Appendix C).
+
+    generator:       the MLVGM, on the trainer's device (put in eval mode here; its weights frozen)
+    views:           T_z, a view strategy from mlvgm.views (NoViews, RandomViews)
+    augment:         T_x, a PixelAugment
+    batch_size:      pairs per step on this rank
+    seed, rank:      key of this rank's streams: ranks never share latents
+    steps_per_epoch: steps that make one epoch
+    truncation:      anchor truncation t (None = untruncated)
+    compile:         torch.compile the generator (fixed shapes: worth it for long runs)
+    """
+
+    def __init__(
+        self,
+        generator,
+        views,
+        augment: PixelAugment,
+        batch_size: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        steps_per_epoch: int,
+        truncation: float | None = None,
+        compile: bool = False,
+    ) -> None:
+        self.generator = generator.eval().requires_grad_(False)
+        self.render = torch.compile(self.generator, fullgraph=True, dynamic=False) if compile else self.generator
+        self.views, self.augment = views, augment
+        self.batch_size, self.truncation = batch_size, truncation
+        self.steps_per_epoch = steps_per_epoch
+        self.anchors = Stream(seed, rank, "anchors")
+        self.positives = Stream(seed, rank, "views")
+        self.pixels = Stream(seed, rank, "augment")
+
+    @torch.no_grad()
+    def images(self, step: int) -> tuple[Tensor, Tensor]:
+        """The generated anchor and positive images of a step, before T_x: (B, 3, H, W) each."""
+        z = self.generator.sample_latents(self.batch_size, truncation=self.truncation, generator=self.anchors.at(step))
+        pair = self.views(z, self.positives.at(step))
+        both = [torch.cat([a, p]) for a, p in zip(pair.anchors, pair.positives, strict=True)]  # (2B, d_i)
+        return self.render(both).chunk(2)  # one forward for anchors and positives
+
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        anchor, positive = self.images(step)
+        draws = self.pixels.at(step)
+        with torch.no_grad():
+            return self.augment(anchor, draws), self.augment(positive, draws)
+
+    def iterate(self, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        step = start_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+
+class _EpochSampler(Sampler[int]):
+    """Indices of this rank's share of each epoch's permutation, from (epoch, offset) on, forever."""
+
+    def __init__(self, size: int, per_epoch: int, *, seed: int, rank: int, world: int, start: int) -> None:
+        self.size, self.per_epoch, self.seed, self.rank, self.world = size, per_epoch, seed, rank, world
+        self.start = start  # index of the first sample to yield, counted over all epochs
+
+    def permutation(self, epoch: int) -> Tensor:
+        keys = Stream(self.seed, purpose="shuffle").at(epoch).uint32(self.size)
+        return torch.argsort(keys, stable=True)  # the same order on every rank
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, offset = divmod(self.start, self.per_epoch)
+        while True:
+            mine = self.permutation(epoch)[self.rank :: self.world][: self.per_epoch]
+            yield from mine[offset:].tolist()
+            epoch, offset = epoch + 1, 0
+
+    def __len__(self) -> int:  # DataLoader asks; the stream is endless
+        return 2**62
+
+
+class ImageFolderSource:
+    """Two T_x views of each image of an ImageFolder, read by the torch DataLoader.
+
+    root:       the folder of class subfolders (labels are ignored for self-supervised training)
+    resolution: images are resized to this side (short side, then centre crop) on the workers
+    workers:    DataLoader worker processes
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        augment: PixelAugment,
+        batch_size: int,
+        *,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        resolution: int,
+        workers: int = 2,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        from torchvision import datasets
+        from torchvision.transforms import v2
+
+        root = Path(root)
+        if not root.is_dir():
+            raise InputError(f"image folder {root} does not exist: give the path of an ImageFolder (class subfolders)")
+        transform = v2.Compose([v2.PILToTensor(), v2.Resize(resolution, antialias=True), v2.CenterCrop(resolution)])
+        try:
+            self.dataset = datasets.ImageFolder(str(root), transform=transform, allow_empty=True)
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise InputError(
+                f"{root} is not an ImageFolder ({exc}): it needs one subfolder of images per class"
+            ) from None
+        if len(self.dataset) < batch_size * world_size:
+            raise InputError(
+                f"{root} has {len(self.dataset)} images, fewer than one global batch ({batch_size * world_size})"
+            )
+        self.augment, self.batch_size, self.device = augment, batch_size, torch.device(device)
+        self.seed, self.rank, self.world, self.workers = seed, rank, world_size, workers
+        self.steps_per_epoch = len(self.dataset) // (batch_size * world_size)  # the last partial batch is dropped
+        self.pixels = Stream(seed, rank, "augment")
+
+    def iterate(self, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        per_epoch = self.steps_per_epoch * self.batch_size
+        sampler = _EpochSampler(
+            len(self.dataset), per_epoch, seed=self.seed, rank=self.rank, world=self.world,
+            start=start_step * self.batch_size,
+        )  # fmt: skip
+        loader = DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=self.workers > 0,
+            drop_last=True,
+        )
+        step = start_step
+        for images, _ in loader:
+            x = images.to(self.device, non_blocking=True).float().div_(255.0)  # (B, 3, R, R) in [0, 1]
+            draws = self.pixels.at(step)
+            with torch.no_grad():
+                yield self.augment(x, draws), self.augment(x, draws)
+            step += 1
+
+
+def steps_for(images_per_epoch: int, global_batch: int) -> int:
+    """Steps in a Continuous-Sampling epoch that matches a reference dataset of that size."""
+    return max(1, math.floor(images_per_epoch / global_batch))

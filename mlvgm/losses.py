@@ -1,0 +1,120 @@
+"""Contrastive and non-contrastive losses as pure functions, each with a module wrapper.
+
+    info_nce(z_a, z_b, temperature)     SimCLR's NT-Xent (Chen et al. 2020, eq. 1), paper eq. (1)
+    simsiam_loss(p_a, p_b, z_a, z_b)    SimSiam's symmetric negative cosine (Chen & He 2021, Alg. 1)
+    byol_loss(p_a, p_b, t_a, t_b)       BYOL's normalised MSE, symmetrised (Grill et al. 2020, eq. 2)
+
+`info_nce` gathers negatives across ranks (with gradients) when torch.distributed is initialised and
+`gather=True`, so a data-parallel run optimises exactly the InfoNCE of the global batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mlvgm.errors import InputError
+
+INFO_NCE_IMPLS = ("auto", "torch")
+
+
+def _up(x: Tensor) -> Tensor:
+    """Half-precision embeddings (AMP) to float32 for the loss; float32/64 stay as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _gather(z: Tensor) -> Tensor:
+    """Concatenate z from every rank along dim 0, keeping the gradient to each rank's own z."""
+    import torch.distributed as dist
+    import torch.distributed.nn.functional as dist_fn
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return z
+    return torch.cat(dist_fn.all_gather(z), dim=0)
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def info_nce(
+    z_a: Tensor,  # (N, D) embeddings of the first views
+    z_b: Tensor,  # (N, D) embeddings of the second views; row i of z_a and z_b is a positive pair
+    temperature: float = 0.1,  # tau
+    *,
+    gather: bool = True,  # take negatives from every rank when torch.distributed is initialised
+    impl: str = "auto",  # "auto" | "torch"; the fused kernels plug in here
+) -> Tensor:
+    """NT-Xent over the 2N (or 2N x world size) samples: for each sample, its other view is the
+    positive and the remaining 2N-2 samples are negatives (itself excluded); the mean over samples of
+
+        -log( exp(sim(i, pos(i)) / tau) / sum_{k != i} exp(sim(i, k) / tau) ),  sim = cosine.
+    """
+    if impl not in INFO_NCE_IMPLS:
+        raise InputError(f"unknown info_nce impl {impl!r}: choose one of {', '.join(INFO_NCE_IMPLS)}")
+    if z_a.shape != z_b.shape or z_a.dim() != 2:
+        raise InputError(
+            f"info_nce needs two (N, D) embeddings of the same shape, got {tuple(z_a.shape)} and {tuple(z_b.shape)}"
+        )
+    if not temperature > 0:
+        raise InputError(f"temperature must be > 0, got {temperature}")
+    n = z_a.shape[0]
+    z_a, z_b = F.normalize(_up(z_a), dim=1), F.normalize(_up(z_b), dim=1)
+    rows = torch.cat([z_a, z_b], dim=0)  # (2N, D): this rank's samples
+    all_a, all_b = (_gather(z_a), _gather(z_b)) if gather else (z_a, z_b)
+    total = all_a.shape[0]  # N x world size
+    columns = torch.cat([all_a, all_b], dim=0)  # (2T, D): every rank's samples
+    logits = rows @ columns.T / temperature  # (2N, 2T)
+    offset = _rank() * n if total != n else 0
+    own = torch.arange(n, device=z_a.device) + offset  # global index of this rank's first views
+    self_index = torch.cat([own, own + total])  # (2N,)
+    positive = torch.cat([own + total, own])  # (2N,)
+    logits = logits.masked_fill(F.one_hot(self_index, 2 * total).bool(), float("-inf"))
+    return F.cross_entropy(logits, positive)
+
+
+def negative_cosine(p: Tensor, z: Tensor) -> Tensor:
+    """D(p, z) = -cos(p, stopgrad(z)), mean over the batch (SimSiam's D)."""
+    return -F.cosine_similarity(_up(p), _up(z.detach()), dim=1).mean()
+
+
+def simsiam_loss(
+    p_a: Tensor,  # (N, D) predictor outputs of view a
+    p_b: Tensor,  # (N, D) predictor outputs of view b
+    z_a: Tensor,  # (N, D) projector outputs of view a (gradient stopped)
+    z_b: Tensor,  # (N, D) projector outputs of view b (gradient stopped)
+) -> Tensor:
+    """L = D(p_a, z_b) / 2 + D(p_b, z_a) / 2, in [-1, 1]."""
+    return 0.5 * negative_cosine(p_a, z_b) + 0.5 * negative_cosine(p_b, z_a)
+
+
+def byol_loss(
+    p_a: Tensor,  # (N, D) online predictions of view a
+    p_b: Tensor,  # (N, D) online predictions of view b
+    t_a: Tensor,  # (N, D) target projections of view a (gradient stopped)
+    t_b: Tensor,  # (N, D) target projections of view b (gradient stopped)
+) -> Tensor:
+    """||p_a/|p_a| - t_b/|t_b|||^2 + ||p_b/|p_b| - t_a/|t_a|||^2 = (2 - 2 cos) + (2 - 2 cos), batch mean; in [0, 8]."""
+    return (2 + 2 * negative_cosine(p_a, t_b)) + (2 + 2 * negative_cosine(p_b, t_a))
+
+
+class InfoNCE(nn.Module):
+    def __init__(self, temperature: float = 0.1, *, gather: bool = True, impl: str = "auto") -> None:
+        super().__init__()
+        self.temperature, self.gather, self.impl = temperature, gather, impl
+
+    def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return info_nce(z_a, z_b, self.temperature, gather=self.gather, impl=self.impl)
+
+
+class SimSiamLoss(nn.Module):
+    def forward(self, p_a: Tensor, p_b: Tensor, z_a: Tensor, z_b: Tensor) -> Tensor:
+        return simsiam_loss(p_a, p_b, z_a, z_b)
+
+
+class BYOLLoss(nn.Module):
+    def forward(self, p_a: Tensor, p_b: Tensor, t_a: Tensor, t_b: Tensor) -> Tensor:
+        return byol_loss(p_a, p_b, t_a, t_b)

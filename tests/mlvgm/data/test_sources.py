@@ -1,0 +1,114 @@
+"""Data sources: Continuous Sampling and the ImageFolder source are pure functions of the step,
+ranks never share data, and T_x draws its randomness per sample."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mlvgm.augment import PixelAugment
+from mlvgm.data.export import export_dataset
+from mlvgm.data.sources import ContinuousSampling, ImageFolderSource, _EpochSampler, steps_for
+from mlvgm.errors import InputError
+from mlvgm.generators import load_generator
+from mlvgm.streams import Stream
+from mlvgm.views import RandomViews
+
+
+@pytest.fixture(scope="module")
+def g():
+    return load_generator("shapes:resolution=32")
+
+
+def source(g, rank=0, seed=0, augment="simclr"):
+    views = RandomViews.uniform(g, [2, 3, 4, 5], sigma=1.0)
+    return ContinuousSampling(
+        g, views, PixelAugment(augment, 32), 8, seed=seed, rank=rank, steps_per_epoch=10, truncation=2.0
+    )
+
+
+def test_cs_batches_are_a_function_of_the_step(g):
+    a, b = source(g), source(g)
+    first = a.batch(3)
+    assert all(torch.equal(x, y) for x, y in zip(first, b.batch(3), strict=True))
+    assert not torch.equal(first[0], a.batch(4)[0])
+    assert first[0].shape == (8, 3, 32, 32) and first[1].shape == (8, 3, 32, 32)
+    resumed = next(b.iterate(3))
+    assert all(torch.equal(x, y) for x, y in zip(first, resumed, strict=True))
+
+
+def test_cs_ranks_draw_disjoint_latents(g):
+    s0, s1 = source(g, rank=0), source(g, rank=1)
+    z0 = g.sample_latents(8, truncation=2.0, generator=s0.anchors.at(0))
+    z1 = g.sample_latents(8, truncation=2.0, generator=s1.anchors.at(0))
+    flat0, flat1 = torch.cat(z0, 1), torch.cat(z1, 1)
+    assert torch.cdist(flat0, flat1).min() > 0.5  # no latent vector is shared between ranks
+    assert not torch.equal(s0.images(0)[0], s1.images(0)[0])
+
+
+def test_cs_positive_differs_only_where_views_perturb(g):
+    views = RandomViews.uniform(g, ["unused"], sigma=1.0)  # perturbs only z6: positives equal anchors
+    cs = ContinuousSampling(g, views, PixelAugment("none", 32, normalize=False), 4, seed=0, steps_per_epoch=1)
+    anchor, positive = cs.images(0)
+    assert torch.equal(anchor, positive)
+    assert not any(p.requires_grad for p in g.parameters()) and not g.training
+
+
+def test_pixel_augment_randomness_is_per_sample_and_keyed():
+    augment = PixelAugment("simclr", 24)
+    same = torch.rand(1, 3, 32, 32).expand(16, -1, -1, -1).contiguous()  # 16 copies of one image
+    out = augment(same, Stream(0, purpose="augment").at(0))
+    distinct = {tuple(x.flatten()[:50].tolist()) for x in out}
+    assert len(distinct) == 16  # every sample got its own crop, flip and jitter
+    again = augment(same, Stream(0, purpose="augment").at(0))
+    assert torch.equal(out, again)
+    other = augment(same, Stream(0, purpose="augment").at(1))
+    assert not torch.equal(out, other)
+    state = torch.get_rng_state()
+    augment(same, Stream(0, purpose="augment").at(2))
+    assert torch.equal(state, torch.get_rng_state())  # the global RNG is untouched
+
+
+def test_pixel_augment_presets():
+    x = torch.rand(4, 3, 32, 32)
+    none = PixelAugment("none", 32, normalize=False)
+    assert torch.equal(none(x, Stream(0).at(0)), x)
+    with pytest.raises(InputError, match="unknown augmentation 'strong'"):
+        PixelAugment("strong", 32)
+    with pytest.raises(InputError, match="smaller than the crop"):
+        PixelAugment("none", 64)(x)
+
+
+def test_epoch_sampler_splits_each_epoch_across_ranks_and_resumes():
+    samplers = [_EpochSampler(20, 8, seed=1, rank=r, world=2, start=0) for r in range(2)]
+    firsts = [list(_take(s, 8)) for s in samplers]
+    assert not set(firsts[0]) & set(firsts[1])  # disjoint within an epoch
+    whole = list(_take(_EpochSampler(20, 8, seed=1, rank=0, world=2, start=0), 24))
+    assert whole[:8] == firsts[0] and whole[8:16] != whole[:8]  # a new permutation every epoch
+    resumed = list(_take(_EpochSampler(20, 8, seed=1, rank=0, world=2, start=11), 13))
+    assert resumed == whole[11:]
+
+
+def _take(iterable, n):
+    it = iter(iterable)
+    return [next(it) for _ in range(n)]
+
+
+def test_imagefolder_source_is_a_function_of_the_step(g, tmp_path):
+    root = export_dataset(g, tmp_path / "ds", 64, seed=0)
+    make = lambda: ImageFolderSource(root / "train", PixelAugment("no_color", 32), 8, seed=0, resolution=32, workers=0)  # noqa: E731
+    src = make()
+    assert src.steps_per_epoch == 57 // 8  # 57 train images (64 minus 7 val)
+    stream = src.iterate(0)
+    batches = [next(stream) for _ in range(9)]  # crosses an epoch boundary
+    resumed = next(make().iterate(8))
+    assert all(torch.equal(x, y) for x, y in zip(batches[8], resumed, strict=True))
+    assert not torch.equal(batches[0][0], batches[0][1])  # two different views of the same images
+    with pytest.raises(InputError, match="does not exist"):
+        ImageFolderSource(tmp_path / "nope", PixelAugment("none", 32), 8, seed=0, resolution=32)
+    with pytest.raises(InputError, match="fewer than one global batch"):
+        ImageFolderSource(root / "val", PixelAugment("none", 32), 8, seed=0, resolution=32)
+
+
+def test_steps_for():
+    assert steps_for(126_789, 256) == 495 and steps_for(10, 256) == 1

@@ -1,0 +1,206 @@
+"""The trainer: presets, config overrides and their errors, reproducibility, exact resume on CPU,
+two-process data parallelism over gloo, and the files a run writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from mlvgm.cli import run
+from mlvgm.config import make_config
+from mlvgm.errors import InputError
+from mlvgm.train import PRESETS, TrainConfig, learning_rate, main, train
+
+TINY = {
+    "generator": "shapes:resolution=32", "epochs": 1, "epoch_images": 32, "batch_size": 8, "checkpoint_every": 2,
+    "log_every": 1, "evaluate": False, "proj_hidden": 32, "proj_dim": 16, "pred_hidden": 8, "results": "",
+}  # fmt: skip
+
+
+def tiny(**overrides) -> TrainConfig:
+    return TrainConfig(**{**TINY, **overrides})
+
+
+def weights(run_dir) -> dict[str, torch.Tensor]:
+    record = json.loads((run_dir / "checkpoint.json").read_text())
+    return load_file(str(run_dir / record["file"]))
+
+
+def assert_same_weights(a, b):
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+def cli(argv, capsys):
+    try:
+        code = run(main, "python -m mlvgm.train", argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+# -- presets and config ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_is_a_valid_config(name):
+    config = make_config(TrainConfig, PRESETS, name, {})
+    assert isinstance(config, TrainConfig)
+
+
+def test_paper_presets_carry_the_papers_hyperparameters():
+    ml = make_config(TrainConfig, PRESETS, "bigbigan-simclr-ml-random", {})
+    assert (ml.batch_size, ml.warmup_epochs, ml.truncation, ml.epochs, ml.base_lr) == (1024, 10, 2.0, 100, 0.05)
+    assert ml.view_levels == ("2", "3", "4", "5", "6") and ml.view_sigma == (1.0,) and ml.augment == "no_color"
+    jahanian = make_config(TrainConfig, PRESETS, "bigbigan-simsiam-random", {})
+    assert jahanian.view_sigma == (0.2,) and len(jahanian.view_levels) == 6 and jahanian.augment == "simclr"
+    assert (jahanian.proj_dim, jahanian.pred_hidden) == (2048, 512)
+    byol = make_config(TrainConfig, PRESETS, "stylegan2-byol-ml-random", {})
+    assert (byol.batch_size, byol.warmup_epochs, byol.truncation, byol.view_t) == (512, 0, 0.9, 1.0)
+    assert byol.view_sigma == (0.2,) * 4 + (0.1,) * 4 + (0.8,) * 8 and byol.byol_momentum == 0.996
+    real = make_config(TrainConfig, PRESETS, "stylegan2-byol-real", {})
+    assert real.source == "imagefolder" and real.views == "none" and real.augment == "simclr"
+
+
+def test_learning_rate_warms_up_then_decays_by_cosine():
+    config = tiny(epochs=10, warmup_epochs=2, base_lr=0.1, batch_size=512)
+    peak = 0.1 * 512 / 256
+    assert learning_rate(config, 0, 10) == pytest.approx(peak / 20)
+    assert learning_rate(config, 19, 10) == pytest.approx(peak)
+    assert learning_rate(config, 20, 10) == pytest.approx(peak)
+    assert learning_rate(config, 60, 10) == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * 40 / 80)))
+    assert learning_rate(config, 99, 10) < 0.01 * peak
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        ({"method": "moco"}, "method must be one of simclr, simsiam, byol"),
+        ({"batch_size": 0}, "batch_size must be > 0"),
+        ({"view_sigma": (1.0, 2.0)}, "view_sigma has 2 values for 4 view_levels"),
+        ({"warmup_epochs": 5, "epochs": 5}, "warmup_epochs"),
+        ({"byol_momentum": 1.0}, "byol_momentum"),
+    ],
+)
+def test_bad_config_values(overrides, match):
+    with pytest.raises(InputError, match=match):
+        tiny(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--base-lr", "0.1"], "unknown key --base-lr: did you mean --base_lr?"),
+        (["--epochs", "many"], "--epochs must be int, got 'many'"),
+        (["--small_stem", "maybe"], "--small_stem must be bool"),
+        (["--preset", "imagenet-sota"], "argument --preset: invalid choice"),
+        (["--method", "moco"], "method must be one of"),
+        (["--preset", "bigbigan-simclr-ml-random"], "need the generator's weights: pass --checkpoint PATH"),
+        (["--preset", "bigbigan-simclr-ml-random", "--checkpoint", "/nope/BigBiGAN_x1.pth"], "does not exist"),
+        (["--source", "imagefolder", "--out", "{tmp}/r"], "needs --data PATH"),
+        (["--resume", "{tmp}"], "is not a run folder"),
+    ],
+)
+def test_bad_command_lines_are_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    code, err = cli([a.format(tmp=tmp_path) for a in argv], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_help_lists_every_field_with_its_default(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for f in dataclasses.fields(TrainConfig):
+        assert f"--{f.name}" in text
+    assert "(default: 0.05)" in text and "(default: quickstart)" in text
+
+
+def test_batch_must_divide_over_ranks(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(InputError, match="batch_size 8 is not divisible by the world size 3"):
+        train(tiny(), tmp_path)
+
+
+# -- runs ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["simclr", "simsiam", "byol"])
+def test_same_seed_same_weights_and_resume_is_exact(method, tmp_path):
+    config = tiny(method=method)
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    train(config, tmp_path / "a")
+    train(config, tmp_path / "b")
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+
+    train(config, tmp_path / "c", stop_at=2)  # interrupted after the step-2 checkpoint
+    assert json.loads((tmp_path / "c" / "checkpoint.json").read_text())["step"] == 2
+    train(config, tmp_path / "c", resume=True)
+    assert_same_weights(tmp_path / "a", tmp_path / "c")  # bit for bit
+    steps = [line.split(",")[0] for line in (tmp_path / "c" / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == ["1", "2", "3", "4"]
+
+
+def test_a_run_writes_its_files_and_resume_rejects_another_config(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY.items()]
+    code, err = cli([*argv, "--out", str(out), "--evaluate", "true", "--eval_train", "64", "--eval_test", "32"], capsys)
+    assert code == 0, err
+    for name in (
+        "config.json",
+        "metrics.csv",
+        "checkpoint.json",
+        "summary.json",
+        "loss.png",
+        "probes.csv",
+        "probes.md",
+    ):
+        assert (out / name).exists(), name
+    record = json.loads((out / "config.json").read_text())
+    assert record["config"]["batch_size"] == 8 and record["git"]["sha"] and record["preset"] == "quickstart"
+    probes = json.loads((out / "summary.json").read_text())["probes"]
+    assert {(p["factor"], p["encoder"]) for p in probes} == {
+        (f, e) for f in ("shape", "position", "color", "background") for e in ("trained", "random init")
+    }
+    code, err = cli(["--resume", str(out), "--epochs", "3"], capsys)
+    assert code == 2 and "was made with epochs=1, not 3" in err
+    code, err = cli([*argv, "--out", str(out)], capsys)
+    assert code == 2 and "already holds a run" in err
+
+
+def _ddp_worker(rank: int, world: int, port: int, run_dir, out) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    from mlvgm.train import init_distributed
+
+    config = tiny(epoch_images=16, device="cpu")
+    init_distributed(config)
+    summary = train(config, run_dir)
+    out[rank] = summary["steps"]
+    dist.destroy_process_group()
+
+
+def test_two_process_gloo_training(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_ddp_worker, args=(2, port, tmp_path, out), nprocs=2, join=True)
+    assert out[0] == out[1] == 2  # 16 images per epoch / global batch 8, 4 per rank
+    assert (tmp_path / "checkpoint.json").exists() and (tmp_path / "metrics.csv").exists()
