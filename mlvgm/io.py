@@ -15,6 +15,9 @@ from pathlib import Path
 
 from mlvgm.errors import InputError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: files we write get the permissions open() would have given them
+
 
 def check_output_dir(folder: str | os.PathLike, *, flag: str = "--out") -> Path:
     """`folder` if it exists and we can create files in it, else InputError naming the fix."""
@@ -48,6 +51,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -307,12 +307,20 @@ def init_distributed(config: TrainConfig) -> Distributed:
 
 
 class MetricsLog:
-    """metrics.csv, one row per log step; on resume, rows after the checkpoint are dropped first."""
+    """metrics.csv, one row per log step (on resume, rows after the checkpoint are dropped first),
+    and TensorBoard scalars in RUN/tensorboard when the tensorboard package is installed."""
 
     def __init__(self, path: Path, fields: list[str], *, start_step: int, enabled: bool) -> None:
         self.path, self.fields, self.enabled = path, fields, enabled
+        self.board = None
         if not enabled:
             return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("tensorboard is not installed: metrics go to metrics.csv only (pip install tensorboard)")
+        else:
+            self.board = SummaryWriter(str(path.parent / "tensorboard"), purge_step=start_step + 1)
         rows = []
         if start_step > 0 and path.exists():
             with open(path, newline="") as f:
@@ -323,9 +331,19 @@ class MetricsLog:
             writer.writerows(rows)
 
     def write(self, row: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(row)
+        if not self.enabled:
+            return
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore").writerow(row)
+        if self.board is not None:
+            for key in self.fields[2:]:
+                if key in row:
+                    self.board.add_scalar(key, row[key], global_step=row["step"])
+            self.board.flush()
+
+    def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
 
 
 # --- the loop ----------------------------------------------------------------------------------------
@@ -422,6 +440,7 @@ def train(
                 save_checkpoint(run_dir, method, optimizer, step=done, extra={"epoch": done / steps_per_epoch})
             _barrier(world)
     bar.close()
+    log.close()
     batches.close()  # stops DataLoader workers now rather than at garbage collection
     elapsed = time.perf_counter() - started
     summary = {
@@ -436,7 +455,10 @@ def train(
         summary["probes"] = table.to_dict(orient="records")
     if lead:
         atomic_write_json(run_dir / "summary.json", {**summary, "provenance": record})
-        _plot_loss(run_dir / "metrics.csv", run_dir / "loss.png", title=f"{preset or 'run'}: {config.method}")
+        # InfoNCE of an encoder that tells nothing apart: every one of the 2N - 1 others equally likely
+        chance = math.log(2 * config.batch_size - 1) if config.method == "simclr" else None
+        title = f"{preset or 'run'}: {config.method}, batch {config.batch_size}"
+        _plot_loss(run_dir / "metrics.csv", run_dir / "loss.png", title=title, chance=chance)
     return summary
 
 
@@ -451,7 +473,7 @@ def _metric_names(config: TrainConfig) -> list[str]:
     return {"simclr": [], "simsiam": ["z_std"], "byol": ["momentum"]}[config.method]
 
 
-def _plot_loss(metrics: Path, out: Path, *, title: str) -> None:
+def _plot_loss(metrics: Path, out: Path, *, title: str, chance: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -470,6 +492,10 @@ def _plot_loss(metrics: Path, out: Path, *, title: str) -> None:
     lr_axis = ax.twinx()
     lr_axis.plot(table["step"], table["lr"], color="tab:gray", linestyle="--", label="lr")
     lr_axis.set_ylabel("learning rate", color="tab:gray")
+    if chance is not None:
+        ax.axhline(chance, color="tab:red", linestyle=":", linewidth=1)
+        ax.annotate("chance: log(2N - 1)", (table["step"].iloc[0], chance), fontsize=7, color="tab:red",
+                    xytext=(0, -9), textcoords="offset points")  # fmt: skip
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     with atomic_path(out) as tmp:
@@ -516,28 +542,43 @@ def main(argv: Sequence[str] | None = None) -> dict:
         typed = list(argv) if argv is not None else sys.argv[1:]
         given = args.preset if any(a == "--preset" or a.startswith("--preset=") for a in typed) else None
         config, preset = _resumed_config(run_dir, overrides, given)
-        return _finish(train(config, run_dir, resume=True, preset=preset), config)
+        lead = int(os.environ.get("RANK", "0")) == 0
+        return _finish(train(config, run_dir, resume=True, preset=preset), config, lead=lead)
     return _new_run(config, preset)
 
 
 def _new_run(config: TrainConfig, preset: str) -> dict:
+    lead = int(os.environ.get("RANK", "0")) == 0
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not config.out:
+        raise InputError("with torchrun, pass --out RUN_DIR so that every rank writes to the same run folder")
     run_dir = Path(config.out) if config.out else Path("runs") / f"{preset}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise InputError(f"{run_dir} already holds a run: --resume {run_dir} to continue it, or choose another --out")
     check_inputs(config)  # a missing checkpoint or image folder fails before anything is written
-    for folder, flag in ((run_dir, "--out"), (Path(config.results) if config.results else None, "--results")):
-        if folder is None:
-            continue
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise InputError(f"cannot create {flag} folder {folder} ({exc.strerror}): choose another {flag}") from None
-        check_output_dir(folder, flag=flag)
-    return _finish(train(config, run_dir, preset=preset), config)
+    if lead:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise InputError(
+                f"{run_dir} already holds a run: --resume {run_dir} to continue it, or choose another --out"
+            )
+        for folder, flag in ((run_dir, "--out"), (Path(config.results) if config.results else None, "--results")):
+            if folder is None:
+                continue
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(
+                    f"cannot create {flag} folder {folder} ({exc.strerror}): choose another {flag}"
+                ) from None
+            check_output_dir(folder, flag=flag)
+    return _finish(train(config, run_dir, preset=preset), config, lead=lead)
 
 
-def _finish(summary: dict, config: TrainConfig) -> dict:
-    """Print the outcome and copy the run's summary files into config.results."""
+def _finish(summary: dict, config: TrainConfig, *, lead: bool = True) -> dict:
+    """Print the outcome and copy the run's summary files into config.results (rank 0 only)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    if not lead:
+        return summary
     run_dir = Path(summary["run"])
     print(f"trained {summary['steps']} steps in {summary['wall_s']:.0f} s ({summary['images_per_s']:.0f} images/s)")
     if "probes" in summary:

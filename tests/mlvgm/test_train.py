@@ -4,6 +4,7 @@ two-process data parallelism over gloo, and the files a run writes."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import os
@@ -160,16 +161,11 @@ def test_a_run_writes_its_files_and_resume_rejects_another_config(tmp_path, caps
     argv = [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY.items()]
     code, err = cli([*argv, "--out", str(out), "--evaluate", "true", "--eval_train", "64", "--eval_test", "32"], capsys)
     assert code == 0, err
-    for name in (
-        "config.json",
-        "metrics.csv",
-        "checkpoint.json",
-        "summary.json",
-        "loss.png",
-        "probes.csv",
-        "probes.md",
-    ):
+    files = ("config.json", "metrics.csv", "checkpoint.json", "summary.json", "loss.png", "probes.csv", "probes.md")
+    for name in files:
         assert (out / name).exists(), name
+    if importlib.util.find_spec("tensorboard") is not None:
+        assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     record = json.loads((out / "config.json").read_text())
     assert record["config"]["batch_size"] == 8 and record["git"]["sha"] and record["preset"] == "quickstart"
     probes = json.loads((out / "summary.json").read_text())["probes"]
@@ -204,3 +200,24 @@ def test_two_process_gloo_training(tmp_path):
     mp.spawn(_ddp_worker, args=(2, port, tmp_path, out), nprocs=2, join=True)
     assert out[0] == out[1] == 2  # 16 images per epoch / global batch 8, 4 per rank
     assert (tmp_path / "checkpoint.json").exists() and (tmp_path / "metrics.csv").exists()
+
+
+def test_torchrun_command_line(tmp_path):
+    """The documented multi-process command: torchrun starts 2 CPU ranks over gloo."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    flags = [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY.items()]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = [*launcher, "-m", "mlvgm.train", *flags, "--epoch_images", "16", "--device", "cpu"]
+    command += ["--out", str(tmp_path / "run")]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["world_size"] == 2 and (tmp_path / "run" / "checkpoint.json").exists()
+    assert result.stdout.count("trained 2 steps") == 1  # only rank 0 reports
+    missing_out = subprocess.run(command[:-2], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert missing_out.returncode != 0 and "pass --out RUN_DIR" in missing_out.stderr
