@@ -172,6 +172,13 @@ def test_a_run_writes_its_files_and_resume_rejects_another_config(tmp_path, caps
     assert {(p["factor"], p["encoder"]) for p in probes} == {
         (f, e) for f in ("shape", "position", "color", "background") for e in ("trained", "random init")
     }
+    from mlvgm.evaluate import main as evaluate
+
+    (out / "probes.md").unlink()
+    evaluate(["--run", str(out), "--device", "cpu"])
+    assert (out / "probes.md").read_text().startswith("| factor |")
+    with pytest.raises(InputError, match="not a run folder"):
+        evaluate(["--run", str(tmp_path)])
     code, err = cli(["--resume", str(out), "--epochs", "3"], capsys)
     assert code == 2 and "was made with epochs=1, not 3" in err
     code, err = cli([*argv, "--out", str(out)], capsys)
@@ -183,12 +190,15 @@ def _ddp_worker(rank: int, world: int, port: int, run_dir, out) -> None:
     torch.set_num_threads(1)
     import torch.distributed as dist
 
-    from mlvgm.train import init_distributed
+    from mlvgm.train import build_source, init_distributed
 
     config = tiny(epoch_images=16, device="cpu")
     init_distributed(config)
     summary = train(config, run_dir)
-    out[rank] = summary["steps"]
+    source = build_source(config, rank=rank, world=world, device=torch.device("cpu"))
+    g = source.generator
+    anchors = torch.cat(g.sample_latents(4, truncation=config.truncation, generator=source.anchors.at(0)), dim=1)
+    out[rank] = (summary["steps"], anchors)
     dist.destroy_process_group()
 
 
@@ -198,7 +208,9 @@ def test_two_process_gloo_training(tmp_path):
         port = s.getsockname()[1]
     out = mp.Manager().dict()
     mp.spawn(_ddp_worker, args=(2, port, tmp_path, out), nprocs=2, join=True)
-    assert out[0] == out[1] == 2  # 16 images per epoch / global batch 8, 4 per rank
+    assert out[0][0] == out[1][0] == 2  # 16 images per epoch / global batch 8, 4 per rank
+    assert out[0][1].shape == (4, 48)
+    assert torch.cdist(out[0][1], out[1][1]).min() > 0.5  # the ranks' latents are disjoint
     assert (tmp_path / "checkpoint.json").exists() and (tmp_path / "metrics.csv").exists()
 
 
