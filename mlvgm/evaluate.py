@@ -161,6 +161,9 @@ def evaluate_backbones(
     """One row per (factor, encoder): linear and kNN top-1/top-5."""
     rows = []
     for name, backbone in backbones.items():
+        print(
+            f"evaluating {name}: features of {len(train[0])} + {len(test[0])} images, probes for {', '.join(classes)}"
+        )
         train_f = extract_features(backbone, train[0], device=device)
         test_f = extract_features(backbone, test[0], device=device)
         for factor, count in classes.items():
@@ -173,7 +176,7 @@ def evaluate_backbones(
     return pd.DataFrame(rows)
 
 
-def evaluate_method(config, method: nn.Module, *, device, progress: bool | None = None) -> pd.DataFrame:
+def evaluate_method(config, method: nn.Module, *, device) -> pd.DataFrame:
     """Probe tables for a trained method and for the same architecture at the run's initialisation."""
     from mlvgm.train import build_method, generator_spec
 
@@ -235,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     method = build_method(config).to(device)
     load_checkpoint(run_dir, method)
     table = evaluate_method(config, method, device=device)
-    table.to_csv(run_dir / "probes.csv", index=False)
+    atomic_write_text(run_dir / "probes.csv", table.to_csv(index=False))
     atomic_write_text(run_dir / "probes.md", probes_markdown(table) + "\n")
     print(probes_markdown(table))
 

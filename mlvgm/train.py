@@ -450,8 +450,8 @@ def train(
     if lead and stop_at is None and config.evaluate:
         from mlvgm.evaluate import evaluate_method
 
-        table = evaluate_method(config, method, device=device, progress=progress)
-        table.to_csv(run_dir / "probes.csv", index=False)
+        table = evaluate_method(config, method, device=device)
+        atomic_write_text(run_dir / "probes.csv", table.to_csv(index=False))
         summary["probes"] = table.to_dict(orient="records")
     if lead:
         atomic_write_json(run_dir / "summary.json", {**summary, "provenance": record})
