@@ -80,4 +80,3 @@ def _typed(convert: Callable[[str], object], accept: Callable, expected: str) ->
 positive_int = _typed(int, lambda v: v > 0, "a positive integer")
 nonnegative_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _typed(float, lambda v: v > 0, "a number > 0")
-nonnegative_float = _typed(float, lambda v: v >= 0, "a number >= 0")

@@ -26,10 +26,6 @@ from mlvgm.errors import InputError
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
-def field_help(cls) -> dict[str, str]:
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
-
-
 def _converter(annotation) -> typing.Callable[[str], object]:
     origin = typing.get_origin(annotation)
     if annotation is bool:

@@ -136,13 +136,13 @@ def generated_probe_set(g, n: int, *, seed: int, purpose: str, size: int, trunca
 
 def folder_probe_set(root: Path, split: str, *, size: int) -> tuple[Tensor, dict[str, Tensor], int]:
     from torchvision import datasets
-    from torchvision.transforms import v2
+
+    from mlvgm.data.sources import folder_transform
 
     folder = root / split
     if not folder.is_dir():
         raise InputError(f"{folder} does not exist: evaluation needs {root}/train and {root}/val class folders")
-    transform = v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
-    dataset = datasets.ImageFolder(str(folder), transform=transform, allow_empty=True)
+    dataset = datasets.ImageFolder(str(folder), transform=folder_transform(size), allow_empty=True)
     to_input = PixelAugment("none", size)
     images = torch.stack([dataset[i][0] for i in range(len(dataset))]).float() / 255.0
     labels = torch.tensor(dataset.targets)
@@ -214,13 +214,10 @@ def probes_markdown(table: pd.DataFrame) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    import json
-
     from mlvgm.checkpoint import load_checkpoint
     from mlvgm.cli import ArgumentParser, resolve_device
-    from mlvgm.config import coerce
     from mlvgm.io import atomic_write_text
-    from mlvgm.train import TrainConfig, build_method
+    from mlvgm.train import build_method, load_run_config
 
     parser = ArgumentParser(prog="python -m mlvgm.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="run folder written by python -m mlvgm.train")
@@ -228,12 +225,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = parser.parse_args(argv)
     run_dir = Path(args.run)
-    if not (run_dir / "config.json").exists():
-        raise InputError(f"{run_dir} is not a run folder (no config.json): give a folder python -m mlvgm.train wrote")
-    saved = json.loads((run_dir / "config.json").read_text())["config"]
-    if args.data:
-        saved.update(source="imagefolder", data=args.data)
-    config = TrainConfig(**coerce(TrainConfig, saved))
+    config, _ = load_run_config(run_dir, **({"source": "imagefolder", "data": args.data} if args.data else {}))
     device = resolve_device(args.device)
     method = build_method(config).to(device)
     load_checkpoint(run_dir, method)

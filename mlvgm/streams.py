@@ -113,10 +113,6 @@ class Stream:
             raise InputError(f"step must be < 2**32, got {step}")
         return Draws(self.key, step=step, rank=self.rank)
 
-    def with_purpose(self, purpose: str) -> Stream:
-        """The same seed and rank for another purpose (independent numbers)."""
-        return Stream(self.seed, self.rank, purpose)
-
 
 class Draws:
     """Random tensors for one (key, step, rank): the k-th tensor drawn uses Philox counter c1 = k.

@@ -363,8 +363,6 @@ def train(
 
     dist_info = init_distributed(config)
     rank, world, device = dist_info.rank, dist_info.world, dist_info.device
-    if config.batch_size % world:
-        raise InputError(f"batch_size {config.batch_size} is not divisible by the world size {world}")
     run_dir = Path(run_dir)
     lead = rank == 0
     torch.manual_seed(config.seed)  # the initial weights
@@ -506,16 +504,20 @@ def _plot_loss(metrics: Path, out: Path, *, title: str, chance: float | None = N
 # --- command line ------------------------------------------------------------------------------------
 
 
-def _resumed_config(run_dir: Path, overrides: dict, preset_given: str | None) -> tuple[TrainConfig, str]:
-    saved_path = run_dir / "config.json"
-    if not saved_path.exists():
-        raise InputError(f"{run_dir} is not a run folder (no config.json): give the folder a run wrote")
-    read_record(run_dir)  # fails clearly when there is no checkpoint yet
+def load_run_config(run_dir: Path, **changes) -> tuple[TrainConfig, str]:
+    """(the config a run was made with, with `changes` applied; its preset) from RUN/config.json."""
     import json
 
-    saved = json.loads(saved_path.read_text())
-    config = TrainConfig(**coerce(TrainConfig, saved["config"]))
-    preset = saved.get("preset", "")
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise InputError(f"{run_dir} is not a run folder (no config.json): give a folder python -m mlvgm.train wrote")
+    saved = json.loads(path.read_text())
+    return TrainConfig(**coerce(TrainConfig, {**saved["config"], **changes})), saved.get("preset", "")
+
+
+def _resumed_config(run_dir: Path, overrides: dict, preset_given: str | None) -> tuple[TrainConfig, str]:
+    config, preset = load_run_config(run_dir)
+    read_record(run_dir)  # fails clearly when there is no checkpoint yet
     if preset_given is not None and preset_given != preset:
         raise InputError(f"{run_dir} was made with preset {preset!r}, not {preset_given!r}: drop --preset to resume")
     for key, value in overrides.items():

@@ -104,6 +104,7 @@ class RandomViews:
         self.sigma = torch.tensor(sigma)  # (D,)
         self.mu = torch.tensor(mu)  # (D,)
         self.t = torch.tensor(t)  # (D,) inf = untruncated
+        self._on_device: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
 
     @classmethod
     def uniform(cls, g, levels: LevelSelection = None, *, sigma: float, mu: float = 0.0, t: float | None = 2.0):
@@ -113,7 +114,10 @@ class RandomViews:
 
     def perturbation(self, batch: int, *, generator: RandomSource = None, device=None) -> Tensor:
         """w: (batch, D) perturbation of all levels at once, zero on untouched levels."""
-        sigma, mu, t = (x.to(device) for x in (self.sigma, self.mu, self.t))
+        device = torch.device(device or "cpu")
+        if device not in self._on_device:  # copy the parameters to a device once, not every step
+            self._on_device[device] = tuple(x.to(device) for x in (self.sigma, self.mu, self.t))
+        sigma, mu, t = self._on_device[device]
         return truncated_normal((batch, sigma.numel()), mean=mu, std=sigma, t=t, generator=generator, device=device)
 
     def __call__(self, anchors: Sequence[Tensor], generator: RandomSource = None) -> Views:

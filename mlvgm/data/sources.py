@@ -131,14 +131,12 @@ class ImageFolderSource:
         device: torch.device | str = "cpu",
     ) -> None:
         from torchvision import datasets
-        from torchvision.transforms import v2
 
         root = Path(root)
         if not root.is_dir():
             raise InputError(f"image folder {root} does not exist: give the path of an ImageFolder (class subfolders)")
-        transform = v2.Compose([v2.PILToTensor(), v2.Resize(resolution, antialias=True), v2.CenterCrop(resolution)])
         try:
-            self.dataset = datasets.ImageFolder(str(root), transform=transform, allow_empty=True)
+            self.dataset = datasets.ImageFolder(str(root), transform=folder_transform(resolution), allow_empty=True)
         except (FileNotFoundError, RuntimeError) as exc:
             raise InputError(
                 f"{root} is not an ImageFolder ({exc}): it needs one subfolder of images per class"
@@ -174,6 +172,13 @@ class ImageFolderSource:
             with torch.no_grad():
                 yield self.augment(x, draws), self.augment(x, draws)
             step += 1
+
+
+def folder_transform(size: int):
+    """Decoded image -> (3, size, size) uint8: resize the short side, then centre crop."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
 
 
 def steps_for(images_per_epoch: int, global_batch: int) -> int:
