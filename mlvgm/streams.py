@@ -114,6 +114,18 @@ class Stream:
         return Draws(self.key, step=step, rank=self.rank)
 
 
+def words_at(k0, k1, c1, c2, c3, n: int, device=None) -> torch.Tensor:
+    """(n,) int64 words of the draw with counters (c1, c2, c3) under key (k0, k1): block b gives words 4b..4b+3.
+
+    The key and counters may be ints or 0-d int64 tensors (tensors keep torch.compile from specialising
+    on the step).
+    """
+    blocks = (n + 3) // 4
+    c0 = torch.arange(blocks, dtype=torch.int64, device=device)
+    words = philox4x32(c0, c1, c2, c3, k0, k1)
+    return torch.stack(words, dim=1).reshape(-1)[:n]  # (4 * blocks,) -> (n,)
+
+
 class Draws:
     """Random tensors for one (key, step, rank): the k-th tensor drawn uses Philox counter c1 = k.
 
@@ -130,11 +142,13 @@ class Draws:
 
     def uint32(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
         """(n,) int64 tensor of uniform 32-bit words on `device`."""
-        blocks = (n + 3) // 4
-        c0 = torch.arange(blocks, dtype=torch.int64, device=device)
-        words = philox4x32(c0, self.index, self.step, self.rank, self.k0, self.k1)
-        self.index += 1
-        return torch.stack(words, dim=1).reshape(-1)[:n]  # (4 * blocks,) -> (n,)
+        return words_at(self.k0, self.k1, self.reserve(), self.step, self.rank, n, device)
+
+    def reserve(self, count: int = 1) -> int:
+        """Claim the next `count` draw indices for a kernel that draws itself; returns the first (its c1)."""
+        first = self.index
+        self.index += count
+        return first
 
     def __repr__(self) -> str:
         return f"Draws(step={self.step}, rank={self.rank}, next_index={self.index})"

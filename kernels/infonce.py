@@ -1,0 +1,365 @@
+"""InfoNCE (SimCLR's NT-Xent) three ways: torch reference, cache-blocked compiled torch, fused Triton.
+
+The loss of 2N rows (this rank's two views) against 2T columns (every rank's two views; T = N on one
+process), embeddings already L2-normalised, s_ik = <r_i, c_k> / tau:
+
+    L = 1/(2N) sum_i [ log sum_{k != self(i)} exp(s_ik) - s_i,pos(i) ]        (paper eq. 1; Chen et al. eq. 1)
+
+Row i < N is sample i of view a, whose column is self(i) = offset + i and positive pos(i) = self(i) + T;
+row N + i is view b of the same sample (self = T + offset + i, positive = offset + i). The gradient is
+
+    dL/dr_i = (1/tau 2N) sum_k (P_ik - [k = pos(i)]) c_k,     dL/dc_k = (1/tau 2N) sum_i (P_ik - [k = pos(i)]) r_i,
+
+with P the row softmax of s with the diagonal (self) removed. Every implementation below computes
+exactly that; they differ in memory and speed:
+
+- "torch":    the logits matrix, masked, through F.cross_entropy: O(N T) memory, autograd.
+- "compiled": rows in chunks that keep a (chunk, 2T) block in cache; each block's logsumexp, softmax and
+              one-hot are one torch.compile'd pass, and the gradient is accumulated in the forward pass
+              (the loss is a scalar, so backward only scales it): O(chunk x T + T x D) memory.
+- "triton":   FlashAttention-style kernels: the forward streams column tiles through tl.dot with an
+              online log-sum-exp that skips the diagonal and keeps only the row statistics (lse); the
+              two backward kernels recompute the tiles from lse: O(N x D) memory, never O(N T).
+              fp32 inputs use IEEE fp32 dots; bf16/fp16 inputs use tensor cores with fp32 accumulation.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from kernels.dispatch import resolve_impl
+from mlvgm.errors import InputError
+
+# --- indices --------------------------------------------------------------------------------------
+
+
+def self_and_positive(n_local: int, total: int, offset: int, device=None) -> tuple[Tensor, Tensor]:
+    """(self_col, pos_col), each (2N,) int64: the column of each row itself and of its positive."""
+    own = torch.arange(n_local, device=device) + offset
+    return torch.cat([own, own + total]), torch.cat([own + total, own])
+
+
+def _check(rows: Tensor, columns: Tensor, offset: int, temperature: float) -> tuple[int, int]:
+    if rows.dim() != 2 or columns.dim() != 2 or rows.shape[1] != columns.shape[1]:
+        raise InputError(
+            f"InfoNCE needs (2N, D) rows and (2T, D) columns, got {tuple(rows.shape)} and {tuple(columns.shape)}"
+        )
+    if rows.shape[0] % 2 or columns.shape[0] % 2 or rows.shape[0] == 0:
+        raise InputError(f"rows and columns hold two views each: their counts must be even and > 0, got "
+                         f"{rows.shape[0]} and {columns.shape[0]}")  # fmt: skip
+    n_local, total = rows.shape[0] // 2, columns.shape[0] // 2
+    if not 0 <= offset <= total - n_local:
+        raise InputError(f"offset {offset} puts this rank's {n_local} samples outside the {total} columns")
+    if not temperature > 0:
+        raise InputError(f"temperature must be > 0, got {temperature}")
+    return n_local, total
+
+
+# --- "torch": the reference ----------------------------------------------------------------------
+
+
+def nt_xent_reference(rows: Tensor, columns: Tensor, temperature: float, offset: int = 0) -> Tensor:
+    """The literal formula: full logits, self masked with -inf, cross-entropy against the positive."""
+    n_local, total = _check(rows, columns, offset, temperature)
+    self_col, pos_col = self_and_positive(n_local, total, offset, rows.device)
+    logits = rows @ columns.T / temperature  # (2N, 2T)
+    logits = logits.masked_fill(F.one_hot(self_col, 2 * total).bool(), float("-inf"))
+    return F.cross_entropy(logits, pos_col)
+
+
+# --- "compiled": cache-blocked torch with a compiled pointwise pass -------------------------------
+
+_CHUNK_ELEMENTS = 1 << 22  # a (chunk, 2T) fp32 block of 16 MiB stays in this CPU's L2/L3
+
+
+def _block_terms(s: Tensor, self_col: Tensor, pos_col: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """One row block: s (c, 2T) dot products -> per-row loss (c,) and dL/ds * 2N tau, i.e. P - onehot(pos)."""
+    logits = s * scale
+    cols = torch.arange(s.shape[1], device=s.device)
+    logits = logits.masked_fill(cols[None, :] == self_col[:, None], float("-inf"))
+    lse = torch.logsumexp(logits, dim=1)  # (c,)
+    positive = cols[None, :] == pos_col[:, None]  # (c, 2T)
+    pos_logit = torch.where(positive, logits, 0.0).sum(dim=1)  # (c,)
+    p = torch.exp(logits - lse[:, None]) - positive.to(s.dtype)  # (c, 2T)
+    return lse - pos_logit, p
+
+
+def _block_loss(s: Tensor, self_col: Tensor, pos_col: Tensor, scale: float) -> Tensor:
+    logits = s * scale
+    cols = torch.arange(s.shape[1], device=s.device)
+    logits = logits.masked_fill(cols[None, :] == self_col[:, None], float("-inf"))
+    pos_logit = torch.where(cols[None, :] == pos_col[:, None], logits, 0.0).sum(dim=1)
+    return torch.logsumexp(logits, dim=1) - pos_logit
+
+
+@functools.cache
+def _compiled(fn):
+    # dynamic=False: a training run has one batch size, so each block shape compiles once.
+    return torch.compile(fn, dynamic=False, fullgraph=True)
+
+
+def _chunk_rows(n_rows: int, n_cols: int) -> int:
+    chunks = max(1, -(-n_rows * n_cols // _CHUNK_ELEMENTS))
+    return -(-n_rows // chunks)  # equal chunks, so at most two block shapes compile
+
+
+class _BlockedNTXent(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, rows: Tensor, columns: Tensor, offset: int, temperature: float):
+        n_local, total = rows.shape[0] // 2, columns.shape[0] // 2
+        scale = 1.0 / temperature
+        self_col, pos_col = self_and_positive(n_local, total, offset, rows.device)
+        need_grad = any(ctx.needs_input_grad[:2])
+        chunk = _chunk_rows(rows.shape[0], columns.shape[0])
+        losses = rows.new_empty(rows.shape[0])
+        d_rows = torch.empty_like(rows) if need_grad else None
+        d_cols = torch.zeros_like(columns) if need_grad else None
+        for a in range(0, rows.shape[0], chunk):
+            b = min(a + chunk, rows.shape[0])
+            s = rows[a:b] @ columns.T  # (c, 2T)
+            if need_grad:
+                losses[a:b], p = _compiled(_block_terms)(s, self_col[a:b], pos_col[a:b], scale)
+                torch.mm(p, columns, out=d_rows[a:b])  # (c, D)
+                d_cols.addmm_(p.T, rows[a:b])  # (2T, D)
+            else:
+                losses[a:b] = _compiled(_block_loss)(s, self_col[a:b], pos_col[a:b], scale)
+        if need_grad:
+            factor = scale / rows.shape[0]
+            ctx.save_for_backward(d_rows.mul_(factor), d_cols.mul_(factor))
+        return losses.mean()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        d_rows, d_cols = ctx.saved_tensors
+        return grad * d_rows, grad * d_cols, None, None
+
+
+# --- "triton": fused kernels ----------------------------------------------------------------------
+
+
+try:  # a CPU-only torch may come without triton: then only "torch" and "compiled" exist
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover
+    triton = None
+
+if triton is not None:
+    @triton.jit
+    def dot_tile(R, C, rows, cols, row_ok, col_ok, dim, stride_r, stride_c,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
+        """(BLOCK_M, BLOCK_N) fp32 tile of R[rows] @ C[cols]^T, accumulated over D in BLOCK_D slices."""
+        acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for d0 in range(0, dim, BLOCK_D):
+            d = d0 + tl.arange(0, BLOCK_D)
+            d_ok = d < dim
+            r = tl.load(R + rows[:, None] * stride_r + d[None, :], mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+            c = tl.load(C + cols[:, None] * stride_c + d[None, :], mask=col_ok[:, None] & d_ok[None, :], other=0.0)
+            if IEEE:
+                acc = tl.dot(r, tl.trans(c), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(r, tl.trans(c), acc)
+        return acc
+
+    @triton.jit
+    def row_columns(rows, n_local, total, offset):
+        first = rows < n_local
+        self_col = tl.where(first, offset + rows, total + offset + rows - n_local)
+        pos_col = tl.where(first, self_col + total, self_col - total)
+        return self_col, pos_col
+
+    @triton.jit
+    def forward_kernel(R, C, LOSS, LSE, n_rows, n_cols, n_local, total, offset, dim, stride_r, stride_c, scale,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = rows < n_rows
+        self_col, pos_col = row_columns(rows, n_local, total, offset)
+        m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running max of the row
+        l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp(s - m_i)
+        pos = tl.zeros([BLOCK_M], dtype=tl.float32)  # the positive logit
+        for start in range(0, n_cols, BLOCK_N):
+            cols = start + tl.arange(0, BLOCK_N)
+            col_ok = cols < n_cols
+            s = dot_tile(R, C, rows, cols, row_ok, col_ok, dim, stride_r, stride_c, BLOCK_M, BLOCK_N, BLOCK_D, IEEE)
+            s = s * scale
+            pos += tl.sum(tl.where(cols[None, :] == pos_col[:, None], s, 0.0), axis=1)
+            s = tl.where((cols[None, :] == self_col[:, None]) | (~col_ok[None, :]), float("-inf"), s)
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))  # finite: every tile a row sees has a non-self column
+            l_i = l_i * tl.exp(m_i - m_new) + tl.sum(tl.exp(s - m_new[:, None]), axis=1)
+            m_i = m_new
+        lse = m_i + tl.log(l_i)
+        tl.store(LSE + rows, lse, mask=row_ok)
+        tl.store(LOSS + rows, lse - pos, mask=row_ok)
+
+    @triton.jit
+    def d_rows_kernel(R, C, LSE, GRAD, DR, n_rows, n_cols, n_local, total, offset, dim, stride_r, stride_c,
+                      stride_dr, scale, factor, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
+        """dR[rows, d-slice] = grad * factor * sum_k (P_ik - [k = pos(i)]) C[k, d-slice]."""
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        row_ok = rows < n_rows
+        self_col, pos_col = row_columns(rows, n_local, total, offset)
+        lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
+        do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
+        do_ok = do < dim
+        acc = tl.zeros([BLOCK_M, BLOCK_DO], dtype=tl.float32)
+        for start in range(0, n_cols, BLOCK_N):
+            cols = start + tl.arange(0, BLOCK_N)
+            col_ok = cols < n_cols
+            s = dot_tile(R, C, rows, cols, row_ok, col_ok, dim, stride_r, stride_c, BLOCK_M, BLOCK_N, BLOCK_D, IEEE)
+            p = tl.exp(s * scale - lse[:, None])
+            p = tl.where((cols[None, :] == self_col[:, None]) | (~col_ok[None, :]), 0.0, p)
+            p = p - tl.where(cols[None, :] == pos_col[:, None], 1.0, 0.0)
+            c = tl.load(C + cols[:, None] * stride_c + do[None, :], mask=col_ok[:, None] & do_ok[None, :], other=0.0)
+            if IEEE:
+                acc = tl.dot(p, c, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(p.to(c.dtype), c, acc)
+        g = tl.load(GRAD)
+        out = DR + rows[:, None] * stride_dr + do[None, :]
+        tl.store(out, (acc * (g * factor)).to(DR.dtype.element_ty), mask=row_ok[:, None] & do_ok[None, :])
+
+    @triton.jit
+    def d_cols_kernel(R, C, LSE, GRAD, DC, n_rows, n_cols, n_local, total, offset, dim, stride_r, stride_c,
+                      stride_dc, scale, factor, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                      BLOCK_D: tl.constexpr, BLOCK_DO: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
+        """dC[cols, d-slice] = grad * factor * sum_i (P_ik - [k = pos(i)]) R[i, d-slice]."""
+        cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        col_ok = cols < n_cols
+        do = tl.program_id(1) * BLOCK_DO + tl.arange(0, BLOCK_DO)
+        do_ok = do < dim
+        acc = tl.zeros([BLOCK_N, BLOCK_DO], dtype=tl.float32)
+        for start in range(0, n_rows, BLOCK_M):
+            rows = start + tl.arange(0, BLOCK_M)
+            row_ok = rows < n_rows
+            self_col, pos_col = row_columns(rows, n_local, total, offset)
+            lse = tl.load(LSE + rows, mask=row_ok, other=0.0)
+            s = dot_tile(R, C, rows, cols, row_ok, col_ok, dim, stride_r, stride_c, BLOCK_M, BLOCK_N, BLOCK_D, IEEE)
+            p = tl.exp(s * scale - lse[:, None])
+            dead = (cols[None, :] == self_col[:, None]) | (~col_ok[None, :]) | (~row_ok[:, None])
+            p = tl.where(dead, 0.0, p)
+            p = p - tl.where((cols[None, :] == pos_col[:, None]) & row_ok[:, None], 1.0, 0.0)
+            r = tl.load(R + rows[:, None] * stride_r + do[None, :], mask=row_ok[:, None] & do_ok[None, :], other=0.0)
+            if IEEE:
+                acc = tl.dot(tl.trans(p), r, acc, input_precision="ieee")
+            else:
+                acc = tl.dot(tl.trans(p).to(r.dtype), r, acc)
+        g = tl.load(GRAD)
+        out = DC + cols[:, None] * stride_dc + do[None, :]
+        tl.store(out, (acc * (g * factor)).to(DC.dtype.element_ty), mask=col_ok[:, None] & do_ok[None, :])
+
+
+def _triton_kernels():
+    if triton is None:
+        raise InputError("impl='triton' needs the triton package: pip install triton (it comes with CUDA builds of torch)")
+    return triton, forward_kernel, d_rows_kernel, d_cols_kernel
+
+
+def _blocks(dim: int, device: torch.device) -> dict[str, int]:
+    """Tile sizes. The interpreter gets small tiles, so small test shapes still cross tile edges."""
+    small = device.type != "cuda"
+    pow2 = 1 << max(4, (dim - 1).bit_length())  # >= 16: tl.dot's minimum
+    return {
+        "BLOCK_M": 32 if small else 64,
+        "BLOCK_N": 32 if small else 64,
+        "BLOCK_D": min(pow2, 32 if small else 64),
+        "BLOCK_DO": min(pow2, 64 if small else 128),
+    }
+
+
+class _TritonNTXent(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, rows: Tensor, columns: Tensor, offset: int, temperature: float):
+        triton, forward_kernel, _, _ = _triton_kernels()
+        rows, columns = rows.contiguous(), columns.contiguous()
+        n_rows, n_cols, dim = rows.shape[0], columns.shape[0], rows.shape[1]
+        blocks = _blocks(dim, rows.device)
+        losses = torch.empty(n_rows, device=rows.device, dtype=torch.float32)
+        lse = torch.empty_like(losses)
+        ieee = rows.dtype == torch.float32
+        forward_kernel[(triton.cdiv(n_rows, blocks["BLOCK_M"]),)](
+            rows, columns, losses, lse, n_rows, n_cols, n_rows // 2, n_cols // 2, offset, dim,
+            rows.stride(0), columns.stride(0), 1.0 / temperature,
+            BLOCK_M=blocks["BLOCK_M"], BLOCK_N=blocks["BLOCK_N"], BLOCK_D=blocks["BLOCK_D"], IEEE=ieee,
+        )  # fmt: skip
+        ctx.save_for_backward(rows, columns, lse)
+        ctx.offset, ctx.temperature = offset, temperature
+        return losses.mean()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        triton, _, d_rows_kernel, d_cols_kernel = _triton_kernels()
+        rows, columns, lse = ctx.saved_tensors
+        n_rows, n_cols, dim = rows.shape[0], columns.shape[0], rows.shape[1]
+        blocks = _blocks(dim, rows.device)
+        scale = 1.0 / ctx.temperature
+        common = dict(
+            n_rows=n_rows, n_cols=n_cols, n_local=n_rows // 2, total=n_cols // 2, offset=ctx.offset, dim=dim,
+            stride_r=rows.stride(0), stride_c=columns.stride(0), scale=scale, factor=scale / n_rows,
+            IEEE=rows.dtype == torch.float32, **blocks,
+        )  # fmt: skip
+        grad = grad.to(torch.float32).reshape(1).contiguous()
+        d_rows = d_cols = None
+        d_slices = triton.cdiv(dim, blocks["BLOCK_DO"])
+        if ctx.needs_input_grad[0]:
+            d_rows = torch.empty_like(rows)
+            grid = (triton.cdiv(n_rows, blocks["BLOCK_M"]), d_slices)
+            d_rows_kernel[grid](rows, columns, lse, grad, d_rows, stride_dr=d_rows.stride(0), **common)
+        if ctx.needs_input_grad[1]:
+            d_cols = torch.empty_like(columns)
+            grid = (triton.cdiv(n_cols, blocks["BLOCK_N"]), d_slices)
+            d_cols_kernel[grid](rows, columns, lse, grad, d_cols, stride_dc=d_cols.stride(0), **common)
+        return d_rows, d_cols, None, None
+
+
+# --- public ---------------------------------------------------------------------------------------
+
+
+def nt_xent(
+    rows: Tensor,  # (2N, D) L2-normalised: this rank's view-a embeddings, then its view-b embeddings
+    columns: Tensor,  # (2T, D) L2-normalised: every rank's view a, then every rank's view b (rows itself on one process)
+    temperature: float,  # tau
+    *,
+    offset: int = 0,  # index of this rank's first sample among the T (rank x N when gathered)
+    impl: str = "auto",  # "auto" | "torch" | "compiled" | "triton"
+) -> Tensor:
+    """Mean NT-Xent of the 2N rows against the 2T columns (module docstring); a scalar, float32 or float64."""
+    _check(rows, columns, offset, temperature)
+    impl = resolve_impl("infonce", impl, rows.device)
+    if impl == "torch":
+        return nt_xent_reference(rows, columns, temperature, offset)
+    if impl == "compiled":
+        return _BlockedNTXent.apply(rows, columns, offset, float(temperature))
+    return _TritonNTXent.apply(rows, columns, offset, float(temperature))
+
+
+def infonce(
+    z_a: Tensor,  # (N, D) embeddings of the first views
+    z_b: Tensor,  # (N, D) embeddings of the second views; row i of z_a and z_b is a positive pair
+    temperature: float = 0.1,  # tau
+    *,
+    impl: str = "auto",  # "auto" | "torch" | "compiled" | "triton"
+) -> Tensor:
+    """NT-Xent of one process's batch: `mlvgm.losses.info_nce` without the gathering across ranks.
+
+    Embeddings are L2-normalised in float32; bf16/fp16 inputs stay in their dtype for the Triton dots
+    (fp32 accumulation) and are computed in float32 by the torch paths.
+    """
+    if z_a.shape != z_b.shape or z_a.dim() != 2:
+        raise InputError(f"infonce needs two (N, D) embeddings of the same shape, got {tuple(z_a.shape)} and "
+                         f"{tuple(z_b.shape)}")  # fmt: skip
+    rows = normalized_rows(z_a, z_b, resolve_impl("infonce", impl, z_a.device))
+    return nt_xent(rows, rows, temperature, impl=impl)
+
+
+def normalized_rows(z_a: Tensor, z_b: Tensor, resolved_impl: str) -> Tensor:
+    """cat(z_a, z_b) L2-normalised in float32; half-precision kept for Triton's tensor-core dots."""
+    dtype = z_a.dtype
+    rows = torch.cat([F.normalize(z_a.float() if dtype != torch.float64 else z_a, dim=1),
+                      F.normalize(z_b.float() if dtype != torch.float64 else z_b, dim=1)])  # fmt: skip
+    if resolved_impl == "triton" and dtype in (torch.float16, torch.bfloat16):
+        rows = rows.to(dtype)
+    return rows
