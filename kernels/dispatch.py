@@ -20,6 +20,7 @@ import torch
 from mlvgm.errors import InputError
 
 IMPLS = ("auto", "torch", "compiled", "triton")
+NO_TRITON = "impl='triton' needs the triton package: pip install triton (CUDA builds of torch bring it)"
 
 _chosen: dict[str, str] = {}  # "op@device_type" -> impl that "auto" picked
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kernels.dispatch import resolve_impl
+from kernels.dispatch import NO_TRITON, resolve_impl
 from mlvgm.errors import InputError
 
 # --- indices --------------------------------------------------------------------------------------
@@ -148,6 +148,7 @@ except ImportError:  # pragma: no cover
     triton = None
 
 if triton is not None:
+
     @triton.jit
     def dot_tile(R, C, rows, cols, row_ok, col_ok, dim, stride_r, stride_c,
                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
@@ -173,7 +174,8 @@ if triton is not None:
 
     @triton.jit
     def forward_kernel(R, C, LOSS, LSE, n_rows, n_cols, n_local, total, offset, dim, stride_r, stride_c, scale,
-                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr):  # fmt: skip
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                       IEEE: tl.constexpr):  # fmt: skip
         rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         row_ok = rows < n_rows
         self_col, pos_col = row_columns(rows, n_local, total, offset)
@@ -254,7 +256,7 @@ if triton is not None:
 
 def _triton_kernels():
     if triton is None:
-        raise InputError("impl='triton' needs the triton package: pip install triton (it comes with CUDA builds of torch)")
+        raise InputError(NO_TRITON)
     return triton, forward_kernel, d_rows_kernel, d_cols_kernel
 
 
@@ -320,7 +322,7 @@ class _TritonNTXent(torch.autograd.Function):
 
 def nt_xent(
     rows: Tensor,  # (2N, D) L2-normalised: this rank's view-a embeddings, then its view-b embeddings
-    columns: Tensor,  # (2T, D) L2-normalised: every rank's view a, then every rank's view b (rows itself on one process)
+    columns: Tensor,  # (2T, D) L2-normalised: all ranks' view a, then all ranks' view b (`rows` on one process)
     temperature: float,  # tau
     *,
     offset: int = 0,  # index of this rank's first sample among the T (rank x N when gathered)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from kernels.dispatch import resolve_impl
+from kernels.dispatch import NO_TRITON, resolve_impl
 from mlvgm.errors import InputError
 from mlvgm.latents import RandomSource, truncated_normal, uniform
 from mlvgm.streams import Draws
@@ -321,7 +321,7 @@ if triton is not None:
 
 def _triton_perturb(z: Tensor, params: LevelParams, draws: Draws, c1: int) -> tuple[Tensor, Tensor]:
     if triton is None:
-        raise InputError("impl='triton' needs the triton package: pip install triton (it comes with CUDA builds of torch)")
+        raise InputError(NO_TRITON)
     q = params.on(z.device)
     z = z.contiguous()
     out = torch.empty_like(z)
@@ -348,8 +348,10 @@ def perturb(
 ) -> tuple[Tensor, Tensor]:
     """(positives (B, D), norms (B, L)): the batch's random views and their per-level ||w_i||_2."""
     if not isinstance(draws, Draws):
-        raise InputError(f"perturb draws from an mlvgm.streams.Draws, got {type(draws).__name__}: the kernels "
-                         "reproduce counter-based streams only; use perturb_reference for a torch.Generator")  # fmt: skip
+        raise InputError(
+            f"perturb draws from an mlvgm.streams.Draws, got {type(draws).__name__}: the kernels reproduce "
+            "counter-based streams only; use perturb_reference for a torch.Generator"
+        )
     _check(z, params)
     impl = resolve_impl("perturb", impl, z.device)
     if impl == "torch":
