@@ -66,16 +66,19 @@ def mlp(sizes: list[int], *, bn: bool, last_bn: bool = False, last_affine: bool 
 
 
 class SimCLR(nn.Module):
-    def __init__(self, arch: str, *, small_stem: bool, proj_hidden: int, proj_dim: int, temperature: float) -> None:
+    def __init__(
+        self, arch: str, *, small_stem: bool, proj_hidden: int, proj_dim: int, temperature: float, impl: str = "auto"
+    ) -> None:
         super().__init__()
         self.backbone, features = backbone(arch, small_stem=small_stem)
         self.projector = mlp([features, proj_hidden, proj_dim], bn=False)
         self.temperature = temperature
+        self.impl = impl  # InfoNCE kernel (kernels.infonce)
 
     def forward(self, view_a: Tensor, view_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         z = self.projector(self.backbone(torch.cat([view_a, view_b])))  # one pass: BN sees both views
         z_a, z_b = z.chunk(2)
-        return info_nce(z_a, z_b, self.temperature), {}
+        return info_nce(z_a, z_b, self.temperature, impl=self.impl), {}
 
     def after_step(self, step: int, total_steps: int) -> None:
         return None

@@ -5,7 +5,9 @@
     byol_loss(p_a, p_b, t_a, t_b)       BYOL's normalised MSE, symmetrised (Grill et al. 2020, eq. 2)
 
 `info_nce` gathers negatives across ranks (with gradients) when torch.distributed is initialised and
-`gather=True`, so a data-parallel run optimises exactly the InfoNCE of the global batch.
+`gather=True`, so a data-parallel run optimises exactly the InfoNCE of the global batch. Its `impl`
+picks the kernel that computes it (kernels.infonce: "torch" reference, "compiled" cache-blocked CPU
+path, fused "triton"; "auto" = Triton on CUDA, compiled elsewhere).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kernels.dispatch import IMPLS as INFO_NCE_IMPLS
+from kernels.dispatch import resolve_impl
+from kernels.infonce import normalized_rows, nt_xent
 from mlvgm.errors import InputError
-
-INFO_NCE_IMPLS = ("auto", "torch")
 
 
 def _up(x: Tensor) -> Tensor:
@@ -46,7 +49,7 @@ def info_nce(
     temperature: float = 0.1,  # tau
     *,
     gather: bool = True,  # take negatives from every rank when torch.distributed is initialised
-    impl: str = "auto",  # "auto" | "torch"; the fused kernels plug in here
+    impl: str = "auto",  # "auto" | "torch" | "compiled" | "triton" (kernels.infonce)
 ) -> Tensor:
     """NT-Xent over the 2N (or 2N x world size) samples: for each sample, its other view is the
     positive and the remaining 2N-2 samples are negatives (itself excluded); the mean over samples of
@@ -61,19 +64,15 @@ def info_nce(
         )
     if not temperature > 0:
         raise InputError(f"temperature must be > 0, got {temperature}")
+    impl = resolve_impl("infonce", impl, z_a.device)
     n = z_a.shape[0]
-    z_a, z_b = F.normalize(_up(z_a), dim=1), F.normalize(_up(z_b), dim=1)
-    rows = torch.cat([z_a, z_b], dim=0)  # (2N, D): this rank's samples
-    all_a, all_b = (_gather(z_a), _gather(z_b)) if gather else (z_a, z_b)
-    total = all_a.shape[0]  # N x world size
-    columns = torch.cat([all_a, all_b], dim=0)  # (2T, D): every rank's samples
-    logits = rows @ columns.T / temperature  # (2N, 2T)
-    offset = _rank() * n if total != n else 0
-    own = torch.arange(n, device=z_a.device) + offset  # global index of this rank's first views
-    self_index = torch.cat([own, own + total])  # (2N,)
-    positive = torch.cat([own + total, own])  # (2N,)
-    logits = logits.masked_fill(F.one_hot(self_index, 2 * total).bool(), float("-inf"))
-    return F.cross_entropy(logits, positive)
+    rows = normalized_rows(z_a, z_b, impl)  # (2N, D): this rank's samples
+    columns, offset = rows, 0
+    if gather:
+        all_a, all_b = _gather(rows[:n]), _gather(rows[n:])
+        if all_a.shape[0] != n:  # (2T, D): every rank's samples, this rank's at `offset`
+            columns, offset = torch.cat([all_a, all_b], dim=0), _rank() * n
+    return nt_xent(rows, columns, temperature, offset=offset, impl=impl)
 
 
 def negative_cosine(p: Tensor, z: Tensor) -> Tensor:

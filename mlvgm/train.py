@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kernels.dispatch import IMPLS
 from mlvgm.augment import PRESETS as AUGMENTS
 from mlvgm.augment import PixelAugment
 from mlvgm.checkpoint import load_checkpoint, read_record, save_checkpoint
@@ -63,6 +64,11 @@ class TrainConfig:
     view_levels: tuple[str, ...] = _f(("2", "3", "4", "5"), "levels or groups T_z perturbs (1-based or names)")
     view_sigma: tuple[float, ...] = _f((1.0,), "sigma per level in view_levels (one value: all the same)")
     view_t: float = _f(2.0, "truncation of the T_z noise, in sigmas")
+    view_sigma_max: tuple[float, ...] = _f(
+        (),
+        "multi-level option: per-sample sigma ~ U(view_sigma, this), one per level or one for all (empty: fixed sigma)",
+    )
+    view_p: float = _f(1.0, "multi-level option: probability that T_z perturbs a chosen level of a sample")
     augment: str = _f("no_color", f"T_x preset: {', '.join(AUGMENTS)}")
     crop: int = _f(0, "side of the augmented views in px (0: the images' own size)")
     epoch_images: int = _f(126_789, "images per Continuous-Sampling epoch (ImageNet-100's size)")
@@ -76,6 +82,9 @@ class TrainConfig:
     warmup_epochs: int = _f(0, "linear warm-up epochs before the cosine decay")
     amp: str = _f("auto", "bf16 autocast: auto (CUDA, and CPUs with native bf16), on, off")
     compile_generator: bool = _f(False, "torch.compile the generator for Continuous Sampling")
+    kernels: str = _f(
+        "auto", "InfoNCE and T_z kernels: auto (Triton on CUDA, compiled torch on CPU), torch, compiled, triton"
+    )
     # the run
     seed: int = _f(0, "seed of every stream (latents, views, augmentations, shuffles) and of the init")
     out: str = _f("", "run folder (default: runs/<preset>-<time>)")
@@ -90,7 +99,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         choices = {"method": METHODS, "arch": ARCHS, "source": ("cs", "imagefolder"), "views": ("none", "random"),
-                   "augment": AUGMENTS, "amp": ("auto", "on", "off"), "optimizer": ("sgd", "adam")}  # fmt: skip
+                   "augment": AUGMENTS, "amp": ("auto", "on", "off"), "optimizer": ("sgd", "adam"),
+                   "kernels": IMPLS}  # fmt: skip
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise InputError(f"{key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
@@ -203,7 +213,7 @@ def build_method(config: TrainConfig) -> nn.Module:
     common = {"small_stem": config.small_stem}
     if config.method == "simclr":
         return SimCLR(config.arch, proj_hidden=config.proj_hidden, proj_dim=config.proj_dim,
-                      temperature=config.temperature, **common)  # fmt: skip
+                      temperature=config.temperature, impl=config.kernels, **common)  # fmt: skip
     if config.method == "simsiam":
         return SimSiam(config.arch, proj_dim=config.proj_dim, pred_hidden=config.pred_hidden, **common)
     return BYOL(config.arch, proj_hidden=config.proj_hidden, proj_dim=config.proj_dim,
@@ -215,11 +225,35 @@ def build_views(config: TrainConfig, g):
 
     if config.views == "none":
         return NoViews(g)
-    sigmas = config.view_sigma * len(config.view_levels) if len(config.view_sigma) == 1 else config.view_sigma
+
+    def per_level(values: tuple, name: str) -> tuple:
+        if len(values) == 1:
+            return values * len(config.view_levels)
+        if len(values) != len(config.view_levels):
+            raise InputError(f"{name} has {len(values)} values for {len(config.view_levels)} view_levels: "
+                             "give one for all, or one per level")  # fmt: skip
+        return values
+
+    sigmas = per_level(config.view_sigma, "view_sigma")
+    tops = per_level(config.view_sigma_max, "view_sigma_max") if config.view_sigma_max else (None,) * len(sigmas)
     noise = {}
-    for level, sigma in zip(config.view_levels, sigmas, strict=True):
-        noise[int(level) if level.isdigit() else level] = LevelNoise(sigma=sigma, t=config.view_t)
-    return RandomViews(g, noise)
+    for level, sigma, top in zip(config.view_levels, sigmas, tops, strict=True):
+        noise[int(level) if level.isdigit() else level] = LevelNoise(
+            sigma=sigma, t=config.view_t, sigma_max=top, p=config.view_p
+        )
+    return RandomViews(g, noise, impl=config.kernels)
+
+
+def kernels_used(config: TrainConfig, device: torch.device) -> dict[str, str]:
+    """Which implementation each fused op of this run runs (what impl="auto" resolves to), for provenance."""
+    from kernels.dispatch import resolve_impl
+
+    used = {}
+    if config.method == "simclr":
+        used["infonce"] = resolve_impl("infonce", config.kernels, device)
+    if config.views == "random" and config.source == "cs":
+        used["perturb"] = resolve_impl("perturb", config.kernels, device)
+    return used
 
 
 def build_source(config: TrainConfig, *, rank: int, world: int, device: torch.device):
@@ -386,7 +420,8 @@ def train(
     amp = use_amp(config, device)
 
     record = provenance(dataclasses.asdict(config))
-    record.update(preset=preset, world_size=world, steps_per_epoch=steps_per_epoch, total_steps=total, amp=amp)
+    record.update(preset=preset, world_size=world, steps_per_epoch=steps_per_epoch, total_steps=total, amp=amp,
+                  kernels=kernels_used(config, device))  # fmt: skip
     if lead:
         print(provenance_line(record))
         print(f"run {run_dir}: {config.method} {config.arch}, {total} steps of {config.batch_size} "

@@ -27,6 +27,7 @@ from torch import Tensor
 from mlvgm.errors import InputError
 from mlvgm.generators.base import level_label, resolve_levels
 from mlvgm.latents import RandomSource, truncated_normal
+from mlvgm.streams import Draws
 
 LevelSelection = int | str | Iterable[int | str] | None
 
@@ -42,17 +43,24 @@ class Views:
 
 @dataclass(frozen=True)
 class LevelNoise:
-    """Per-coordinate perturbation w ~ N^t(mu, sigma, t) of one level."""
+    """Per-coordinate perturbation w ~ N^t(mu, sigma, t) of one level, optionally applied with
+    probability p per sample and with sigma drawn per sample from U(sigma, sigma_max) (multi-level option)."""
 
-    sigma: float  # standard deviation (>= 0)
+    sigma: float  # standard deviation (>= 0); the lower end of the range when sigma_max is set
     mu: float = 0.0  # mean
     t: float | None = 2.0  # truncation in units of sigma (> 0), None = untruncated
+    sigma_max: float | None = None  # upper end of a per-sample sigma range; None = fixed sigma
+    p: float = 1.0  # probability that a sample's level is perturbed at all
 
     def __post_init__(self) -> None:
         if not self.sigma >= 0:
             raise InputError(f"sigma must be >= 0, got {self.sigma}: use a non-negative standard deviation")
         if self.t is not None and not self.t > 0:
             raise InputError(f"truncation t must be > 0 (in units of sigma), got {self.t}: use None for no truncation")
+        if self.sigma_max is not None and not self.sigma_max >= self.sigma:
+            raise InputError(f"sigma_max must be >= sigma ({self.sigma}), got {self.sigma_max}")
+        if not 0 <= self.p <= 1:
+            raise InputError(f"probability p must be in [0, 1], got {self.p}")
 
 
 class NoViews:
@@ -74,14 +82,22 @@ class RandomViews:
 
     g:     the generator (its level_dims, level_names and groups resolve `noise`)
     noise: {level or group (1-based number or name): LevelNoise}; levels not named are not perturbed
+    impl:  kernel for counter-based sources (kernels.perturb): "auto" | "torch" | "compiled" | "triton";
+           a torch.Generator source always runs the torch ops (the kernels reproduce Philox streams only)
     """
 
     name = "random"
 
-    def __init__(self, g, noise: Mapping[int | str, LevelNoise]) -> None:
+    def __init__(self, g, noise: Mapping[int | str, LevelNoise], *, impl: str = "auto") -> None:
+        from kernels.dispatch import IMPLS
+        from kernels.perturb import LevelParams
+
         if not noise:
             raise InputError("random views need at least one level to perturb: name levels or groups")
+        if impl not in IMPLS:
+            raise InputError(f"unknown perturbation impl {impl!r}: choose one of {', '.join(IMPLS)}")
         self.level_dims = tuple(g.level_dims)
+        self.impl = impl
         per_level: dict[int, LevelNoise] = {}
         for selection, level_noise in noise.items():
             if not isinstance(level_noise, LevelNoise):
@@ -93,40 +109,42 @@ class RandomViews:
                     raise InputError(f"level {level_label(g, i)} is given two different noises: name it once")
                 per_level[i] = level_noise
         self.noise = dict(sorted(per_level.items()))  # 0-based level -> LevelNoise
-
-        # One (D,) vector per parameter over all D = sum(level_dims) coordinates: one draw per batch.
-        sigma, mu, t = [], [], []
-        for i, d in enumerate(self.level_dims):
-            n = self.noise.get(i, LevelNoise(sigma=0.0, mu=0.0, t=None))
-            sigma += [n.sigma] * d
-            mu += [n.mu if i in self.noise else 0.0] * d
-            t += [n.t if n.t is not None else float("inf")] * d
-        self.sigma = torch.tensor(sigma)  # (D,)
-        self.mu = torch.tensor(mu)  # (D,)
-        self.t = torch.tensor(t)  # (D,) inf = untruncated
-        self._on_device: dict[torch.device, tuple[Tensor, Tensor, Tensor]] = {}
+        untouched = LevelNoise(sigma=0.0, t=None)  # w = 0 exactly
+        levels = [self.noise.get(i, untouched) for i in range(len(self.level_dims))]
+        self.params = LevelParams(
+            level_dims=self.level_dims,
+            mu=tuple(n.mu for n in levels),
+            sigma=tuple(n.sigma for n in levels),
+            sigma_max=tuple(n.sigma if n.sigma_max is None else n.sigma_max for n in levels),
+            t=tuple(float("inf") if n.t is None else n.t for n in levels),
+            p=tuple(n.p for n in levels),
+        )
 
     @classmethod
-    def uniform(cls, g, levels: LevelSelection = None, *, sigma: float, mu: float = 0.0, t: float | None = 2.0):
-        """The same N^t(mu, sigma, t) on every chosen level (all levels when `levels` is None)."""
-        noise = LevelNoise(sigma=sigma, mu=mu, t=t)
-        return cls(g, {i + 1: noise for i in resolve_levels(g, levels)})
+    def uniform(
+        cls, g, levels: LevelSelection = None, *, sigma: float, mu: float = 0.0, t: float | None = 2.0,
+        sigma_max: float | None = None, p: float = 1.0, impl: str = "auto",
+    ):  # fmt: skip
+        """The same noise on every chosen level (all levels when `levels` is None)."""
+        noise = LevelNoise(sigma=sigma, mu=mu, t=t, sigma_max=sigma_max, p=p)
+        return cls(g, {i + 1: noise for i in resolve_levels(g, levels)}, impl=impl)
 
     def perturbation(self, batch: int, *, generator: RandomSource = None, device=None) -> Tensor:
         """w: (batch, D) perturbation of all levels at once, zero on untouched levels."""
-        device = torch.device(device or "cpu")
-        if device not in self._on_device:  # copy the parameters to a device once, not every step
-            self._on_device[device] = tuple(x.to(device) for x in (self.sigma, self.mu, self.t))
-        sigma, mu, t = self._on_device[device]
-        return truncated_normal((batch, sigma.numel()), mean=mu, std=sigma, t=t, generator=generator, device=device)
+        return self._perturb(torch.zeros(batch, sum(self.level_dims), device=device), generator)[0]
+
+    def _perturb(self, z: Tensor, generator: RandomSource) -> tuple[Tensor, Tensor]:
+        """(z + w, per-level ||w||) for z (B, D): the fused kernel for a Philox stream, torch ops otherwise."""
+        from kernels.perturb import perturb, perturb_reference
+
+        if isinstance(generator, Draws):
+            return perturb(z, self.params, generator, impl=self.impl)
+        return perturb_reference(z, self.params, generator)
 
     def __call__(self, anchors: Sequence[Tensor], generator: RandomSource = None) -> Views:
         anchors = list(anchors)
-        z = torch.cat(anchors, dim=1)  # (B, D)
-        w = self.perturbation(z.shape[0], generator=generator, device=z.device).to(z.dtype)  # (B, D)
-        positives = list(torch.split(z + w, list(self.level_dims), dim=1))
-        norms = torch.stack([part.norm(dim=1) for part in torch.split(w, list(self.level_dims), dim=1)], dim=1)
-        return Views(anchors, positives, norms)
+        positives, norms = self._perturb(torch.cat(anchors, dim=1), generator)  # (B, D), (B, L)
+        return Views(anchors, list(torch.split(positives, list(self.level_dims), dim=1)), norms)
 
 
 # --- Figure 4: the same noise vector on one level at a time -----------------------------------------
