@@ -331,11 +331,14 @@ def nt_xent(
     """Mean NT-Xent of the 2N rows against the 2T columns (module docstring); a scalar, float32 or float64."""
     _check(rows, columns, offset, temperature)
     impl = resolve_impl("infonce", impl, rows.device)
-    if impl == "torch":
-        return nt_xent_reference(rows, columns, temperature, offset)
-    if impl == "compiled":
-        return _BlockedNTXent.apply(rows, columns, offset, float(temperature))
-    return _TritonNTXent.apply(rows, columns, offset, float(temperature))
+    # Autocast would run the similarity matmul in bf16; the loss is computed in the inputs' precision
+    # (fp32, or bf16 dots with fp32 accumulation in the Triton kernels), whatever the caller's context.
+    with torch.autocast(rows.device.type, enabled=False):
+        if impl == "torch":
+            return nt_xent_reference(rows, columns, temperature, offset)
+        if impl == "compiled":
+            return _BlockedNTXent.apply(rows, columns, offset, float(temperature))
+        return _TritonNTXent.apply(rows, columns, offset, float(temperature))
 
 
 def infonce(
