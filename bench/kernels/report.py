@@ -1,0 +1,90 @@
+"""Turn a pytest-benchmark JSON of bench/kernels into the markdown tables results/kernels/ keeps.
+
+pytest bench/kernels --benchmark-json results/kernels/cpu.json
+python -m bench.kernels.report results/kernels/cpu.json        # writes results/kernels/cpu.md
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from mlvgm.io import atomic_write_text
+
+
+def _by_group(benchmarks: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for b in benchmarks:
+        groups.setdefault(b["group"], []).append(b)
+    return groups
+
+
+def _median_ms(b: dict) -> float:
+    return b["stats"]["median"] * 1e3
+
+
+def _spread(b: dict) -> str:
+    return f"{b['stats']['min'] * 1e3:.3g}-{b['stats']['max'] * 1e3:.3g}"
+
+
+def report(data: dict) -> str:
+    machine, commit = data["machine_info"], data.get("commit_info", {})
+    groups = _by_group(data["benchmarks"])
+    ceiling = max((b["extra_info"]["gflops_per_s"] for b in groups.get("matmul-ceiling", [])), default=None)
+    lines = [
+        "# Kernel benchmarks",
+        "",
+        f"{machine.get('cpu', {}).get('brand_raw', machine.get('processor', '?'))}, "
+        f"{machine.get('cpu', {}).get('count', '?')} logical CPUs; git {commit.get('id', '?')[:10]}"
+        f"{' (dirty)' if commit.get('dirty') else ''}; {data.get('datetime', '')[:19]}.",
+        "Medians over rounds (min-max in brackets); ratios against the paper's path in the same run.",
+        "",
+    ]
+    if ceiling:
+        shapes = ", ".join(f"{b['param']} {b['extra_info']['gflops_per_s']:.0f}" for b in groups["matmul-ceiling"])
+        lines += [f"fp32 matmul ceiling (GFLOP/s, N = 4096 shapes): {shapes}; the best is the 100% below.", ""]
+    parts = ("fwd+bwd", "forward", "backward")
+    infonce = sorted(
+        (g for g in groups if g.startswith("infonce-")),
+        key=lambda g: (parts.index(g.split("-")[1]), int(g.rsplit("N", 1)[1])),
+    )
+    if infonce:
+        lines += ["## InfoNCE, D = 128", "",
+                  "| pass | N | impl | ms (min-max) | x paper | GFLOP/s | % of matmul ceiling |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for g in infonce:
+            part, n = g.split("-")[1], int(g.rsplit("N", 1)[1])
+            paper = next((b for b in groups[g] if b["extra_info"]["impl"] == "paper"), None)
+            for b in sorted(groups[g], key=_median_ms, reverse=True):
+                ratio = f"{_median_ms(paper) / _median_ms(b):.2f}x" if paper else "-"
+                flops = b["extra_info"]["gflops_per_s"]
+                share = f"{100 * flops / ceiling:.0f}%" if ceiling else "-"
+                lines.append(f"| {part} | {n} | {b['extra_info']['impl']} | {_median_ms(b):.3g} ({_spread(b)}) | "
+                             f"{ratio} | {flops:.0f} | {share} |")  # fmt: skip
+        lines.append("")
+    for g in sorted(g for g in groups if g.startswith("perturb-")):
+        lines += [f"## Perturbation {g.removeprefix('perturb-')}", "",
+                  "| impl | ms (min-max) | x paper | views/s | GB/s |", "|---|---|---|---|---|"]  # fmt: skip
+        paper = next((b for b in groups[g] if b["extra_info"]["impl"] == "paper"), None)
+        for b in sorted(groups[g], key=_median_ms, reverse=True):
+            ratio = f"{_median_ms(paper) / _median_ms(b):.1f}x" if paper else "-"
+            views = b["extra_info"].get("views_per_s")
+            lines.append(f"| {b['extra_info']['impl']} | {_median_ms(b):.3g} ({_spread(b)}) | {ratio} | "
+                         f"{f'{views:,.0f}' if views else '-'} | {b['extra_info']['gb_per_s']:.2f} |")  # fmt: skip
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not args[0].endswith(".json"):
+        sys.exit("usage: python -m bench.kernels.report RESULTS.json  (a pytest-benchmark JSON of bench/kernels)")
+    path = Path(args[0])
+    text = report(json.loads(path.read_text()))
+    atomic_write_text(path.with_suffix(".md"), text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
