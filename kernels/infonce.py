@@ -97,6 +97,22 @@ def _block_loss(s: Tensor, self_col: Tensor, pos_col: Tensor, scale: float) -> T
     return torch.logsumexp(logits, dim=1) - pos_logit
 
 
+def _symmetric_terms(s: Tensor, n: int, scale: float) -> tuple[Tensor, Tensor]:
+    """Whole (2N, 2N) block of one process, s = Z Z^T symmetric: per-row loss and dL/dZ's matrix G.
+
+    dL/dZ = (1 / tau 2N) G Z with G = (P - onehot(pos)) + (P - onehot(pos))^T: the row and column
+    gradients in one matmul instead of two, since rows and columns are the same samples.
+    """
+    m = s.shape[0]
+    idx = torch.arange(m, device=s.device)
+    logits = (s * scale).masked_fill(idx[:, None] == idx[None, :], float("-inf"))
+    lse = torch.logsumexp(logits, dim=1)  # (2N,)
+    positive = idx[None, :] == ((idx + n) % m)[:, None]  # (2N, 2N), symmetric
+    pos_logit = torch.where(positive, logits, 0.0).sum(dim=1)
+    p = torch.exp(logits - lse[:, None])
+    return lse - pos_logit, p + p.T - 2 * positive.to(s.dtype)
+
+
 @functools.cache
 def _compiled(fn):
     # dynamic=False: a training run has one batch size, so each block shape compiles once.
@@ -117,6 +133,11 @@ class _BlockedNTXent(torch.autograd.Function):
         self_col, pos_col = self_and_positive(n_local, total, offset, rows.device)
         need_grad = any(ctx.needs_input_grad[:2])
         chunk = _chunk_rows(rows.shape[0], columns.shape[0], rows.device)
+        if need_grad and rows is columns and offset == 0 and chunk == rows.shape[0]:
+            # One process and one block: the symmetric form needs a single gradient matmul.
+            losses, g = _compiled(_symmetric_terms)(rows @ rows.T, n_local, scale)
+            ctx.save_for_backward(torch.mm(g, rows).mul_(scale / rows.shape[0]), None)
+            return losses.mean()
         losses = rows.new_empty(rows.shape[0])
         d_rows = torch.empty_like(rows) if need_grad else None
         d_cols = torch.zeros_like(columns) if need_grad else None
@@ -136,8 +157,8 @@ class _BlockedNTXent(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        d_rows, d_cols = ctx.saved_tensors
-        return grad * d_rows, grad * d_cols, None, None
+        d_rows, d_cols = ctx.saved_tensors  # d_cols is None when d_rows holds both (symmetric form)
+        return grad * d_rows, None if d_cols is None else grad * d_cols, None, None
 
 
 # --- "triton": fused kernels ----------------------------------------------------------------------

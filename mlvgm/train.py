@@ -124,6 +124,13 @@ class TrainConfig:
                 f"view_sigma has {len(self.view_sigma)} values for {len(self.view_levels)} view_levels: "
                 "give one, or one per level"
             )
+        if len(self.view_sigma_max) not in (0, 1, len(self.view_levels)):
+            raise InputError(
+                f"view_sigma_max has {len(self.view_sigma_max)} values for {len(self.view_levels)} view_levels: "
+                "give none (fixed sigma), one, or one per level"
+            )
+        if not 0 <= self.view_p <= 1:
+            raise InputError(f"view_p must be in [0, 1], got {self.view_p}")
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
             raise InputError(f"warmup_epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs})")
 
@@ -226,16 +233,11 @@ def build_views(config: TrainConfig, g):
     if config.views == "none":
         return NoViews(g)
 
-    def per_level(values: tuple, name: str) -> tuple:
-        if len(values) == 1:
-            return values * len(config.view_levels)
-        if len(values) != len(config.view_levels):
-            raise InputError(f"{name} has {len(values)} values for {len(config.view_levels)} view_levels: "
-                             "give one for all, or one per level")  # fmt: skip
-        return values
+    def per_level(values: tuple) -> tuple:  # one value for all levels, or one per level (checked by the config)
+        return values * len(config.view_levels) if len(values) == 1 else values
 
-    sigmas = per_level(config.view_sigma, "view_sigma")
-    tops = per_level(config.view_sigma_max, "view_sigma_max") if config.view_sigma_max else (None,) * len(sigmas)
+    sigmas = per_level(config.view_sigma)
+    tops = per_level(config.view_sigma_max) if config.view_sigma_max else (None,) * len(sigmas)
     noise = {}
     for level, sigma, top in zip(config.view_levels, sigmas, tops, strict=True):
         noise[int(level) if level.isdigit() else level] = LevelNoise(

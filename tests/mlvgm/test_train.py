@@ -73,6 +73,21 @@ def test_paper_presets_carry_the_papers_hyperparameters():
     assert real.source == "imagefolder" and real.views == "none" and real.augment == "simclr"
 
 
+def test_view_options_reach_the_perturbation():
+    """view_sigma / view_sigma_max / view_p / kernels become the RandomViews the run uses."""
+    from mlvgm.generators import load_generator
+    from mlvgm.train import build_views
+
+    g = load_generator("shapes")
+    views = build_views(tiny(view_levels=("2", "4"), view_sigma=(0.5, 1.0), view_sigma_max=(1.5,), view_p=0.25,
+                             kernels="torch"), g)  # fmt: skip
+    p = views.params
+    assert views.impl == "torch" and p.multi
+    assert p.sigma == (0.0, 0.5, 0.0, 1.0, 0.0, 0.0) and p.sigma_max == (0.0, 1.5, 0.0, 1.5, 0.0, 0.0)
+    assert p.p[1] == p.p[3] == 0.25 and p.t[1] == TINY.get("view_t", 2.0)
+    assert not build_views(tiny(), g).params.multi
+
+
 def test_learning_rate_warms_up_then_decays_by_cosine():
     config = tiny(epochs=10, warmup_epochs=2, base_lr=0.1, batch_size=512)
     peak = 0.1 * 512 / 256
@@ -89,6 +104,9 @@ def test_learning_rate_warms_up_then_decays_by_cosine():
         ({"method": "moco"}, "method must be one of simclr, simsiam, byol"),
         ({"batch_size": 0}, "batch_size must be > 0"),
         ({"view_sigma": (1.0, 2.0)}, "view_sigma has 2 values for 4 view_levels"),
+        ({"view_sigma_max": (1.0, 2.0)}, "view_sigma_max has 2 values for 4 view_levels"),
+        ({"view_p": 1.5}, r"view_p must be in \[0, 1\]"),
+        ({"kernels": "cuda"}, "kernels must be one of auto, torch, compiled, triton"),
         ({"warmup_epochs": 5, "epochs": 5}, "warmup_epochs"),
         ({"byol_momentum": 1.0}, "byol_momentum"),
     ],
@@ -168,6 +186,7 @@ def test_a_run_writes_its_files_and_resume_rejects_another_config(tmp_path, caps
         assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     record = json.loads((out / "config.json").read_text())
     assert record["config"]["batch_size"] == 8 and record["git"]["sha"] and record["preset"] == "quickstart"
+    assert record["kernels"] == {"infonce": "compiled", "perturb": "compiled"}  # what impl="auto" ran on CPU
     probes = json.loads((out / "summary.json").read_text())["probes"]
     assert {(p["factor"], p["encoder"]) for p in probes} == {
         (f, e) for f in ("shape", "position", "color", "background") for e in ("trained", "random init")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -70,6 +71,40 @@ def test_random_perturbation_follows_the_per_level_truncated_normal(g):
     assert torch.equal(w[:, 8:24], torch.zeros(20_000, 16)) and torch.equal(w[:, 32:], torch.zeros(20_000, 16))
 
 
+@pytest.mark.parametrize("impl", ["torch", "compiled"])
+def test_a_stream_runs_the_chosen_kernel_and_every_kernel_draws_the_same_views(g, impl, monkeypatch):
+    """RandomViews hands Philox draws to kernels.perturb with its impl (no silent substitution), and the
+    implementations agree; a torch.Generator source takes the reference ops."""
+    import kernels.perturb as kp
+
+    calls = []
+    real = kp.perturb
+    monkeypatch.setattr(kp, "perturb", lambda *a, **k: calls.append(k["impl"]) or real(*a, **k))
+    z = z_of(g, 16)
+    ours = RandomViews.uniform(g, [2, 3], sigma=0.7, impl=impl)(z, Stream(4, purpose="views").at(2))
+    reference = RandomViews.uniform(g, [2, 3], sigma=0.7, impl="torch")(z, Stream(4, purpose="views").at(2))
+    assert calls == [impl, "torch"]
+    for a, b in zip(ours.positives, reference.positives, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours.norms, reference.norms, rtol=1e-5, atol=1e-5)
+    RandomViews.uniform(g, [2], sigma=0.7, impl=impl)(z, torch.Generator().manual_seed(0))
+    assert len(calls) == 2
+
+
+def test_multi_level_option_gates_levels_and_draws_sigma_from_its_range(g):
+    """p: the share of (sample, level) pairs perturbed; sigma_max: each pair's std within [sigma, sigma_max]."""
+    strategy = RandomViews.uniform(g, [2, 3, 4, 5], sigma=0.5, sigma_max=2.0, p=0.3, t=None)
+    n = 4000
+    w = strategy.perturbation(n, generator=Stream(9, purpose="views").at(0)).reshape(n, 6, 8).double()
+    touched = w.abs().amax(dim=2) > 0  # (n, 6)
+    assert not touched[:, [0, 5]].any()
+    share = touched[:, 1:5].double().mean().item()
+    assert abs(share - 0.3) < 4 * math.sqrt(0.3 * 0.7 / (4 * n)), share
+    rms = w[:, 1:5].pow(2).mean(dim=2).sqrt()[touched[:, 1:5]]  # ~ the pair's sigma (8 dims: noisy)
+    q25, q50, q75 = torch.quantile(rms, torch.tensor([0.25, 0.5, 0.75], dtype=rms.dtype)).tolist()
+    assert q25 < 1.1 < 1.3 < q75 and 1.0 < q50 < 1.5  # sigma ~ U(0.5, 2): quartiles 0.875, 1.25, 1.625
+
+
 def test_views_are_reproducible_per_step(g):
     z = z_of(g, 8)
     strategy = RandomViews.uniform(g, [2, 3, 4, 5], sigma=1.0)
@@ -106,7 +141,13 @@ def test_bad_view_configs(g, noise, match):
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"), [({"sigma": -0.1}, "sigma must be >= 0"), ({"sigma": 1.0, "t": 0.0}, "t must be > 0")]
+    ("kwargs", "match"),
+    [
+        ({"sigma": -0.1}, "sigma must be >= 0"),
+        ({"sigma": 1.0, "t": 0.0}, "t must be > 0"),
+        ({"sigma": 1.0, "sigma_max": 0.5}, "sigma_max must be >= sigma"),
+        ({"sigma": 1.0, "p": 1.5}, r"p must be in \[0, 1\]"),
+    ],
 )
 def test_bad_level_noise(kwargs, match):
     with pytest.raises(InputError, match=match):
