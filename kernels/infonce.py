@@ -77,7 +77,7 @@ _CHUNK_ELEMENTS = 1 << 22  # a (chunk, 2T) fp32 block of 16 MiB stays in a CPU's
 _CHUNK_ELEMENTS_CUDA = 1 << 26  # on a GPU the blocks only bound memory (256 MiB): fewer, larger launches
 
 
-def _block_terms(s: Tensor, self_col: Tensor, pos_col: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+def _block_terms(s: Tensor, self_col: Tensor, pos_col: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
     """One row block: s (c, 2T) dot products -> per-row loss (c,) and dL/ds * 2N tau, i.e. P - onehot(pos)."""
     logits = s * scale
     cols = torch.arange(s.shape[1], device=s.device)
@@ -89,7 +89,7 @@ def _block_terms(s: Tensor, self_col: Tensor, pos_col: Tensor, scale: float) -> 
     return lse - pos_logit, p
 
 
-def _block_loss(s: Tensor, self_col: Tensor, pos_col: Tensor, scale: float) -> Tensor:
+def _block_loss(s: Tensor, self_col: Tensor, pos_col: Tensor, scale: Tensor) -> Tensor:
     logits = s * scale
     cols = torch.arange(s.shape[1], device=s.device)
     logits = logits.masked_fill(cols[None, :] == self_col[:, None], float("-inf"))
@@ -97,13 +97,14 @@ def _block_loss(s: Tensor, self_col: Tensor, pos_col: Tensor, scale: float) -> T
     return torch.logsumexp(logits, dim=1) - pos_logit
 
 
-def _symmetric_terms(s: Tensor, n: int, scale: float) -> tuple[Tensor, Tensor]:
+def _symmetric_terms(s: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
     """Whole (2N, 2N) block of one process, s = Z Z^T symmetric: per-row loss and dL/dZ's matrix G.
 
     dL/dZ = (1 / tau 2N) G Z with G = (P - onehot(pos)) + (P - onehot(pos))^T: the row and column
     gradients in one matmul instead of two, since rows and columns are the same samples.
     """
     m = s.shape[0]
+    n = m // 2
     idx = torch.arange(m, device=s.device)
     logits = (s * scale).masked_fill(idx[:, None] == idx[None, :], float("-inf"))
     lse = torch.logsumexp(logits, dim=1)  # (2N,)
@@ -115,8 +116,10 @@ def _symmetric_terms(s: Tensor, n: int, scale: float) -> tuple[Tensor, Tensor]:
 
 @functools.cache
 def _compiled(fn):
-    # dynamic=False: a training run has one batch size, so each block shape compiles once.
-    return torch.compile(fn, dynamic=False, fullgraph=True)
+    # A run has one batch size: its blocks compile once, specialised to their shapes. The temperature is
+    # a 0-d tensor, not a constant, so a new tau reuses the code; a second shape turns on dynamic
+    # shapes (torch's default), so tests and sweeps over many N stay within dynamo's recompile limit.
+    return torch.compile(fn, fullgraph=True)
 
 
 def _chunk_rows(n_rows: int, n_cols: int, device: torch.device) -> int:
@@ -127,15 +130,16 @@ def _chunk_rows(n_rows: int, n_cols: int, device: torch.device) -> int:
 
 class _BlockedNTXent(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, rows: Tensor, columns: Tensor, offset: int, temperature: float):
+    def forward(ctx, rows: Tensor, columns: Tensor, offset: int, temperature: float, grad_enabled: bool):
         n_local, total = rows.shape[0] // 2, columns.shape[0] // 2
         scale = 1.0 / temperature
+        scale_t = torch.tensor(scale, dtype=rows.dtype, device=rows.device)
         self_col, pos_col = self_and_positive(n_local, total, offset, rows.device)
-        need_grad = any(ctx.needs_input_grad[:2])
+        need_grad = grad_enabled and any(ctx.needs_input_grad[:2])  # (needs_input_grad ignores no_grad)
         chunk = _chunk_rows(rows.shape[0], columns.shape[0], rows.device)
         if need_grad and rows is columns and offset == 0 and chunk == rows.shape[0]:
             # One process and one block: the symmetric form needs a single gradient matmul.
-            losses, g = _compiled(_symmetric_terms)(rows @ rows.T, n_local, scale)
+            losses, g = _compiled(_symmetric_terms)(rows @ rows.T, scale_t)
             ctx.save_for_backward(torch.mm(g, rows).mul_(scale / rows.shape[0]), None)
             return losses.mean()
         losses = rows.new_empty(rows.shape[0])
@@ -145,11 +149,11 @@ class _BlockedNTXent(torch.autograd.Function):
             b = min(a + chunk, rows.shape[0])
             s = rows[a:b] @ columns.T  # (c, 2T)
             if need_grad:
-                losses[a:b], p = _compiled(_block_terms)(s, self_col[a:b], pos_col[a:b], scale)
+                losses[a:b], p = _compiled(_block_terms)(s, self_col[a:b], pos_col[a:b], scale_t)
                 torch.mm(p, columns, out=d_rows[a:b])  # (c, D)
                 d_cols.addmm_(p.T, rows[a:b])  # (2T, D)
             else:
-                losses[a:b] = _compiled(_block_loss)(s, self_col[a:b], pos_col[a:b], scale)
+                losses[a:b] = _compiled(_block_loss)(s, self_col[a:b], pos_col[a:b], scale_t)
         if need_grad:
             factor = scale / rows.shape[0]
             ctx.save_for_backward(d_rows.mul_(factor), d_cols.mul_(factor))
@@ -158,7 +162,7 @@ class _BlockedNTXent(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         d_rows, d_cols = ctx.saved_tensors  # d_cols is None when d_rows holds both (symmetric form)
-        return grad * d_rows, None if d_cols is None else grad * d_cols, None, None
+        return grad * d_rows, None if d_cols is None else grad * d_cols, None, None, None
 
 
 # --- "triton": fused kernels ----------------------------------------------------------------------
@@ -351,7 +355,8 @@ def nt_xent(
     offset: int = 0,  # index of this rank's first sample among the T (rank x N when gathered)
     impl: str = "auto",  # "auto" | "torch" | "compiled" | "triton"
 ) -> Tensor:
-    """Mean NT-Xent of the 2N rows against the 2T columns (module docstring); a scalar, float32 or float64."""
+    """Mean NT-Xent of the 2N rows against the 2T columns (module docstring), a scalar in the rows' dtype
+    (float32 for half-precision rows). Triton computes float64 inputs in float32."""
     _check(rows, columns, offset, temperature)
     impl = resolve_impl("infonce", impl, rows.device)
     # Autocast would run the similarity matmul in bf16; the loss is computed in the inputs' precision
@@ -360,7 +365,12 @@ def nt_xent(
         if impl == "torch":
             return nt_xent_reference(rows, columns, temperature, offset)
         if impl == "compiled":
-            return _BlockedNTXent.apply(rows, columns, offset, float(temperature))
+            return _BlockedNTXent.apply(rows, columns, offset, float(temperature), torch.is_grad_enabled())
+        if rows.dtype == torch.float64:  # the kernels accumulate in fp32: compute there, answer in fp64
+            same = columns is rows
+            rows = rows.float()
+            columns = rows if same else columns.float()
+            return _TritonNTXent.apply(rows, columns, offset, float(temperature)).double()
         return _TritonNTXent.apply(rows, columns, offset, float(temperature))
 
 

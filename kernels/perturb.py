@@ -242,8 +242,10 @@ def _compiled_perturb(z: Tensor, params: LevelParams, draws: Draws, c1: int) -> 
 
 @functools.cache
 def _compiled(fn):
-    # dynamic=False: a run has one batch size; the key, step and rank are tensors, so no recompiles.
-    return torch.compile(fn, dynamic=False, fullgraph=True)
+    # A run has one batch size, compiled once for it; the key, step and rank are tensors, so new steps
+    # reuse the code. A second batch size turns on dynamic shapes (torch's default) instead of piling up
+    # specialisations against dynamo's recompile limit.
+    return torch.compile(fn, fullgraph=True)
 
 
 # --- "triton" --------------------------------------------------------------------------------------
