@@ -14,9 +14,11 @@ with P the row softmax of s with the diagonal (self) removed. Every implementati
 exactly that; they differ in memory and speed:
 
 - "torch":    the logits matrix, masked, through F.cross_entropy: O(N T) memory, autograd.
-- "compiled": rows in chunks that keep a (chunk, 2T) block in cache; each block's logsumexp, softmax and
-              one-hot are one torch.compile'd pass, and the gradient is accumulated in the forward pass
-              (the loss is a scalar, so backward only scales it): O(chunk x T + T x D) memory.
+- "compiled": the gradient is accumulated in the forward pass (the loss is a scalar, so backward only
+              scales it), block by block so each block stays in cache, the pointwise work of a block in
+              one torch.compile'd pass. One process (columns = rows): only the tiles on and above the
+              diagonal of the symmetric S, two matmul-equivalents in all. Gathered: row chunks of
+              (chunk, 2T), three. Memory O(block + T x D).
 - "triton":   FlashAttention-style kernels: the forward streams column tiles through tl.dot with an
               online log-sum-exp that skips the diagonal and keeps only the row statistics (lse); the
               two backward kernels recompute the tiles from lse: O(N x D) memory, never O(N T).
@@ -114,6 +116,64 @@ def _symmetric_terms(s: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
     return lse - pos_logit, p + p.T - 2 * positive.to(s.dtype)
 
 
+# One process (columns are the rows, S = Z Z^T symmetric) with more rows than one tile: only the tiles
+# on and above the diagonal are computed, twice: pass 1 sums exp over rows and (by symmetry) columns,
+# pass 2 rebuilds each tile's G = P + P^T and applies it to both tiles' rows. Two matmul-equivalents of
+# (2N)^2 D where the generic blocked path needs three. The row sums use the fixed shift 1/tau (every
+# cosine is <= 1), which needs no running max but would underflow below tau = 0.025: there the
+# generic path runs.
+_TILE = 512
+_MIN_TAU_FIXED_SHIFT = 0.025
+
+
+def _tile_sums(s: Tensor, scale: Tensor, diagonal: bool) -> tuple[Tensor, Tensor]:
+    """Row and column sums of exp((s - 1) / tau) over one tile, the diagonal (self) left out."""
+    e = torch.exp((s - 1.0) * scale)
+    if diagonal:
+        i = torch.arange(s.shape[0], device=s.device)
+        e = torch.where(i[:, None] == i[None, :], 0.0, e)
+    return e.sum(dim=1), e.sum(dim=0)
+
+
+def _tile_g(s: Tensor, scale: Tensor, lse_i: Tensor, lse_j: Tensor, diagonal: bool) -> Tensor:
+    """G on one tile: P_ij + P_ji = exp(s_ij / tau - lse_i) + exp(s_ij / tau - lse_j), self left out."""
+    logits = s * scale
+    g = torch.exp(logits - lse_i[:, None]) + torch.exp(logits - lse_j[None, :])
+    if diagonal:
+        i = torch.arange(s.shape[0], device=s.device)
+        g = torch.where(i[:, None] == i[None, :], 0.0, g)
+    return g
+
+
+def _symmetric_tiles(z: Tensor, scale: Tensor, need_grad: bool) -> tuple[Tensor, Tensor | None]:
+    """Per-row losses (2N,) and, if asked, dL/dZ * 2N tau (2N, D) for one process's Z = cat(z_a, z_b)."""
+    m = z.shape[0]
+    n = m // 2
+    starts = range(0, m, _TILE)
+    sums = torch.zeros(m, dtype=z.dtype, device=z.device)
+    for k, a in enumerate(starts):
+        for c in starts[k:]:
+            row, col = _compiled(_tile_sums)(z[a : a + _TILE] @ z[c : c + _TILE].T, scale, a == c)
+            sums[a : a + _TILE] += row
+            if c != a:
+                sums[c : c + _TILE] += col
+    lse = torch.log(sums) + scale  # (2N,)
+    positive = (z[:n] * z[n:]).sum(dim=1) * scale  # (N,) s_i,pos(i) / tau, the same for i and pos(i)
+    losses = lse - torch.cat([positive, positive])
+    if not need_grad:
+        return losses, None
+    d_z = torch.zeros_like(z)
+    for k, a in enumerate(starts):
+        z_a = z[a : a + _TILE]
+        for c in starts[k:]:
+            g = _compiled(_tile_g)(z_a @ z[c : c + _TILE].T, scale, lse[a : a + _TILE], lse[c : c + _TILE], a == c)
+            d_z[a : a + _TILE].addmm_(g, z[c : c + _TILE])
+            if c != a:
+                d_z[c : c + _TILE].addmm_(g.T, z_a)
+    d_z -= 2 * torch.cat([z[n:], z[:n]])  # the positives: -onehot(pos) from the rows and from the columns
+    return losses, d_z
+
+
 @functools.cache
 def _compiled(fn):
     # A run has one batch size: its blocks compile once, specialised to their shapes. The temperature is
@@ -137,11 +197,17 @@ class _BlockedNTXent(torch.autograd.Function):
         self_col, pos_col = self_and_positive(n_local, total, offset, rows.device)
         need_grad = grad_enabled and any(ctx.needs_input_grad[:2])  # (needs_input_grad ignores no_grad)
         chunk = _chunk_rows(rows.shape[0], columns.shape[0], rows.device)
-        if need_grad and rows is columns and offset == 0 and chunk == rows.shape[0]:
-            # One process and one block: the symmetric form needs a single gradient matmul.
-            losses, g = _compiled(_symmetric_terms)(rows @ rows.T, scale_t)
-            ctx.save_for_backward(torch.mm(g, rows).mul_(scale / rows.shape[0]), None)
-            return losses.mean()
+        factor = scale / rows.shape[0]
+        if rows is columns and offset == 0:  # one process: S is symmetric
+            if need_grad and rows.shape[0] <= _TILE:  # one small block: G whole, one gradient matmul
+                losses, g = _compiled(_symmetric_terms)(rows @ rows.T, scale_t)
+                ctx.save_for_backward(torch.mm(g, rows).mul_(factor), None)
+                return losses.mean()
+            if temperature >= _MIN_TAU_FIXED_SHIFT:
+                losses, d_z = _symmetric_tiles(rows, scale_t, need_grad)
+                if need_grad:
+                    ctx.save_for_backward(d_z.mul_(factor), None)
+                return losses.mean()
         losses = rows.new_empty(rows.shape[0])
         d_rows = torch.empty_like(rows) if need_grad else None
         d_cols = torch.zeros_like(columns) if need_grad else None
@@ -155,7 +221,6 @@ class _BlockedNTXent(torch.autograd.Function):
             else:
                 losses[a:b] = _compiled(_block_loss)(s, self_col[a:b], pos_col[a:b], scale_t)
         if need_grad:
-            factor = scale / rows.shape[0]
             ctx.save_for_backward(d_rows.mul_(factor), d_cols.mul_(factor))
         return losses.mean()
 

@@ -61,7 +61,13 @@ class LevelParams:
         for name in ("mu", "sigma", "sigma_max", "t", "p"):
             if len(getattr(self, name)) != n:
                 raise InputError(f"{name} has {len(getattr(self, name))} entries for {n} levels: give one per level")
+        if not n or any(not isinstance(d, int) or d <= 0 for d in self.level_dims):
+            raise InputError(f"level_dims must be one or more positive ints, got {self.level_dims}")
         for i in range(n):
+            if not (math.isfinite(self.mu[i]) and math.isfinite(self.sigma_max[i])):
+                raise InputError(
+                    f"level {i + 1}: mu and sigma_max must be finite, got {self.mu[i]}, {self.sigma_max[i]}"
+                )
             if not 0 <= self.sigma[i] <= self.sigma_max[i]:
                 raise InputError(f"level {i + 1}: need 0 <= sigma <= sigma_max, got {self.sigma[i]}, "
                                  f"{self.sigma_max[i]}")  # fmt: skip
@@ -282,6 +288,12 @@ if triton is not None:
     @triton.jit
     def _uniform_at(key, e, c1, step, rank):
         """v in (-1, 1) from word e of draw c1: word e % 4 of Philox block e // 4 (mlvgm.streams layout)."""
+        # Counters arrive as int32, or int64 from 2**31 on: take their low 32 bits (what Philox uses).
+        c1, step, rank = (
+            tl.to_tensor(c1).to(tl.uint32),
+            tl.to_tensor(step).to(tl.uint32),
+            tl.to_tensor(rank).to(tl.uint32),
+        )
         w0, w1, w2, w3 = tl.philox(key, (e // 4).to(tl.uint32), c1, step, rank)
         j = e % 4
         word = tl.where(j == 0, w0, tl.where(j == 1, w1, tl.where(j == 2, w2, w3)))

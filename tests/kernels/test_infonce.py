@@ -142,30 +142,62 @@ def test_kernel_matches_the_reference_gathered(impl):
     assert_matches(actual, expected)
 
 
-@pytest.mark.parametrize("t", [7, 9], ids=["one-process", "gathered"])
-def test_compiled_over_several_row_chunks(monkeypatch, t):
-    """A 64-element block budget splits 14 rows (x 14 or 18 columns) into blocks of 4, 4, 4 and 2 rows:
-    each block's self/positive columns and its share of dL/dcolumns must still add up to the whole."""
-    monkeypatch.setattr(infonce_mod, "_CHUNK_ELEMENTS", 64)
+def recorded_blocks(monkeypatch) -> list[tuple[int, ...]]:
+    """Spy on the compiled block functions: the shapes of the similarity blocks they are handed."""
     compiled, blocks = infonce_mod._compiled, []
 
     def recording(fn):
         def run(s, *args):
-            blocks.append(s.shape[0])
+            blocks.append(tuple(s.shape))
             return compiled(fn)(s, *args)
 
         return run
 
     monkeypatch.setattr(infonce_mod, "_compiled", recording)
-    if t == 7:  # columns is rows, as infonce calls it
-        z = embeddings(7, 16, seed=8)
-        actual = loss_and_grads(lambda a, b: infonce(a, b, TAU, impl="compiled"), z)
-        expected = loss_and_grads(lambda a, b: infonce(a, b, TAU, impl="torch"), float64_leaves(z))
-    else:
-        inputs = gathered(7, t, 1, 16, seed=8, dtype=torch.float32)
-        actual = loss_and_grads(lambda r, c: nt_xent(r, c, TAU, offset=1, impl="compiled"), inputs)
-        expected = loss_and_grads(lambda r, c: nt_xent_reference(r, c, TAU, offset=1), float64_leaves(inputs))
-    assert blocks == [4, 4, 4, 2]
+    return blocks
+
+
+@pytest.mark.parametrize("t", [7, 9], ids=["same-size", "gathered"])
+def test_compiled_over_several_row_chunks(monkeypatch, t):
+    """A 64-element block budget splits 14 rows (x 14 or 18 columns) into blocks of 4, 4, 4 and 2 rows:
+    each block's self/positive columns and its share of dL/dcolumns must still add up to the whole.
+    (Separate row and column tensors: the generic path, as a gathered run takes it.)"""
+    monkeypatch.setattr(infonce_mod, "_CHUNK_ELEMENTS", 64)
+    blocks = recorded_blocks(monkeypatch)
+    inputs = gathered(7, t, 0 if t == 7 else 1, 16, seed=8, dtype=torch.float32)
+    offset = 0 if t == 7 else 1
+    actual = loss_and_grads(lambda r, c: nt_xent(r, c, TAU, offset=offset, impl="compiled"), inputs)
+    expected = loss_and_grads(lambda r, c: nt_xent_reference(r, c, TAU, offset=offset), float64_leaves(inputs))
+    assert [b[0] for b in blocks] == [4, 4, 4, 2]
+    assert_matches(actual, expected)
+
+
+@pytest.mark.parametrize("tau", [TAU, 1.0])
+def test_compiled_symmetric_tiles(monkeypatch, tau):
+    """One process, tiles of 4 over 14 rows: the 10 tiles on and above the diagonal, once for the row
+    sums and once for G, must give the reference's loss and gradients (off-diagonal tiles feed both
+    their rows and their columns; the last tiles are 2 wide)."""
+    monkeypatch.setattr(infonce_mod, "_TILE", 4)
+    blocks = recorded_blocks(monkeypatch)
+    z = embeddings(7, 16, seed=8)
+    actual = loss_and_grads(lambda a, b: infonce(a, b, tau, impl="compiled"), z)
+    expected = loss_and_grads(lambda a, b: infonce(a, b, tau, impl="torch"), float64_leaves(z))
+    assert len(blocks) == 20 and blocks.count((4, 2)) == 6 and blocks.count((2, 2)) == 2
+    assert_matches(actual, expected)
+    with torch.no_grad():  # the loss alone: the first pass only
+        blocks.clear()
+        torch.testing.assert_close(infonce(*z, tau, impl="compiled"), expected[0].float(), rtol=1e-5, atol=1e-6)
+        assert len(blocks) == 10
+
+
+def test_compiled_small_temperature_takes_the_running_max_path(monkeypatch):
+    """Below tau = 0.025 the fixed shift 1/tau could underflow: the row-chunk path (running logsumexp) runs."""
+    monkeypatch.setattr(infonce_mod, "_TILE", 4)
+    blocks = recorded_blocks(monkeypatch)
+    z = embeddings(7, 16, seed=3)
+    actual = loss_and_grads(lambda a, b: infonce(a, b, 0.01, impl="compiled"), z)
+    expected = loss_and_grads(lambda a, b: infonce(a, b, 0.01, impl="torch"), float64_leaves(z))
+    assert blocks == [(14, 14)]
     assert_matches(actual, expected)
 
 
