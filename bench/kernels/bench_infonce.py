@@ -137,3 +137,44 @@ def test_matmul_ceiling(benchmark, shape: str):
     benchmark.pedantic(mm, rounds=5, warmup_rounds=1)
     benchmark.extra_info.update(device=DEVICE.type, threads=torch.get_num_threads())
     benchmark.extra_info["gflops_per_s"] = 2 * m * m * D / benchmark.stats.stats.median / 1e9
+
+
+_PEAK_SCRIPT = """
+import resource, sys, torch
+sys.path.insert(0, {root!r})
+from bench.kernels.bench_infonce import _embeddings, _loss_fn, TEMPERATURE
+torch.set_num_threads({threads})
+z_a, z_b = _embeddings({n})
+fn = _loss_fn({impl!r})
+fn(z_a[:4], z_b[:4], TEMPERATURE).backward()  # imports, compiles, first allocations: not counted
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+fn(z_a, z_b, TEMPERATURE).backward()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+@pytest.mark.parametrize("n", [1024, 4096, 16384])
+@pytest.mark.parametrize("impl", ["paper", "torch", "compiled"])
+def test_infonce_peak_memory_cpu(benchmark, impl: str, n: int):
+    """Peak resident memory a forward+backward adds, measured in a fresh process (ru_maxrss). The time
+    this group shows is the subprocess's and means nothing; extra_info["peak_mib"] is the figure."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if DEVICE.type == "cuda":
+        pytest.skip("bench/gpu_check.py measures GPU peak memory")
+    reason = _skip_reason(impl, n)
+    if reason:
+        pytest.skip(reason)
+    benchmark.group = "infonce-peak-memory"
+    root = str(Path(__file__).resolve().parents[2])
+    code = _PEAK_SCRIPT.format(root=root, threads=torch.get_num_threads(), n=n, impl=impl)
+    out = []
+
+    def run():
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True)
+        out.append(int(done.stdout.split()[-1]))
+
+    benchmark.pedantic(run, rounds=1, warmup_rounds=0)
+    benchmark.extra_info.update(n=n, d=D, impl=impl, device="cpu", peak_mib=out[-1] / 1024)  # ru_maxrss: KiB

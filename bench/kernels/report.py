@@ -54,7 +54,7 @@ def report(data: dict) -> str:
         lines += [f"fp32 matmul ceiling (GFLOP/s, N = 4096 shapes): {shapes}; the best is the 100% below.", ""]
     parts = ("fwd+bwd", "forward", "backward")
     infonce = sorted(
-        (g for g in groups if g.startswith("infonce-")),
+        (g for g in groups if g.startswith("infonce-") and g != "infonce-peak-memory"),
         key=lambda g: (parts.index(g.split("-")[1]), int(g.rsplit("N", 1)[1])),
     )
     if infonce:
@@ -70,6 +70,16 @@ def report(data: dict) -> str:
                 share = f"{100 * flops / ceiling:.0f}%" if ceiling else "-"
                 lines.append(f"| {part} | {n} | {b['extra_info']['impl']} | {_median_ms(b):.3g} ({_spread(b)}) | "
                              f"{ratio} | {flops:.0f} | {share} |")  # fmt: skip
+        lines.append("")
+    if "infonce-peak-memory" in groups:
+        lines += ["## InfoNCE peak memory (CPU, forward+backward, D = 128)", "",
+                  "Resident memory the call adds, in a fresh process (ru_maxrss).", "",
+                  "| N | impl | peak MiB | (2N)^2 fp32 matrix, MiB |", "|---|---|---|---|"]  # fmt: skip
+        rows = sorted(groups["infonce-peak-memory"], key=lambda b: (b["extra_info"]["n"], b["extra_info"]["impl"]))
+        for b in rows:
+            n = b["extra_info"]["n"]
+            lines.append(f"| {n} | {b['extra_info']['impl']} | {b['extra_info']['peak_mib']:.0f} | "
+                         f"{(2 * n) ** 2 * 4 / 2**20:.0f} |")  # fmt: skip
         lines.append("")
     for g in sorted(g for g in groups if g.startswith("perturb-")):
         lines += [f"## Perturbation {g.removeprefix('perturb-')}", "",
