@@ -1,0 +1,227 @@
+"""Learned latent perturbations ("walkers"): T_i(z_i) = z_i + p(z_i; phi_i), one per level or group.
+
+The perturbation p is Li et al.'s (2022, COP-Gen) two-layer MLP, Linear(d, d) - ReLU - Linear(d, d),
+initialised near zero (weights N(0, 0.01), biases U(-0.001, 0.001)) so training starts from views equal
+to their anchors. The paper (section 3.1, eq. 5) trains one walker per level adversarially against an
+InfoNCE critic (mlvgm.quantify); the trained walkers then make the *learned* views.
+
+A walker acts on a *unit*: one level, a group of levels concatenated (StyleGAN2's groups of 4 w's), or
+every level at once (`single=True`: the single-latent LVGM baseline, Li et al.'s learned views).
+
+Walkers are saved as safetensors plus a JSON description (never a pickled module) and load only into
+a generator with the same level sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from mlvgm.errors import InputError
+from mlvgm.generators.base import level_label, resolve_levels
+
+FORMAT = "mlvgm-walkers/1"
+
+
+class Walker(nn.Module):
+    """T(z) = z + p(z) on a (B, d) unit of the latents."""
+
+    def __init__(self, dim: int, hidden: int | None = None, *, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        hidden = hidden or dim
+        self.p = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
+        with torch.no_grad():  # near the zero perturbation: the first views equal their anchors
+            for layer in (self.p[0], self.p[2]):
+                layer.weight.normal_(0.0, 0.01, generator=generator)
+                layer.bias.uniform_(-0.001, 0.001, generator=generator)
+
+    def forward(self, z: Tensor) -> Tensor:  # (B, d) -> (B, d)
+        return z + self.p(z)
+
+
+class LevelWalkers(nn.Module):
+    """One walker per unit of a generator's levels.
+
+    g:      the generator (its level_dims, level_names and groups resolve `units`)
+    units:  level selections, one walker each: 1-based numbers, names or group names (a group or a
+            list makes one unit of the concatenated levels); None = one unit per level
+    single: one walker over all levels concatenated (the single-latent baseline); excludes `units`
+    hidden: hidden width of each MLP (default: the unit's dimension, as in COP-Gen)
+    seed:   seed of the initial weights
+    """
+
+    def __init__(
+        self,
+        g,
+        units: Sequence[int | str | Sequence[int | str]] | None = None,
+        *,
+        single: bool = False,
+        hidden: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.level_dims = tuple(int(d) for d in g.level_dims)
+        if single and units is not None:
+            raise InputError("single=True makes one walker over every level: do not also name units")
+        if single:
+            resolved = [tuple(range(len(self.level_dims)))]
+        elif units is None:
+            resolved = [(i,) for i in range(len(self.level_dims))]
+        else:
+            resolved = [resolve_levels(g, unit) for unit in units]
+            seen: set[int] = set()
+            for unit in resolved:
+                if seen & set(unit):
+                    raise InputError(f"level {level_label(g, min(seen & set(unit)))} is in two units: name it once")
+                seen |= set(unit)
+        if hidden is not None and hidden <= 0:
+            raise InputError(f"hidden must be > 0, got {hidden}")
+        self.units: list[tuple[int, ...]] = resolved
+        groups = {tuple(sorted(v)): name for name, v in (getattr(g, "groups", {}) or {}).items()}
+        self.labels = ["all"] if single else [groups.get(u, "+".join(level_label(g, i) for i in u)) for u in resolved]
+        self.hidden = hidden
+        self.single = single
+        init = torch.Generator().manual_seed(seed)
+        self.walkers = nn.ModuleList(Walker(self.unit_dim(k), hidden, generator=init) for k in range(len(resolved)))
+
+    def unit_dim(self, k: int) -> int:
+        return sum(self.level_dims[i] for i in self.units[k])
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def unit_latent(self, latents: Sequence[Tensor], k: int) -> Tensor:
+        """(B, d_k): unit k's levels of `latents`, concatenated."""
+        return torch.cat([latents[i] for i in self.units[k]], dim=1)
+
+    def perturb(self, latents: Sequence[Tensor], k: int) -> list[Tensor]:
+        """The positives of unit k: its levels replaced by T_k(z_k), every other level as it was."""
+        moved = self.walkers[k](self.unit_latent(latents, k))  # (B, d_k)
+        parts = torch.split(moved, [self.level_dims[i] for i in self.units[k]], dim=1)
+        out = list(latents)
+        for i, part in zip(self.units[k], parts, strict=True):
+            out[i] = part
+        return out
+
+    def norms(self, latents: Sequence[Tensor], k: int) -> Tensor:
+        """(B,) ||T_k(z_k) - z_k||_2: the perturbation magnitude the paper's Table 1 summarises."""
+        z = self.unit_latent(latents, k)
+        return (self.walkers[k](z) - z).norm(dim=1)
+
+    # --- files ----------------------------------------------------------------------------------------
+
+    def describe(self) -> dict:
+        return {
+            "format": FORMAT,
+            "level_dims": list(self.level_dims),
+            "units": [list(u) for u in self.units],
+            "labels": self.labels,
+            "hidden": self.hidden,
+            "single": self.single,
+        }
+
+    def save(self, path: str | Path, **extra) -> Path:
+        """Write PATH.safetensors and PATH.json (the description, plus `extra`), each atomically."""
+        from safetensors.torch import save_file
+
+        from mlvgm.io import atomic_path, atomic_write_json
+
+        path = Path(path).with_suffix(".safetensors")
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": FORMAT})
+        atomic_write_json(path.with_suffix(".json"), {**self.describe(), **extra})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, g) -> LevelWalkers:
+        """Walkers saved by `save`, for generator g (its level sizes must match the file's)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path).with_suffix(".safetensors")
+        meta_path = path.with_suffix(".json")
+        if not path.exists() or not meta_path.exists():
+            raise InputError(f"{path} and {meta_path.name} beside it are needed: give the path LevelWalkers.save wrote")
+        try:
+            meta = json.loads(meta_path.read_text())
+            tensors = load_file(str(path))
+        except (OSError, ValueError, SafetensorError) as error:
+            raise InputError(f"{path} is not a readable walkers file ({error}): save the walkers again") from error
+        if meta.get("format") != FORMAT:
+            raise InputError(f"{meta_path} is not an mlvgm walkers description (format {meta.get('format')!r})")
+        if tuple(meta["level_dims"]) != tuple(g.level_dims):
+            raise InputError(
+                f"{path} was trained for levels of sizes {tuple(meta['level_dims'])}, this generator has "
+                f"{tuple(g.level_dims)}: load walkers trained on the same generator"
+            )
+        units = None if meta["single"] else [[i + 1 for i in u] for u in meta["units"]]
+        walkers = cls(g, units, single=meta["single"], hidden=meta["hidden"])
+        try:
+            walkers.load_state_dict(tensors)
+        except RuntimeError as error:
+            raise InputError(f"{path} does not match its description {meta_path.name}: {error}") from error
+        return walkers.to(g.device if hasattr(g, "device") else "cpu")
+
+
+def monte_carlo(
+    g,
+    walkers: LevelWalkers,
+    *,
+    samples: int = 100_000,  # M latents, drawn in batches
+    batch_size: int = 1024,
+    truncation: float = 2.0,  # anchors ~ N^t(0, 1, t), as in training
+    seed: int = 0,
+    progress: bool = True,
+):
+    """Per unit: mu and sigma of ||T_k(z_k) - z_k|| over M fresh anchors, with a 95% interval for mu.
+
+    Returns a pandas.DataFrame with columns unit, levels, mu, sigma, ci95 (half-width, 1.96 sigma /
+    sqrt(M)), samples. Batches are merged in float64 with Chan et al.'s pairwise update, which keeps
+    sigma exact even when it is tiny next to mu.
+    """
+    import pandas as pd
+    from tqdm import tqdm
+
+    from mlvgm.errors import check_positive_int
+    from mlvgm.streams import Stream
+
+    check_positive_int("samples", samples)
+    check_positive_int("batch_size", batch_size)
+    stream = Stream(seed, purpose="monte-carlo")
+    mean = torch.zeros(len(walkers), dtype=torch.float64)
+    m2 = torch.zeros(len(walkers), dtype=torch.float64)  # sum of squared deviations from the mean
+    done = 0
+    bar = tqdm(total=samples, desc="Monte Carlo", unit="z", disable=not progress, leave=False)
+    with torch.no_grad():
+        for step in range(math.ceil(samples / batch_size)):
+            n = min(batch_size, samples - done)
+            anchors = g.sample_latents(n, truncation=truncation, generator=stream.at(step))
+            for k in range(len(walkers)):
+                norms = walkers.norms(anchors, k).double().cpu()
+                if not torch.isfinite(norms).all():
+                    raise InputError(f"walker {walkers.labels[k]} gives non-finite perturbations: it diverged")
+                batch_mean = norms.mean()
+                delta = batch_mean - mean[k]
+                m2[k] += ((norms - batch_mean) ** 2).sum() + delta * delta * done * n / (done + n)
+                mean[k] += delta * n / (done + n)
+            done += n
+            bar.update(n)
+    bar.close()
+    mu = mean
+    sigma = (m2 / max(samples - 1, 1)).sqrt()  # the sample standard deviation
+    return pd.DataFrame(
+        {
+            "unit": walkers.labels,
+            "levels": [",".join(str(i + 1) for i in u) for u in walkers.units],
+            "mu": mu.tolist(),
+            "sigma": sigma.tolist(),
+            "ci95": (1.96 * sigma / math.sqrt(samples)).tolist(),
+            "samples": samples,
+        }
+    )
