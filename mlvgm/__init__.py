@@ -8,6 +8,8 @@ The main pieces, importable from here (loaded on first use, so `python -m mlvgm.
     truncated_normal(...)             N^t(mu, sigma, t) on the device (mlvgm.latents)
     RandomViews, NoViews, LevelNoise  latent-space view strategies T_z (mlvgm.views)
     check_mlvgm(g)                    protocol conformance check (mlvgm.testing)
+    quantify(g, gamma=1.0)            Table 1: each latent's influence, a pandas.DataFrame (mlvgm.quantify)
+    LevelWalkers                      learned perturbations T_i(z_i) = z_i + p(z_i) (mlvgm.walkers)
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ _EXPORTS = {
     "LevelNoise": "mlvgm.views",
     "Views": "mlvgm.views",
     "check_mlvgm": "mlvgm.testing",
+    "quantify": "mlvgm.quantify",
+    "LevelWalkers": "mlvgm.walkers",
     "InputError": "mlvgm.errors",
 }
 

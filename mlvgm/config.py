@@ -70,6 +70,10 @@ def build_parser(cls, presets: Mapping[str, Mapping[str, object]], *, prog: str,
         "--preset", default=default_preset, choices=sorted(presets), metavar="NAME",
         help=f"named configuration: {', '.join(sorted(presets))} (default: {default_preset})",
     )  # fmt: skip
+    parser.add_argument(
+        "--config", dest="config_file", metavar="FILE.json",
+        help="a JSON object of config keys, applied over the preset and under command-line keys",
+    )  # fmt: skip
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -112,8 +116,33 @@ def parse_config(
             except (ValueError, TypeError):
                 kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
                 parser.error(f"--{f.name} must be {kind}, got {text!r}")
+    if getattr(args, "config_file", None):
+        overrides = {**_config_file(cls, args.config_file), **overrides}
     config = make_config(cls, presets, args.preset, overrides)
     return config, overrides, args
+
+
+def _config_file(cls, path: str) -> dict[str, object]:
+    """The keys of a --config JSON file, typed like the config's fields; InputError naming the problem."""
+    import json
+    from pathlib import Path
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as error:
+        raise InputError(f"--config {path}: cannot read it ({error.strerror})") from error
+    except ValueError as error:
+        raise InputError(f"--config {path} is not valid JSON ({error}): fix the file") from error
+    if not isinstance(data, dict):
+        raise InputError(f"--config {path} must hold a JSON object of config keys, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    bad = [key for key in data if key not in names]
+    if bad:
+        close = difflib.get_close_matches(bad[0], sorted(names), n=1)
+        raise InputError(
+            f"--config {path}: unknown key {bad[0]!r}" + (f": did you mean {close[0]!r}?" if close else "")
+        )
+    return coerce(cls, data)
 
 
 def make_config(cls, presets: Mapping[str, Mapping[str, object]], preset: str, overrides: Mapping[str, object]):

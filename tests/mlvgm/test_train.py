@@ -88,6 +88,30 @@ def test_view_options_reach_the_perturbation():
     assert not build_views(tiny(), g).params.multi
 
 
+def test_a_config_file_sits_between_the_preset_and_the_command_line(tmp_path):
+    """--config FILE.json (what mlvgm.quantify writes as views.json) applies its keys over the preset;
+    keys typed on the command line win; a bad file is one clear error."""
+    from mlvgm.config import parse_config
+    from mlvgm.train import PRESETS
+
+    path = tmp_path / "views.json"
+    path.write_text(json.dumps({"view_levels": ["2", "4"], "view_sigma": [0.5, 2.0], "view_t": 1.0}))
+    argv = ["--config", str(path), "--view_t", "1.5"]
+    config, overrides, _ = parse_config(TrainConfig, PRESETS, argv, prog="t", description="", default_preset="quickstart")
+    assert overrides["view_levels"] == ("2", "4")  # file keys count as typed (a resume checks them)
+    assert config.view_levels == ("2", "4") and config.view_sigma == (0.5, 2.0) and config.view_t == 1.5
+    assert config.optimizer == PRESETS["quickstart"]["optimizer"]
+    for text, match in [("{", "is not valid JSON"), ("[1]", "must hold a JSON object"),
+                        ('{"view_sigmas": [1]}', "unknown key 'view_sigmas': did you mean 'view_sigma'")]:  # fmt: skip
+        path.write_text(text)
+        with pytest.raises(InputError, match=match):
+            parse_config(TrainConfig, PRESETS, ["--config", str(path)], prog="t", description="",
+                         default_preset="quickstart")  # fmt: skip
+    with pytest.raises(InputError, match="cannot read it"):
+        parse_config(TrainConfig, PRESETS, ["--config", str(tmp_path / "none.json")], prog="t", description="",
+                     default_preset="quickstart")  # fmt: skip
+
+
 def test_learning_rate_warms_up_then_decays_by_cosine():
     config = tiny(epochs=10, warmup_epochs=2, base_lr=0.1, batch_size=512)
     peak = 0.1 * 512 / 256

@@ -1,0 +1,340 @@
+"""Quantify each latent's influence (paper section 3.1, eq. 5; Table 1).
+
+For each unit k (a level, or a group of levels) a walker T_k(z_k) = z_k + p(z_k) is trained against
+its own InfoNCE critic f_k: the critic minimises InfoNCE between g(z) and g(.., T_k(z_k), ..), the
+walker maximises it (one backward pass; the walker's gradient is reversed). A unit stops when the
+smoothed InfoNCE reaches gamma after `min_samples`; one that never does within `max_samples` is
+flagged: a walker that pushes ever harder without moving InfoNCE has found a latent the generator
+barely uses. Then Monte Carlo over fresh anchors gives mu_k and sigma_k of ||T_k(z_k) - z_k||.
+
+All units train in one run (`joint=True`): every step draws the anchors and renders g(z) once and
+shares them, where the paper's code ran one level at a time. Verdicts: `under-used` (gamma not
+reached, InfoNCE flat), `over-used` (mu below a quarter of the median mu of the units that reached
+gamma), `normal` otherwise.
+
+    table = mlvgm.quantify(load_generator("shapes"), gamma=1.0)      # a pandas.DataFrame
+    python -m mlvgm.quantify --generator shapes --out results/quantify/shapes
+
+InfoNCE is reported raw and in the paper's convention (its code logs SupCon with base temperature
+0.07: x tau / 0.07, 1.43 at tau = 0.1), so values compare with Table 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+import types
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from mlvgm.errors import InputError
+from mlvgm.walkers import LevelWalkers, monte_carlo
+
+CRITICS = ("resnet18", "resnet50", "tiny")
+SUPCON_BASE_TEMPERATURE = 0.07  # the paper's code (SupCon) scales its logged loss by tau / 0.07
+
+
+def _f(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class QuantifyConfig:
+    generator: str = _f("shapes", "generator spec")
+    checkpoint: str = _f("", "generator checkpoint path, appended to the spec as NAME:PATH when set")
+    levels: tuple[str, ...] = _f((), "units to quantify: levels or groups (1-based or names); empty = every level")
+    gamma: float = _f(1.0, "target InfoNCE: a unit stops when its smoothed InfoNCE reaches it")
+    batch_size: int = _f(64, "anchors per step (the paper's 64 per GPU)")
+    min_samples: int = _f(20_000, "samples a unit trains before it may stop at gamma")
+    max_samples: int = _f(200_000, "budget per unit: a unit not at gamma by then is flagged")
+    lr_walk: float = _f(8e-5, "walker learning rate (Adam)")
+    lr_critic: float = _f(5e-5, "critic learning rate (Adam)")
+    beta1: float = _f(0.5, "Adam beta1 of both (the paper's code: 0.5)")
+    temperature: float = _f(0.1, "InfoNCE temperature")
+    truncation: float = _f(2.0, "anchors ~ N^t(0, 1, t)")
+    smoothing: float = _f(0.98, "EMA factor of the InfoNCE that the stopping rule reads")
+    critic: str = _f("resnet18", f"critic backbone: {', '.join(CRITICS)} (small stem)")
+    proj_hidden: int = _f(512, "critic head hidden size (the paper: 512 -> 512 -> 128)")
+    proj_dim: int = _f(128, "critic head output size")
+    hidden: int = _f(0, "walker MLP hidden size (0: the unit's dimension, as COP-Gen)")
+    single: bool = _f(False, "one walker over all levels at once (the single-latent baseline)")
+    joint: bool = _f(True, "train every unit in one run on shared anchors and images (else one after another)")
+    mc_samples: int = _f(100_000, "Monte Carlo latents for mu and sigma")
+    mc_batch: int = _f(1024, "Monte Carlo batch")
+    log_every: int = _f(10, "steps between rows of the dynamics")
+    kernels: str = _f("auto", "InfoNCE kernel: auto, torch, compiled, triton")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = _f(0, "seed of anchors, walkers, critics and the Monte Carlo")
+    out: str = _f("", "folder for table1.csv/.md, dynamics.csv/.png, walkers and views.json (CLI)")
+
+    def __post_init__(self) -> None:
+        if not self.gamma > 0:
+            raise InputError(f"gamma must be > 0, got {self.gamma}: the paper uses about 1")
+        for key in ("batch_size", "min_samples", "max_samples", "mc_samples", "mc_batch", "log_every", "proj_dim",
+                    "proj_hidden"):  # fmt: skip
+            if getattr(self, key) <= 0:
+                raise InputError(f"{key} must be > 0, got {getattr(self, key)}")
+        if self.batch_size < 2:
+            raise InputError("batch_size must be >= 2: InfoNCE needs negatives")
+        if self.min_samples > self.max_samples:
+            raise InputError(f"min_samples ({self.min_samples}) must not exceed max_samples ({self.max_samples})")
+        for key in ("lr_walk", "lr_critic", "temperature", "truncation"):
+            if not getattr(self, key) > 0:
+                raise InputError(f"{key} must be > 0, got {getattr(self, key)}")
+        if not 0 <= self.beta1 < 1 or not 0 <= self.smoothing < 1:
+            raise InputError("beta1 and smoothing must be in [0, 1)")
+        if self.critic not in CRITICS:
+            raise InputError(f"critic must be one of {', '.join(CRITICS)}, got {self.critic!r}")
+        if self.hidden < 0:
+            raise InputError(f"hidden must be >= 0, got {self.hidden}")
+        if self.single and self.levels:
+            raise InputError("single=True quantifies all levels as one: leave levels empty")
+
+
+# --- the critic -------------------------------------------------------------------------------------
+
+
+class Critic(nn.Module):
+    """f = head(backbone(x)): the InfoNCE critic of one unit (SupCon-style ResNet, 512 -> 512 -> 128)."""
+
+    def __init__(self, arch: str, proj_hidden: int, proj_dim: int) -> None:
+        super().__init__()
+        from mlvgm.encoders import backbone, mlp
+
+        if arch == "tiny":  # four convolutions: for tests and quick looks, not for Table 1
+            self.backbone = nn.Sequential(
+                nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, stride=2, padding=1),
+                nn.ReLU(), nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(64, 128, 3, padding=1),
+                nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            )  # fmt: skip
+            features = 128
+        else:
+            self.backbone, features = backbone(arch, small_stem=True)
+        self.head = mlp([features, proj_hidden, proj_dim], bn=False)
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, 3, H, W) in [0, 1] -> (B, proj_dim)
+        return self.head(self.backbone(2 * x - 1))
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class UnitState:
+    """One unit's walker training: its optimisers, its smoothed InfoNCE and why it stopped."""
+
+    k: int
+    label: str
+    critic: Critic
+    opt_walk: torch.optim.Optimizer
+    opt_critic: torch.optim.Optimizer
+    samples: int = 0
+    ema: float | None = None
+    last: float = float("nan")
+    stop: str = ""  # "", "gamma", "budget", "diverged: ..."
+    peak_norm: float = 0.0
+    armed: bool = False  # the critic has brought InfoNCE below gamma once: a rise back to gamma counts
+
+
+@dataclass
+class QuantifyResult:
+    table: object  # pandas.DataFrame, one row per unit
+    dynamics: object  # pandas.DataFrame: unit, step, samples, infonce, infonce_ema, norm
+    walkers: LevelWalkers
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)  # training, monte carlo
+
+
+def _units(g, config: QuantifyConfig) -> list | None:
+    if config.single or not config.levels:
+        return None
+    return [int(level) if level.isdigit() else level for level in config.levels]
+
+
+def _step_unit(g, walkers: LevelWalkers, state: UnitState, anchors: list[Tensor], images: Tensor,
+               config: QuantifyConfig) -> tuple[float, float]:  # fmt: skip
+    """One adversarial step of unit k: critic down InfoNCE, walker up it. Returns (InfoNCE, mean ||w||)."""
+    from mlvgm.losses import info_nce
+
+    k = state.k
+    positives = walkers.perturb(anchors, k)
+    views = g(positives)  # (B, 3, H, W), differentiable w.r.t. the walker
+    features = state.critic(torch.cat([images, views]))
+    loss = info_nce(*features.chunk(2), config.temperature, impl=config.kernels)
+    state.opt_walk.zero_grad(set_to_none=True)
+    state.opt_critic.zero_grad(set_to_none=True)
+    loss.backward()
+    for p in walkers.walkers[k].parameters():  # the walker ascends the critic's loss
+        if p.grad is not None:
+            p.grad.neg_()
+    state.opt_critic.step()
+    state.opt_walk.step()
+    with torch.no_grad():
+        norm = walkers.norms(anchors, k).mean()
+    return float(loss.detach()), float(norm)
+
+
+def _finite(module: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
+def train_walkers(
+    g, config: QuantifyConfig, *, progress: bool = True
+) -> tuple[LevelWalkers, list[UnitState], list[dict]]:
+    """Adversarial training of every unit's walker (joint or one after another); the dynamics as rows."""
+    from tqdm import tqdm
+
+    from mlvgm.streams import Stream
+
+    device = getattr(g, "device", None) or next(iter(g.buffers()), torch.empty(0)).device
+    g.eval().requires_grad_(False)
+    torch.manual_seed(config.seed)
+    walkers = LevelWalkers(g, _units(g, config), single=config.single, hidden=config.hidden or None,
+                           seed=config.seed).to(device)  # fmt: skip
+    states = []
+    for k, label in enumerate(walkers.labels):
+        critic = Critic(config.critic, config.proj_hidden, config.proj_dim).to(device)
+        betas = (config.beta1, 0.999)
+        states.append(UnitState(
+            k, label, critic, torch.optim.Adam(walkers.walkers[k].parameters(), lr=config.lr_walk, betas=betas),
+            torch.optim.Adam(critic.parameters(), lr=config.lr_critic, betas=betas),
+        ))  # fmt: skip
+    anchors_stream = Stream(config.seed, purpose="quantify-anchors")
+    rows: list[dict] = []
+    steps_per_unit = math.ceil(config.max_samples / config.batch_size)
+    schedule = [states] if config.joint else [[s] for s in states]
+    total = steps_per_unit * len(states)
+    bar = tqdm(total=total, desc="walkers", unit="step", disable=not progress)
+    step = 0
+    for group in schedule:
+        unit_step = 0
+        while any(not s.stop for s in group):
+            anchors = g.sample_latents(config.batch_size, truncation=config.truncation,
+                                       generator=anchors_stream.at(step))  # fmt: skip
+            with torch.no_grad():
+                images = g(anchors)  # rendered once, shared by every unit of the group
+            for state in group:
+                if state.stop:
+                    continue
+                value, norm = _step_unit(g, walkers, state, anchors, images, config)
+                state.samples += config.batch_size
+                state.last = value
+                if not (math.isfinite(value) and math.isfinite(norm)) or not _finite(walkers.walkers[state.k]):
+                    state.stop = "diverged: non-finite InfoNCE or walker weights"
+                    continue
+                state.ema = (
+                    value if state.ema is None else config.smoothing * state.ema + (1 - config.smoothing) * value
+                )
+                state.peak_norm = max(state.peak_norm, norm)
+                if unit_step % config.log_every == 0:
+                    rows.append({"unit": state.label, "step": unit_step, "samples": state.samples, "infonce": value,
+                                 "infonce_ema": state.ema, "norm": norm})  # fmt: skip
+                # A fresh critic starts near log(2B - 1), above gamma: only a rise back to gamma after
+                # the critic has got below it means the walker has done its work.
+                state.armed = state.armed or state.ema < config.gamma
+                if state.armed and state.samples >= config.min_samples and state.ema >= config.gamma:
+                    state.stop = "gamma"
+                elif state.samples >= config.max_samples:
+                    state.stop = "budget" if state.armed else "budget: the critic never got below gamma"
+                bar.update(1)
+            step += 1
+            unit_step += 1
+            bar.set_postfix({s.label: f"{s.ema:.2f}" if s.ema is not None else "-" for s in group})
+    bar.close()
+    return walkers, states, rows
+
+
+def verdicts(table, gamma: float) -> list[str]:
+    """over-used / normal / under-used (or undetermined) per row of a table with columns reached, stop,
+    infonce and mu."""
+    reached = table[table["reached"]]
+    median = float(reached["mu"].median()) if len(reached) else float("nan")
+    out = []
+    for _, row in table.iterrows():
+        if row["stop"].startswith("budget:"):
+            out.append("undetermined")  # the critic never learned: nothing to read from this unit
+        elif not row["reached"]:
+            out.append("under-used" if row["infonce"] < gamma / 2 else "normal")
+        elif len(reached) >= 2 and row["mu"] < 0.25 * median:
+            out.append("over-used")
+        else:
+            out.append("normal")
+    return out
+
+
+def run(g, config: QuantifyConfig, *, progress: bool = True) -> QuantifyResult:
+    """Train the walkers, estimate mu and sigma by Monte Carlo, and give the verdicts (Table 1)."""
+    import pandas as pd
+
+    from mlvgm.testing import check_mlvgm
+
+    check_mlvgm(g, n=2)  # a generator that breaks the protocol fails here, with the reason
+    start = time.perf_counter()
+    walkers, states, rows = train_walkers(g, config, progress=progress)
+    trained = time.perf_counter() - start
+    diverged = [s for s in states if s.stop.startswith("diverged")]
+    if diverged:
+        raise InputError(
+            f"unit {diverged[0].label} {diverged[0].stop} after {diverged[0].samples} samples: lower lr_walk/lr_critic"
+        )
+    start = time.perf_counter()
+    mc = monte_carlo(g, walkers, samples=config.mc_samples, batch_size=config.mc_batch,
+                     truncation=config.truncation, seed=config.seed, progress=progress)  # fmt: skip
+    table = pd.DataFrame({
+        "level": [s.label for s in states],
+        "levels": mc["levels"],
+        "infonce": [s.ema for s in states],
+        "loss_paper": [s.ema * config.temperature / SUPCON_BASE_TEMPERATURE for s in states],
+        "mu": mc["mu"],
+        "sigma": mc["sigma"],
+        "ci95": mc["ci95"],
+        "samples": [s.samples for s in states],
+        "reached": [s.stop == "gamma" for s in states],
+        "stop": [s.stop for s in states],
+    })  # fmt: skip
+    table["verdict"] = verdicts(table, config.gamma)
+    return QuantifyResult(table, pd.DataFrame(rows), walkers,
+                          {"training": trained, "monte_carlo": time.perf_counter() - start})  # fmt: skip
+
+
+def quantify(
+    generator,  # an MLVGM (mlvgm.generators.load_generator(spec), or your own)
+    *,
+    gamma: float = 1.0,
+    max_samples: int = 200_000,
+    batch_size: int = 64,
+    mc_samples: int = 100_000,
+    seed: int = 0,
+    levels: Sequence[int | str] | None = None,
+    progress: bool = True,
+    **options,  # any other QuantifyConfig field (critic, lr_walk, min_samples, joint, ...)
+):
+    """Table 1 for `generator`: a pandas.DataFrame, one row per level (or group), with columns level,
+    infonce, loss_paper, mu, sigma, ci95, samples, reached, stop and verdict. The dynamics (InfoNCE and
+    mean perturbation norm against samples) are in `table.attrs["dynamics"]`."""
+    names = {f.name for f in dataclasses.fields(QuantifyConfig)}
+    bad = sorted(set(options) - names)
+    if bad:
+        raise InputError(f"unknown quantify option {bad[0]!r}: see mlvgm.quantify.QuantifyConfig")
+    config = QuantifyConfig(
+        gamma=gamma, max_samples=max_samples, batch_size=batch_size, mc_samples=mc_samples, seed=seed,
+        levels=tuple(str(level) for level in (levels or ())), min_samples=min(options.pop("min_samples", 20_000),
+                                                                               max_samples), **options,
+    )  # fmt: skip
+    result = run(generator, config, progress=progress)
+    result.table.attrs["dynamics"] = result.dynamics.to_dict("list")
+    return result.table
+
+
+class _CallableModule(types.ModuleType):
+    """`mlvgm.quantify(g, ...)` calls `quantify` whether the name resolves to this module or the function."""
+
+    def __call__(self, *args, **kwargs):
+        return quantify(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

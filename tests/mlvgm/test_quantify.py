@@ -1,0 +1,143 @@
+"""Quantification (paper section 3.1): adversarial walker training, stopping, verdicts, the API's errors."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+import mlvgm
+from mlvgm.errors import InputError
+from mlvgm.generators.base import MLVGM
+from mlvgm.quantify import QuantifyConfig, run, verdicts
+
+
+class Toy(MLVGM):
+    """Three levels of 4 dims with gains 1, 0.3 and 0 on fixed random pixel maps: level 3 is unused."""
+
+    level_dims = (4, 4, 4)
+    resolution = 8
+    level_names = ("strong", "weak", "unused")
+    gains = (1.0, 0.3, 0.0)
+
+    def __init__(self) -> None:
+        super().__init__()
+        maps = torch.randn(3, 4, 3 * 8 * 8, generator=torch.Generator().manual_seed(0))
+        self.register_buffer("maps", maps)
+
+    def forward(self, latents):
+        x = sum(gain * z @ m for gain, z, m in zip(self.gains, latents, self.maps, strict=True))
+        return torch.sigmoid(x).view(-1, 3, 8, 8)
+
+
+FAST = {"critic": "tiny", "batch_size": 16, "lr_walk": 3e-3, "lr_critic": 3e-3, "log_every": 5, "mc_samples": 512,
+        "mc_batch": 256, "proj_hidden": 32, "proj_dim": 16}  # fmt: skip
+
+
+def test_short_run_moves_the_used_levels_and_not_the_unused_one():
+    """A walker on a level the generator ignores gets no gradient: its weights stay exactly at their
+    initialisation; walkers on used levels grow several-fold. (Verdicts need a critic trained below
+    gamma first, longer than a unit test: their rule is tested on its own below.)"""
+    result = run(Toy(), QuantifyConfig(min_samples=16 * 60, max_samples=16 * 60, **FAST), progress=False)
+    table, dynamics = result.table, result.dynamics
+    assert list(table["level"]) == ["z1 strong", "z2 weak", "z3 unused"]
+    first = dynamics[dynamics["step"] == 0].set_index("unit")["norm"]
+    last = dynamics[dynamics["step"] == dynamics["step"].max()].set_index("unit")["norm"]
+    assert last["z1 strong"] > 10 * first["z1 strong"] and last["z2 weak"] > 2 * first["z2 weak"]
+    assert last["z3 unused"] < 2 * first["z3 unused"]  # the batch changes, the walker does not:
+    from mlvgm.walkers import LevelWalkers
+
+    initial = LevelWalkers(Toy(), seed=0).walkers[2].state_dict()
+    assert all(torch.equal(v, result.walkers.walkers[2].state_dict()[k]) for k, v in initial.items())
+    assert (table["samples"] == 16 * 60).all() and not table["reached"].any()
+    assert (table["loss_paper"] == table["infonce"] * 0.1 / 0.07).all()
+    assert set(dynamics.columns) == {"unit", "step", "samples", "infonce", "infonce_ema", "norm"}
+    assert dynamics["infonce_ema"].iloc[0] > 2.5  # a fresh critic: about log(2B - 1) = 3.4
+    assert result.seconds["training"] > 0 and result.seconds["monte_carlo"] > 0
+
+
+def test_stops_at_gamma_only_after_the_critic_got_below_it(monkeypatch):
+    """InfoNCE starts high (a fresh critic) and must first drop below gamma; a rise back to gamma after
+    min_samples stops the unit. Scripted losses make the rule visible step by step."""
+    import mlvgm.quantify as q
+
+    script = iter([3.0, 3.0, 0.5, 0.5, 0.5, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0] + [2.0] * 100)
+    monkeypatch.setattr(q, "_step_unit", lambda *a: (next(script), 1.0))
+    config = QuantifyConfig(levels=("1",), min_samples=16 * 4, max_samples=16 * 40, smoothing=0.0, **FAST)
+    _, states, _ = q.train_walkers(Toy(), config, progress=False)
+    assert states[0].stop == "gamma" and states[0].samples == 16 * 6
+
+
+def test_a_critic_that_never_learns_is_undetermined_not_a_verdict(monkeypatch):
+    import mlvgm.quantify as q
+
+    monkeypatch.setattr(q, "_step_unit", lambda *a: (3.0, 1.0))
+    config = QuantifyConfig(levels=("1",), min_samples=16, max_samples=16 * 3, **FAST)
+    result = run(Toy(), config, progress=False)
+    assert result.table.loc[0, "stop"] == "budget: the critic never got below gamma"
+    assert result.table.loc[0, "verdict"] == "undetermined"
+
+
+def test_a_diverging_unit_stops_the_run_with_its_cause(monkeypatch):
+    import mlvgm.quantify as q
+
+    monkeypatch.setattr(q, "_step_unit", lambda *a: (float("nan"), 1.0))
+    with pytest.raises(InputError, match=r"unit z1 strong diverged: non-finite .* lower lr_walk/lr_critic"):
+        run(Toy(), QuantifyConfig(levels=("1",), min_samples=16, max_samples=64, **FAST), progress=False)
+
+
+def test_verdicts_follow_the_rule():
+    table = pd.DataFrame({
+        "reached": [True, True, True, True, False, False, False],
+        "stop": ["gamma"] * 4 + ["budget", "budget", "budget: the critic never got below gamma"],
+        "infonce": [1.0, 1.0, 1.0, 1.0, 0.1, 0.8, 3.0],
+        "mu": [0.5, 4.0, 6.0, 10.0, 500.0, 20.0, 1.0],
+    })  # fmt: skip
+    assert verdicts(table, 1.0) == ["over-used", "normal", "normal", "normal", "under-used", "normal", "undetermined"]
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"gamma": 0.0}, "gamma must be > 0"),
+        ({"batch_size": 1}, "batch_size must be >= 2"),
+        ({"min_samples": 10, "max_samples": 5}, "must not exceed max_samples"),
+        ({"critic": "vit"}, "critic must be one of"),
+        ({"single": True, "levels": ("1",)}, "leave levels empty"),
+    ],
+)
+def test_bad_configs(change, match):
+    with pytest.raises(InputError, match=match):
+        QuantifyConfig(**change)
+
+
+def test_api_level_errors_and_callable_module():
+    with pytest.raises(InputError, match="level 7 is out of range"):
+        mlvgm.quantify(Toy(), levels=[7], max_samples=32, min_samples=16, **{k: v for k, v in FAST.items()})
+    with pytest.raises(InputError, match="unknown quantify option 'lr'"):
+        mlvgm.quantify(Toy(), lr=1.0)
+    import mlvgm.quantify as module  # the submodule is callable too: mlvgm.quantify(g) works either way
+
+    with pytest.raises(InputError, match="gamma must be > 0"):
+        module(Toy(), gamma=-1.0)
+
+
+def test_a_generator_breaking_the_protocol_is_refused():
+    from mlvgm.testing import MLVGMConformanceError
+
+    class Broken(Toy):
+        def forward(self, latents):
+            return super().forward(latents) * 2  # outside [0, 1]
+
+    with pytest.raises(MLVGMConformanceError):
+        run(Broken(), QuantifyConfig(min_samples=16, max_samples=32, **FAST), progress=False)
+
+
+def test_api_returns_table_with_dynamics():
+    table = mlvgm.quantify(Toy(), levels=["strong"], max_samples=16 * 10, min_samples=16 * 5, progress=False, **FAST)
+    assert list(table.columns) == ["level", "levels", "infonce", "loss_paper", "mu", "sigma", "ci95", "samples",
+                                   "reached", "stop", "verdict"]  # fmt: skip
+    assert len(pd.DataFrame(table.attrs["dynamics"])) == 2
+    json.dumps(table.attrs["dynamics"])  # plain data, safe to save
