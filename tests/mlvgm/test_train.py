@@ -97,7 +97,9 @@ def test_a_config_file_sits_between_the_preset_and_the_command_line(tmp_path):
     path = tmp_path / "views.json"
     path.write_text(json.dumps({"view_levels": ["2", "4"], "view_sigma": [0.5, 2.0], "view_t": 1.0}))
     argv = ["--config", str(path), "--view_t", "1.5"]
-    config, overrides, _ = parse_config(TrainConfig, PRESETS, argv, prog="t", description="", default_preset="quickstart")
+    config, overrides, _ = parse_config(
+        TrainConfig, PRESETS, argv, prog="t", description="", default_preset="quickstart"
+    )
     assert overrides["view_levels"] == ("2", "4")  # file keys count as typed (a resume checks them)
     assert config.view_levels == ("2", "4") and config.view_sigma == (0.5, 2.0) and config.view_t == 1.5
     assert config.optimizer == PRESETS["quickstart"]["optimizer"]
