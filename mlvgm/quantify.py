@@ -330,6 +330,125 @@ def quantify(
     return result.table
 
 
+# --- outputs and the command line --------------------------------------------------------------------
+
+PRESETS: dict[str, dict[str, object]] = {
+    # The paper's settings (its public code's defaults): ResNet-18 critic, Adam (0.5, 0.999), lr 8e-5/5e-5.
+    "paper": {},
+    # The shapes world at 32 px with a small critic and larger steps: minutes on a CPU, not Table 1's protocol.
+    "shapes-quick": {"generator": "shapes:resolution=32", "critic": "tiny", "lr_walk": 1e-3, "lr_critic": 1e-3,
+                     "min_samples": 64 * 500, "max_samples": 64 * 3000, "mc_samples": 20_000},
+}  # fmt: skip
+
+
+def suggested_views(result: QuantifyResult, config: QuantifyConfig) -> dict[str, object]:
+    """A `python -m mlvgm.train --config` file: random views on the `normal` units, each coordinate's
+    sigma = mu / sqrt(d) so that E||w|| is about the unit's measured mu; over- and under-used units
+    are left out (the paper's section 4 choice)."""
+    levels, sigmas = [], []
+    for k, row in result.table.iterrows():
+        if row["verdict"] != "normal":
+            continue
+        sigma = float(row["mu"]) / math.sqrt(result.walkers.unit_dim(k))
+        for i in result.walkers.units[k]:
+            levels.append(str(i + 1))
+            sigmas.append(round(sigma, 6))
+    if not levels:
+        return {}
+    return {"views": "random", "view_levels": levels, "view_sigma": sigmas, "view_t": config.truncation}
+
+
+def table_markdown(table, config: QuantifyConfig) -> str:
+    lines = [
+        f"| level | InfoNCE | paper's loss (x {config.temperature / SUPCON_BASE_TEMPERATURE:.2f}) | mu | sigma | "
+        "95% CI of mu | samples | stop | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in table.iterrows():
+        lines.append(
+            f"| {r['level']} | {r['infonce']:.2f} | {r['loss_paper']:.2f} | {r['mu']:.3g} | {r['sigma']:.3g} | "
+            f"+-{r['ci95']:.2g} | {r['samples']:,} | {r['stop']} | {r['verdict']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_dynamics(dynamics, gamma: float, title: str, path) -> None:
+    """The paper's Appendix-B figure: smoothed InfoNCE and mean ||T(z) - z|| against samples, per unit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mlvgm.io import atomic_path
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for unit, rows in dynamics.groupby("unit", sort=False):
+        top.plot(rows["samples"], rows["infonce_ema"], label=unit)
+        bottom.plot(rows["samples"], rows["norm"], label=unit)
+    top.axhline(gamma, color="black", linestyle="--", linewidth=0.8, label=f"gamma = {gamma:g}")
+    top.set_ylabel("InfoNCE (smoothed)")
+    bottom.set_ylabel("mean ||T(z) - z||")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("samples")
+    top.legend(fontsize=7, ncol=2)
+    top.set_title(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(result: QuantifyResult, config: QuantifyConfig, out, record: dict) -> None:
+    """table1.csv/.md, dynamics.csv/.png, walkers.safetensors/.json, views.json, quantify.json in `out`."""
+    from pathlib import Path
+
+    from mlvgm.io import atomic_write_json, atomic_write_text
+
+    out = Path(out)
+    atomic_write_text(out / "table1.csv", result.table.to_csv(index=False))
+    atomic_write_text(out / "table1.md", table_markdown(result.table, config))
+    atomic_write_text(out / "dynamics.csv", result.dynamics.to_csv(index=False))
+    plot_dynamics(result.dynamics, config.gamma, f"{config.generator}: walkers against their critics",
+                  out / "dynamics.png")  # fmt: skip
+    result.walkers.save(out / "walkers", generator=config.generator, gamma=config.gamma)
+    atomic_write_json(out / "views.json", suggested_views(result, config))
+    atomic_write_json(out / "quantify.json", {**record, "seconds": result.seconds,
+                                              "table": result.table.to_dict("records")})  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> object:
+    from mlvgm.cli import resolve_device
+    from mlvgm.config import parse_config
+    from mlvgm.generators import load_generator
+    from mlvgm.io import check_output_dir
+    from mlvgm.provenance import provenance, provenance_line
+    from mlvgm.train import generator_spec
+
+    config, _, args = parse_config(
+        QuantifyConfig, PRESETS, argv, prog="python -m mlvgm.quantify", default_preset="paper",
+        description="Quantify each latent level's influence (the paper's Table 1): adversarial walkers "
+        "against InfoNCE critics until InfoNCE reaches gamma, then Monte Carlo of the perturbation norms.",
+    )  # fmt: skip
+    out = None
+    if config.out:
+        from pathlib import Path
+
+        Path(config.out).mkdir(parents=True, exist_ok=True)
+        out = check_output_dir(config.out)
+    device = resolve_device(config.device)
+    g = load_generator(generator_spec(config), device=device)
+    record = provenance(dataclasses.asdict(config))
+    record["preset"] = args.preset
+    print(provenance_line(record))
+    result = run(g, config)
+    print(table_markdown(result.table, config))
+    print(f"trained in {result.seconds['training']:.0f} s, Monte Carlo {result.seconds['monte_carlo']:.0f} s")
+    if out is not None:
+        write_outputs(result, config, out, record)
+        print(f"wrote {out}/: table1.csv, table1.md, dynamics.png, views.json (python -m mlvgm.train --config ...)")
+    return result
+
+
 class _CallableModule(types.ModuleType):
     """`mlvgm.quantify(g, ...)` calls `quantify` whether the name resolves to this module or the function."""
 
@@ -338,3 +457,9 @@ class _CallableModule(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _CallableModule
+
+
+if __name__ == "__main__":
+    from mlvgm.cli import run as run_cli
+
+    sys.exit(run_cli(main, "python -m mlvgm.quantify"))
