@@ -60,10 +60,11 @@ class TrainConfig:
     checkpoint: str = _f("", "generator checkpoint path, appended to the spec as NAME:PATH when set")
     data: str = _f("", "ImageFolder path for --source imagefolder")
     truncation: float = _f(2.0, "anchor truncation t (latents ~ N^t(0, 1, t))")
-    views: str = _f("random", "T_z: none (synthetic pairs differ by T_x only) or random")
+    views: str = _f("random", "T_z: none (synthetic pairs differ by T_x only), random, or learned (--walkers)")
     view_levels: tuple[str, ...] = _f(("2", "3", "4", "5"), "levels or groups T_z perturbs (1-based or names)")
     view_sigma: tuple[float, ...] = _f((1.0,), "sigma per level in view_levels (one value: all the same)")
     view_t: float = _f(2.0, "truncation of the T_z noise, in sigmas")
+    walkers: str = _f("", "walkers for --views learned: the walkers.safetensors python -m mlvgm.quantify writes")
     view_sigma_max: tuple[float, ...] = _f(
         (),
         "multi-level option: per-sample sigma ~ U(view_sigma, this), one per level or one for all (empty: fixed sigma)",
@@ -98,9 +99,9 @@ class TrainConfig:
     eval_test: int = _f(1000, "labelled images to test probes on")
 
     def __post_init__(self) -> None:
-        choices = {"method": METHODS, "arch": ARCHS, "source": ("cs", "imagefolder"), "views": ("none", "random"),
-                   "augment": AUGMENTS, "amp": ("auto", "on", "off"), "optimizer": ("sgd", "adam"),
-                   "kernels": IMPLS}  # fmt: skip
+        choices = {"method": METHODS, "arch": ARCHS, "source": ("cs", "imagefolder"),
+                   "views": ("none", "random", "learned"), "augment": AUGMENTS, "amp": ("auto", "on", "off"),
+                   "optimizer": ("sgd", "adam"), "kernels": IMPLS}  # fmt: skip
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise InputError(f"{key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
@@ -169,6 +170,12 @@ def _paper_presets() -> dict[str, dict[str, object]]:
             presets[f"{gen}-{method}-synth"] = {**head, **_VIEWS["synth"]}
             presets[f"{gen}-{method}-random"] = {**head, "views": "random", "augment": "simclr", **jahanian}
             presets[f"{gen}-{method}-ml-random"] = {**head, "views": "random", "augment": "no_color", **multi}
+            # learned: Li et al.'s single walker over every level (quantify --single true); ml-learned:
+            # one walker per level, on the levels the ML random views perturb. Both take --walkers PATH.
+            presets[f"{gen}-{method}-learned"] = {**head, "views": "learned", "augment": "simclr",
+                                                  "view_levels": jahanian["view_levels"]}  # fmt: skip
+            presets[f"{gen}-{method}-ml-learned"] = {**head, "views": "learned", "augment": "no_color",
+                                                     "view_levels": multi["view_levels"]}  # fmt: skip
     return presets
 
 
@@ -210,6 +217,11 @@ def check_inputs(config: TrainConfig) -> None:
     """The paths a config needs exist (presets leave them to the user)."""
     if config.source == "cs":
         generator_spec(config)
+        if config.views == "learned" and not config.walkers:
+            raise InputError("--views learned needs --walkers PATH: the walkers.safetensors python -m mlvgm.quantify "
+                             "writes (--single true for the single-latent baseline)")  # fmt: skip
+        if config.views == "learned" and not Path(config.walkers).with_suffix(".safetensors").exists():
+            raise InputError(f"walkers file {config.walkers} does not exist: run python -m mlvgm.quantify --out DIR")
     elif not config.data:
         raise InputError("--source imagefolder needs --data PATH (an ImageFolder of class subfolders)")
     elif not Path(config.data).is_dir():
@@ -228,10 +240,13 @@ def build_method(config: TrainConfig) -> nn.Module:
 
 
 def build_views(config: TrainConfig, g):
-    from mlvgm.views import LevelNoise, NoViews, RandomViews
+    from mlvgm.views import LearnedViews, LevelNoise, NoViews, RandomViews
 
     if config.views == "none":
         return NoViews(g)
+    if config.views == "learned":
+        levels = [int(level) if level.isdigit() else level for level in config.view_levels]
+        return LearnedViews(g, config.walkers, levels)
 
     def per_level(values: tuple) -> tuple:  # one value for all levels, or one per level (checked by the config)
         return values * len(config.view_levels) if len(values) == 1 else values

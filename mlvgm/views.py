@@ -6,7 +6,10 @@
   "synth" baseline).
 - `random` (Jahanian et al. 2021, applied per level as in the paper's section 3.2): on each chosen
   level i, w_i ~ N^t(mu_i, sigma_i, t_i) per coordinate, truncated at t_i standard deviations; the
-  other levels are left alone (w_i = 0).
+  other levels are left alone (w_i = 0). Optionally each level of a sample is perturbed with
+  probability p and its sigma drawn from a range (the multi-level option); the batch runs through the
+  fused kernel kernels.perturb.
+- `learned` (Li et al. 2022): the walkers mlvgm.quantify trained, T_i(z_i) = z_i + p(z_i; phi_i).
 
 Every strategy returns `Views(anchors, positives, norms)`, with norms[b, i] = ||z'_i - z_i||_2, the
 per-level perturbation magnitude that the paper's Table 1 summarises.
@@ -145,6 +148,53 @@ class RandomViews:
         anchors = list(anchors)
         positives, norms = self._perturb(torch.cat(anchors, dim=1), generator)  # (B, D), (B, L)
         return Views(anchors, list(torch.split(positives, list(self.level_dims), dim=1)), norms)
+
+
+class LearnedViews:
+    """T_z = the trained walkers (mlvgm.walkers, from mlvgm.quantify) on the chosen levels: the paper's
+    *learned* strategy (Li et al. 2022). Per-level walkers make the multi-level learned views; walkers
+    trained with single=True (one over every level) make Li et al.'s single-latent baseline.
+
+    g:       the generator the walkers were trained on
+    walkers: a LevelWalkers, or the path its `save` wrote
+    levels:  apply the units whose levels are all among these (1-based numbers, names or groups);
+             None = every unit
+    """
+
+    name = "learned"
+
+    def __init__(self, g, walkers, levels: LevelSelection = None) -> None:
+        from mlvgm.walkers import LevelWalkers
+
+        if not isinstance(walkers, LevelWalkers):
+            walkers = LevelWalkers.load(walkers, g)
+        self.walkers = walkers.eval().requires_grad_(False)
+        self.num_levels = len(g.level_dims)
+        if levels is None:
+            self.units = list(range(len(walkers)))
+        else:
+            chosen = set(resolve_levels(g, levels))
+            self.units = [k for k, unit in enumerate(walkers.units) if set(unit) <= chosen]
+            covered = {i for k in self.units for i in walkers.units[k]}
+            if chosen - covered:
+                missing = level_label(g, min(chosen - covered))
+                raise InputError(
+                    f"no walker acts on level {missing} alone: the walkers' units are "
+                    f"{', '.join(walkers.labels)}; choose levels that make whole units"
+                )
+        if not self.units:
+            raise InputError("learned views need at least one walker unit to apply")
+
+    def __call__(self, anchors: Sequence[Tensor], generator: RandomSource = None) -> Views:
+        anchors = list(anchors)
+        positives = list(anchors)
+        with torch.no_grad():
+            for k in self.units:  # units are disjoint: each replaces its own levels
+                moved = self.walkers.perturb(anchors, k)
+                for i in self.walkers.units[k]:
+                    positives[i] = moved[i]
+            norms = torch.stack([(p - a).norm(dim=1) for p, a in zip(positives, anchors, strict=True)], dim=1)
+        return Views(anchors, positives, norms)
 
 
 # --- Figure 4: the same noise vector on one level at a time -----------------------------------------

@@ -114,6 +114,25 @@ def test_a_config_file_sits_between_the_preset_and_the_command_line(tmp_path):
                      default_preset="quickstart")  # fmt: skip
 
 
+def test_learned_views_train_from_the_walkers_file(tmp_path):
+    """--views learned --walkers PATH: the run perturbs with the trained walkers; missing flags or files
+    fail before anything is written."""
+    from mlvgm.generators import load_generator
+    from mlvgm.walkers import LevelWalkers
+
+    path = LevelWalkers(load_generator("shapes"), seed=1).save(tmp_path / "walkers")
+    (tmp_path / "run").mkdir()
+    summary = train(tiny(views="learned", walkers=str(path), view_levels=("2", "3")), tmp_path / "run", progress=False)
+    assert summary["steps"] == 4
+    from mlvgm.train import check_inputs
+
+    with pytest.raises(InputError, match="--views learned needs --walkers PATH"):
+        check_inputs(tiny(views="learned"))
+    with pytest.raises(InputError, match="does not exist"):
+        check_inputs(tiny(views="learned", walkers=str(tmp_path / "nope.safetensors")))
+    assert {"bigbigan-simclr-learned", "stylegan2-byol-ml-learned"} <= set(PRESETS)
+
+
 def test_learning_rate_warms_up_then_decays_by_cosine():
     config = tiny(epochs=10, warmup_epochs=2, base_lr=0.1, batch_size=512)
     peak = 0.1 * 512 / 256

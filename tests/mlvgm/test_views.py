@@ -196,3 +196,28 @@ def test_cli_writes_the_grid_and_its_provenance(tmp_path, capsys):
     assert {"git", "hardware", "software", "config"} <= set(record)
     assert "z6 unused" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.json", "grid.png"]  # no temp files left
+
+
+def test_learned_views_apply_the_walkers_of_the_chosen_levels(g, tmp_path):
+    """Each chosen unit's levels are replaced by its walker's output, the rest stay; norms are literal;
+    levels that do not make whole units are refused; walkers load from the file quantify writes."""
+    from mlvgm.views import LearnedViews
+    from mlvgm.walkers import LevelWalkers
+
+    walkers = LevelWalkers(g, [1, [2, 3], 4], seed=2)
+    with torch.no_grad():
+        for p in walkers.parameters():
+            p.mul_(50)
+    z = z_of(g, 8)
+    views = LearnedViews(g, walkers, levels=[2, 3, 4])(z)
+    for i in range(6):
+        assert torch.equal(views.positives[i], z[i]) == (i not in (1, 2, 3)), f"level {i + 1}"
+    expected = walkers.perturb(z, 1)
+    assert torch.equal(views.positives[1], expected[1]) and torch.equal(views.positives[2], expected[2])
+    torch.testing.assert_close(views.norms[:, 3], (views.positives[3] - z[3]).norm(dim=1))
+    assert torch.equal(views.norms[:, [0, 4, 5]], torch.zeros(8, 3))
+    with pytest.raises(InputError, match="no walker acts on level z2 geometry alone"):
+        LearnedViews(g, walkers, levels=[2])
+    walkers.save(tmp_path / "w")
+    again = LearnedViews(g, tmp_path / "w")(z)
+    assert all(torch.equal(a, b) for a, b in zip(again.positives, LearnedViews(g, walkers)(z).positives, strict=True))
