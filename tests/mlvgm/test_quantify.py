@@ -141,3 +141,61 @@ def test_api_returns_table_with_dynamics():
                                    "reached", "stop", "verdict"]  # fmt: skip
     assert len(pd.DataFrame(table.attrs["dynamics"])) == 2
     json.dumps(table.attrs["dynamics"])  # plain data, safe to save
+
+
+def test_cli_writes_table_dynamics_walkers_and_a_views_config(tmp_path, capsys):
+    """python -m mlvgm.quantify --out DIR: every file in place, the walkers load, views.json is a config
+    python -m mlvgm.train --config accepts (empty here: a short run reaches no verdict of normal)."""
+    from mlvgm.cli import run as run_cli
+    from mlvgm.quantify import main
+    from mlvgm.walkers import LevelWalkers
+
+    out = tmp_path / "q"
+    argv = ["--generator", "shapes:resolution=32", "--critic", "tiny", "--batch_size", "16", "--max_samples", "64",
+            "--min_samples", "32", "--mc_samples", "100", "--levels", "1,6", "--out", str(out), "--proj_hidden", "32",
+            "--proj_dim", "16"]  # fmt: skip
+    assert run_cli(main, "python -m mlvgm.quantify", argv) == 0
+    for name in ("table1.csv", "table1.md", "dynamics.csv", "dynamics.png", "walkers.safetensors", "walkers.json",
+                 "views.json", "quantify.json"):  # fmt: skip
+        assert (out / name).stat().st_size > 0, name
+    table = pd.read_csv(out / "table1.csv")
+    assert list(table["level"]) == ["z1 identity", "z6 unused"]
+    assert "| z6 unused |" in (out / "table1.md").read_text()
+    record = json.loads((out / "quantify.json").read_text())
+    assert record["git"]["sha"] and record["config"]["levels"] == ["1", "6"] and record["seconds"]["training"] > 0
+    from mlvgm.generators import load_generator
+
+    assert len(LevelWalkers.load(out / "walkers", load_generator("shapes:resolution=32"))) == 2
+    assert isinstance(json.loads((out / "views.json").read_text()), dict)
+
+
+def test_suggested_views_scale_sigma_to_each_units_mu():
+    """sigma = mu / sqrt(d) per coordinate, so that E||w|| is about the measured mu; only normal units."""
+    from mlvgm.quantify import QuantifyResult, suggested_views
+    from mlvgm.walkers import LevelWalkers
+
+    walkers = LevelWalkers(Toy())
+    table = pd.DataFrame({"mu": [2.0, 4.0, 100.0], "verdict": ["normal", "normal", "under-used"]})
+    views = suggested_views(QuantifyResult(table, pd.DataFrame(), walkers), QuantifyConfig())
+    assert views == {"views": "random", "view_levels": ["1", "2"], "view_sigma": [1.0, 2.0], "view_t": 2.0}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--gamma", "0"], "gamma must be > 0"),
+        (["--levels", "9", "--critic", "tiny"], "level 9 is out of range"),
+        (["--critic", "vgg"], "critic must be one of"),
+        (["--gama", "1"], "unknown key --gama: did you mean --gamma?"),
+    ],
+)
+def test_cli_bad_input_is_one_line(argv, message, capsys):
+    from mlvgm.cli import run as run_cli
+    from mlvgm.quantify import main
+
+    try:
+        code = run_cli(main, "python -m mlvgm.quantify", [*argv, "--generator", "shapes:resolution=32"])
+    except SystemExit as exit_:  # argparse's own errors (unknown flags) exit from the parser
+        code = exit_.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
