@@ -173,8 +173,9 @@ def _step_unit(g, walkers: LevelWalkers, state: UnitState, anchors: list[Tensor]
             p.grad.neg_()
     state.opt_critic.step()
     state.opt_walk.step()
-    with torch.no_grad():
-        norm = walkers.norms(anchors, k).mean()
+    with torch.no_grad():  # ||T_k(z_k) - z_k|| from the positives already made, not a second walker pass
+        moved = walkers.unit_latent(positives, k) - walkers.unit_latent(anchors, k)
+        norm = moved.norm(dim=1).mean()
     return float(loss.detach()), float(norm)
 
 
