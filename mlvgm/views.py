@@ -168,7 +168,8 @@ class LearnedViews:
 
         if not isinstance(walkers, LevelWalkers):
             walkers = LevelWalkers.load(walkers, g)
-        self.walkers = walkers.eval().requires_grad_(False)
+        device = getattr(g, "device", None) or next(iter(g.buffers()), torch.empty(0)).device
+        self.walkers = walkers.to(device).eval().requires_grad_(False)  # on the generator's device
         self.num_levels = len(g.level_dims)
         if levels is None:
             self.units = list(range(len(walkers)))
