@@ -189,9 +189,10 @@ def train_walkers(
     """Adversarial training of every unit's walker (joint or one after another); the dynamics as rows."""
     from tqdm import tqdm
 
+    from mlvgm.generators.base import device_of
     from mlvgm.streams import Stream
 
-    device = getattr(g, "device", None) or next(iter(g.buffers()), torch.empty(0)).device
+    device = device_of(g)
     g.eval().requires_grad_(False)
     torch.manual_seed(config.seed)
     walkers = LevelWalkers(g, _units(g, config), single=config.single, hidden=config.hidden or None,

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from mlvgm.errors import InputError
-from mlvgm.generators.base import level_label, resolve_levels
+from mlvgm.generators.base import device_of, level_label, resolve_levels
 from mlvgm.latents import RandomSource, truncated_normal
 from mlvgm.streams import Draws
 
@@ -168,7 +168,7 @@ class LearnedViews:
 
         if not isinstance(walkers, LevelWalkers):
             walkers = LevelWalkers.load(walkers, g)
-        device = getattr(g, "device", None) or next(iter(g.buffers()), torch.empty(0)).device
+        device = device_of(g)
         self.walkers = walkers.to(device).eval().requires_grad_(False)  # on the generator's device
         self.num_levels = len(g.level_dims)
         if levels is None:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from mlvgm.errors import InputError
-from mlvgm.generators.base import level_label, resolve_levels
+from mlvgm.generators.base import device_of, level_label, resolve_levels
 
 FORMAT = "mlvgm-walkers/1"
 
@@ -166,7 +166,7 @@ class LevelWalkers(nn.Module):
             walkers.load_state_dict(tensors)
         except RuntimeError as error:
             raise InputError(f"{path} does not match its description {meta_path.name}: {error}") from error
-        return walkers.to(g.device if hasattr(g, "device") else "cpu")
+        return walkers.to(device_of(g))
 
 
 def monte_carlo(

@@ -66,6 +66,15 @@ class MLVGM(nn.Module):
     # forward(latents: Sequence[Tensor]) -> Tensor is each generator's own (nn.Module requires it).
 
 
+def device_of(g) -> torch.device:
+    """Where generator g lives: its `device` if it has one (MLVGM does), else its first tensor's, else cpu."""
+    device = getattr(g, "device", None)
+    if device is not None:
+        return torch.device(device)
+    tensor = next(iter([*g.parameters(), *g.buffers()]), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
 def level_label(g, index: int) -> str:
     """'z3' or 'z3 color': how a level (0-based index) is shown to users."""
     names = tuple(getattr(g, "level_names", ()) or ())
