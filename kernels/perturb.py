@@ -36,7 +36,7 @@ from torch import Tensor
 from kernels.dispatch import NO_TRITON, resolve_impl
 from mlvgm.errors import InputError
 from mlvgm.latents import RandomSource, truncated_normal, uniform
-from mlvgm.streams import Draws
+from mlvgm.streams import Draws, philox4x32
 
 try:  # a CPU-only torch may come without triton: then only "torch" and "compiled" exist
     import triton
@@ -173,24 +173,11 @@ def _unit_uniform(words: Tensor) -> Tensor:
     return (2 * k + 1 - (1 << _BITS)).to(torch.float32) * (2.0**-_BITS)
 
 
-_MASK32 = 0xFFFFFFFF
-
-
 def _philox_words(blocks: Tensor, counters: Tensor) -> Tensor:
-    """(n_blocks, 4) int64 Philox4x32-10 words, bit-identical to mlvgm.streams.philox4x32.
-
-    The 32 x 32-bit products are taken in int64 and wrap modulo 2**64, which keeps their low 64 bits
-    exact: three ops per product instead of the reference's split into 16-bit halves, and what lets
-    inductor vectorise the rounds (tests compare every word with the reference).
-    """
+    """(n_blocks, 4) int64 Philox4x32-10 words of mlvgm.streams, with the key and counters as tensors
+    so that torch.compile makes one vectorised loop for every step and rank."""
     k0, k1, c1, c2, c3 = counters.unbind()
-    c0 = blocks
-    c1, c2, c3 = c1.expand_as(c0), c2.expand_as(c0), c3.expand_as(c0)
-    for _ in range(10):
-        p0, p2 = c0 * 0xD2511F53, c2 * 0xCD9E8D57
-        c0, c1, c2, c3 = ((p2 >> 32) & _MASK32) ^ c1 ^ k0, p2 & _MASK32, ((p0 >> 32) & _MASK32) ^ c3 ^ k1, p0 & _MASK32
-        k0, k1 = (k0 + 0x9E3779B9) & _MASK32, (k1 + 0xBB67AE85) & _MASK32
-    return torch.stack([c0, c1, c2, c3], dim=1)
+    return torch.stack(philox4x32(blocks, c1, c2, c3, k0, k1), dim=1)
 
 
 def _words(counters: Tensor, draw: int, n: int, device) -> Tensor:
