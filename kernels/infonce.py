@@ -79,24 +79,25 @@ _CHUNK_ELEMENTS = 1 << 22  # a (chunk, 2T) fp32 block of 16 MiB stays in a CPU's
 _CHUNK_ELEMENTS_CUDA = 1 << 26  # on a GPU the blocks only bound memory (256 MiB): fewer, larger launches
 
 
-def _block_terms(s: Tensor, self_col: Tensor, pos_col: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
-    """One row block: s (c, 2T) dot products -> per-row loss (c,) and dL/ds * 2N tau, i.e. P - onehot(pos)."""
-    logits = s * scale
+def _block_logits(s: Tensor, self_col: Tensor, pos_col: Tensor, scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One row block: s (c, 2T) dot products -> logits with self masked, one-hot of the positives, lse."""
     cols = torch.arange(s.shape[1], device=s.device)
-    logits = logits.masked_fill(cols[None, :] == self_col[:, None], float("-inf"))
-    lse = torch.logsumexp(logits, dim=1)  # (c,)
+    logits = (s * scale).masked_fill(cols[None, :] == self_col[:, None], float("-inf"))
     positive = cols[None, :] == pos_col[:, None]  # (c, 2T)
-    pos_logit = torch.where(positive, logits, 0.0).sum(dim=1)  # (c,)
-    p = torch.exp(logits - lse[:, None]) - positive.to(s.dtype)  # (c, 2T)
-    return lse - pos_logit, p
+    return logits, positive, torch.logsumexp(logits, dim=1)
 
 
 def _block_loss(s: Tensor, self_col: Tensor, pos_col: Tensor, scale: Tensor) -> Tensor:
-    logits = s * scale
-    cols = torch.arange(s.shape[1], device=s.device)
-    logits = logits.masked_fill(cols[None, :] == self_col[:, None], float("-inf"))
-    pos_logit = torch.where(cols[None, :] == pos_col[:, None], logits, 0.0).sum(dim=1)
-    return torch.logsumexp(logits, dim=1) - pos_logit
+    """Per-row loss (c,) of one row block."""
+    logits, positive, lse = _block_logits(s, self_col, pos_col, scale)
+    return lse - torch.where(positive, logits, 0.0).sum(dim=1)
+
+
+def _block_terms(s: Tensor, self_col: Tensor, pos_col: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-row loss (c,) of one row block and dL/ds * 2N tau, i.e. P - onehot(pos) (c, 2T)."""
+    logits, positive, lse = _block_logits(s, self_col, pos_col, scale)
+    loss = lse - torch.where(positive, logits, 0.0).sum(dim=1)
+    return loss, torch.exp(logits - lse[:, None]) - positive.to(s.dtype)
 
 
 def _symmetric_terms(s: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
