@@ -7,8 +7,9 @@
               triton was imported (the interpreter runs them on CPU tensors, slowly: for tests).
 - "auto":     "triton" for CUDA tensors, "compiled" otherwise.
 
-Nothing falls back silently: an explicit impl runs or raises, and every "auto" choice is recorded in
-`chosen()` (and printed once per op and device) so a run's provenance says what actually ran.
+Nothing falls back silently: an explicit impl runs or raises, and every "auto" choice is printed once
+per op and device and kept in `chosen()`; training records what its ops resolve to in its provenance
+(mlvgm.train.kernels_used).
 """
 
 from __future__ import annotations
@@ -61,9 +62,3 @@ def resolve_impl(op: str, impl: str, device: torch.device | str) -> str:
 def chosen() -> dict[str, str]:
     """What impl="auto" picked so far, per op and device type: {"infonce@cpu": "compiled", ...}."""
     return dict(_chosen)
-
-
-def planned(device: torch.device | str, impl: str = "auto") -> dict[str, str]:
-    """What `impl` will run for every op on `device`, for a run's provenance before its first step."""
-    device = torch.device(device)
-    return {op: resolve_impl(op, impl, device) for op in ("infonce", "perturb")}

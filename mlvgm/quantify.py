@@ -137,7 +137,6 @@ class UnitState:
     ema: float | None = None
     last: float = float("nan")
     stop: str = ""  # "", "gamma", "budget", "diverged: ..."
-    peak_norm: float = 0.0
     armed: bool = False  # the critic has brought InfoNCE below gamma once: a rise back to gamma counts
 
 
@@ -231,7 +230,6 @@ def train_walkers(
                 state.ema = (
                     value if state.ema is None else config.smoothing * state.ema + (1 - config.smoothing) * value
                 )
-                state.peak_norm = max(state.peak_norm, norm)
                 if unit_step % config.log_every == 0:
                     rows.append({"unit": state.label, "step": unit_step, "samples": state.samples, "infonce": value,
                                  "infonce_ema": state.ema, "norm": norm})  # fmt: skip
