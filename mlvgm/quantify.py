@@ -138,6 +138,7 @@ class UnitState:
     last: float = float("nan")
     stop: str = ""  # "", "gamma", "budget", "diverged: ..."
     armed: bool = False  # the critic has brought InfoNCE below gamma once: a rise back to gamma counts
+    moved: bool = False  # the walker has had a non-zero gradient: the images depend on the unit at all
 
 
 @dataclass
@@ -155,8 +156,9 @@ def _units(g, config: QuantifyConfig) -> list | None:
 
 
 def _step_unit(g, walkers: LevelWalkers, state: UnitState, anchors: list[Tensor], images: Tensor,
-               config: QuantifyConfig) -> tuple[float, float]:  # fmt: skip
-    """One adversarial step of unit k: critic down InfoNCE, walker up it. Returns (InfoNCE, mean ||w||)."""
+               config: QuantifyConfig) -> tuple[float, float, bool]:  # fmt: skip
+    """One adversarial step of unit k: critic down InfoNCE, walker up it. Returns (InfoNCE, mean ||w||,
+    whether the walker's gradient was non-zero)."""
     from mlvgm.losses import info_nce
 
     k = state.k
@@ -167,15 +169,17 @@ def _step_unit(g, walkers: LevelWalkers, state: UnitState, anchors: list[Tensor]
     state.opt_walk.zero_grad(set_to_none=True)
     state.opt_critic.zero_grad(set_to_none=True)
     loss.backward()
-    for p in walkers.walkers[k].parameters():  # the walker ascends the critic's loss
-        if p.grad is not None:
-            p.grad.neg_()
+    grads = [p.grad for p in walkers.walkers[k].parameters() if p.grad is not None]
+    for grad in grads:  # the walker ascends the critic's loss
+        grad.neg_()
+    has_grad = state.moved or any(bool(grad.any()) for grad in grads)  # checked until it first holds
     state.opt_critic.step()
-    state.opt_walk.step()
+    if state.armed:  # the walker waits at T = identity until the critic has learnt the task (InfoNCE < gamma)
+        state.opt_walk.step()
     with torch.no_grad():  # ||T_k(z_k) - z_k|| from the positives already made, not a second walker pass
         moved = walkers.unit_latent(positives, k) - walkers.unit_latent(anchors, k)
         norm = moved.norm(dim=1).mean()
-    return float(loss.detach()), float(norm)
+    return float(loss.detach()), float(norm), has_grad
 
 
 def _finite(module: nn.Module) -> bool:
@@ -221,7 +225,7 @@ def train_walkers(
             for state in group:
                 if state.stop:
                     continue
-                value, norm = _step_unit(g, walkers, state, anchors, images, config)
+                value, norm, state.moved = _step_unit(g, walkers, state, anchors, images, config)
                 state.samples += config.batch_size
                 state.last = value
                 if not (math.isfinite(value) and math.isfinite(norm)) or not _finite(walkers.walkers[state.k]):
@@ -239,7 +243,11 @@ def train_walkers(
                 if state.armed and state.samples >= config.min_samples and state.ema >= config.gamma:
                     state.stop = "gamma"
                 elif state.samples >= config.max_samples:
-                    state.stop = "budget" if state.armed else "budget: the critic never got below gamma"
+                    state.stop = "budget"
+                    if not state.moved:
+                        state.stop = "budget: zero gradient, the images do not depend on this unit"
+                    elif not state.armed:
+                        state.stop = "budget: the critic never got below gamma"
                 bar.update(1)
             step += 1
             unit_step += 1
@@ -255,7 +263,9 @@ def verdicts(table, gamma: float) -> list[str]:
     median = float(reached["mu"].median()) if len(reached) else float("nan")
     out = []
     for _, row in table.iterrows():
-        if row["stop"].startswith("budget:"):
+        if row["stop"].startswith("budget: zero gradient"):
+            out.append("under-used")  # not used at all: no perturbation of it changes a pixel
+        elif row["stop"].startswith("budget:"):
             out.append("undetermined")  # the critic never learned: nothing to read from this unit
         elif not row["reached"]:
             out.append("under-used" if row["infonce"] < gamma / 2 else "normal")

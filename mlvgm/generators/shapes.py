@@ -10,6 +10,14 @@ rasteriser (paper Definition 1: global first, details last):
     z5 texture     a fine grating pattern of small amplitude over the whole image
     z6 unused      consumed by the last stage with gain exactly 0: its gradient is exactly zero
 
+Global to local in pixels too: besides its factor, each of z1..z5 adds a luminance pattern over the
+whole frame (the pattern pyramid): gratings one octave finer per level, from half a cycle per image
+for z1 to z5's texture, the amplitude falling by PATTERN_RATIO per level, as image energy falls with
+spatial frequency. The patterns are linear in z: small for typical latents, but a large enough perturbation of
+any used level drowns the image, and the larger, the later the level. That is what the paper's
+quantification measures (Table 1: mu grows with the level); without the pyramid (`pyramid=False`)
+each level only moves its bounded factor, and a critic can always recognise an image by the others.
+
 Each level's 8 coordinates are first mixed by a fixed orthogonal matrix (so no coordinate is
 privileged and, for z ~ N(0, I), the mixed coordinates u are again iid N(0, 1)), then mapped to the
 stage's parameters. Every one of the 8 directions of z1..z5 changes the image.
@@ -56,6 +64,7 @@ RING_HOLE = 0.55  # hole radius of "ring", relative to its outer radius
 EDGE_SOFTNESS_PX = 0.5  # sigmoid width of the rasterised edge, in pixels
 TEXTURE_AMPLITUDE = 0.0125  # per-pixel texture std = amplitude * sqrt(4 gratings) = 0.025
 TEXTURE_CYCLES = (6.0, 7.0, 8.5, 10.0)  # grating frequencies, cycles per image width
+PATTERN_RATIO = 1.5  # level i's pattern: amplitude TEXTURE_AMPLITUDE * 1.5^(5-i), cycles TEXTURE_CYCLES / 2^(5-i)
 MIN_RESOLUTION, MAX_RESOLUTION = 32, 128
 
 
@@ -168,6 +177,16 @@ def _hue(u_cos: Tensor, u_sin: Tensor) -> Tensor:
     return torch.remainder(torch.atan2(u_sin, u_cos) / (2 * math.pi), 1.0)
 
 
+def _gratings(jitter: Tensor, cycles: Sequence[float], px: Tensor, py: Tensor) -> Tensor:
+    """(8, P) unit-amplitude cos and sin gratings, one pair per frequency (cycles per image width), at
+    orientations spread over the circle and jittered by `jitter` (4,) in [0, 1)."""
+    angles = 2 * math.pi * (torch.arange(4, dtype=torch.float64) + 0.5 * jitter) / 4
+    freq = torch.tensor(cycles, dtype=torch.float64) * math.pi  # radians per unit of p
+    fx, fy = freq * torch.cos(angles), freq * torch.sin(angles)
+    phase = fx[:, None] * px.reshape(1, -1).double() + fy[:, None] * py.reshape(1, -1).double()  # (4, P)
+    return torch.stack([torch.cos(phase), torch.sin(phase)], dim=1).reshape(8, -1)
+
+
 def _orthogonal(source, n: int) -> Tensor:
     q, r = torch.linalg.qr(normal((n, n), generator=source, dtype=torch.float64))
     return q * torch.sign(torch.diagonal(r))[None, :]  # the unique Q with positive diag(R)
@@ -181,13 +200,15 @@ class ShapesWorld(MLVGM):
 
     resolution: output size in pixels (32 to 128)
     world_seed: seed of the fixed mixing matrices and texture gratings ("the weights")
+    pyramid: z1..z4 add their coarse patterns (the default; see the module docstring); False leaves
+        each level's effect confined to its factor (z5 keeps its texture)
     """
 
     level_names = LEVEL_NAMES
     factor_classes = FACTOR_CLASSES
     shape_classes = SHAPE_CLASSES
 
-    def __init__(self, resolution: int = 64, world_seed: int = 0) -> None:
+    def __init__(self, resolution: int = 64, world_seed: int = 0, pyramid: bool = True) -> None:
         super().__init__()
         if (
             isinstance(resolution, bool)
@@ -218,16 +239,20 @@ class ShapesWorld(MLVGM):
         self.register_buffer("px", px.reshape(1, -1))  # (1, P)
         self.register_buffer("py", py.reshape(1, -1))  # (1, P)
 
-        jitter = uniform(4, generator=draws, dtype=torch.float64)
-        angles = 2 * math.pi * (torch.arange(4, dtype=torch.float64) + 0.5 * jitter) / 4  # grating orientations
-        freq = torch.tensor(TEXTURE_CYCLES, dtype=torch.float64) * math.pi  # radians per unit of p
-        fx, fy = freq * torch.cos(angles), freq * torch.sin(angles)
-        phase = fx[:, None] * px.reshape(1, -1).double() + fy[:, None] * py.reshape(1, -1).double()  # (4, P)
-        basis = torch.stack([torch.cos(phase), torch.sin(phase)], dim=1).reshape(8, -1)  # (8, P)
-        self.register_buffer("texture_basis", (TEXTURE_AMPLITUDE * basis).float())
+        # The pattern pyramid: per level, 4 gratings (cos and sin) at jittered orientations. z5's
+        # jitter is drawn first, as when z5 alone had a pattern, so the texture is unchanged.
+        jitter5 = uniform(4, generator=draws, dtype=torch.float64)
         # z6 reaches the image only through this gain, which is exactly 0: an unused latent.
         self.register_buffer("unused_gain", torch.zeros(()))
         self.register_buffer("unused_color", normal((LEVEL_DIM, 3), generator=draws))  # (8, 3)
+        jitters = [uniform(4, generator=draws, dtype=torch.float64) for _ in range(4)] + [jitter5]
+        self.pyramid = bool(pyramid)
+        bases = []
+        for level, jitter in enumerate(jitters):  # 0..4
+            octaves = 4 - level  # z5: 0, z1: 4 octaves below the texture
+            gain = TEXTURE_AMPLITUDE * PATTERN_RATIO**octaves if (self.pyramid or level == 4) else 0.0
+            bases.append(gain * _gratings(jitter, [c / 2**octaves for c in TEXTURE_CYCLES], px, py))
+        self.register_buffer("pattern_basis", torch.cat(bases).float())  # (40, P): rows of z1..z5
 
     # Each stage consumes one level. u = mixed coordinates, iid N(0, 1) for z ~ N(0, I); every
     # parameter comes from one formula below, used by the renderer and by scene()/factors() alike.
@@ -329,9 +354,10 @@ class ShapesWorld(MLVGM):
         return {**_rgb("bg", first), **_rgb("bg_delta", second - first),
                 "bg_cos": k * torch.cos(p["ramp_angle"]), "bg_sin": k * torch.sin(p["ramp_angle"])}  # fmt: skip
 
-    def _texture(self, z5: Tensor) -> Tensor:
-        """Stage 5: a luminance pattern (B, P), linear in z5."""
-        return self._mixed(4, z5) @ self.texture_basis
+    def _patterns(self, z: Sequence[Tensor]) -> Tensor:
+        """The pattern pyramid (B, P): z5's texture plus z1..z4's coarser patterns, linear in z."""
+        u = torch.einsum("lbi,lji->blj", torch.stack(list(z[:5])), self.mix)  # (B, 5, 8): each level mixed
+        return u.reshape(u.shape[0], -1) @ self.pattern_basis
 
     def _paint(self, coef: Tensor, table: Tensor, names: list[str], texture: Tensor) -> tuple[Tensor, Tensor]:
         """The pixel pass: coverage of the outline, object over background, texture, the unused level's
@@ -373,7 +399,7 @@ class ShapesWorld(MLVGM):
         unused = _rgb("unused", self.unused_gain * (z6 @ self.unused_color))  # l_6(z_6, .): gain exactly 0
         columns = {"hole": identity["hole"], **frame, **color, **background, **unused}
         table = torch.stack(list(columns.values()), dim=1)  # (B, T), T > 8: materialised once per image
-        texture = self._texture(z5)  # l_5(z_5, .): fine detail
+        texture = self._patterns((z1, z2, z3, z4, z5))  # l_5(z_5, .): fine detail, and z1..z4's coarse patterns
         img, mask = self._paint(coef, table, list(columns), texture)
         size = (img.shape[0], 3, self.resolution, self.resolution)
         return img.reshape(size), mask.reshape(size[0], *size[2:])

@@ -40,7 +40,8 @@ def test_short_run_moves_the_used_levels_and_not_the_unused_one():
     """A walker on a level the generator ignores gets no gradient: its weights stay exactly at their
     initialisation; walkers on used levels grow several-fold. (Verdicts need a critic trained below
     gamma first, longer than a unit test: their rule is tested on its own below.)"""
-    result = run(Toy(), QuantifyConfig(min_samples=16 * 60, max_samples=16 * 60, **FAST), progress=False)
+    config = QuantifyConfig(min_samples=16 * 60, max_samples=16 * 60, smoothing=0.8, **FAST)
+    result = run(Toy(), config, progress=False)
     table, dynamics = result.table, result.dynamics
     assert list(table["level"]) == ["z1 strong", "z2 weak", "z3 unused"]
     first = dynamics[dynamics["step"] == 0].set_index("unit")["norm"]
@@ -52,10 +53,24 @@ def test_short_run_moves_the_used_levels_and_not_the_unused_one():
     initial = LevelWalkers(Toy(), seed=0).walkers[2].state_dict()
     assert all(torch.equal(v, result.walkers.walkers[2].state_dict()[k]) for k, v in initial.items())
     assert (table["samples"] == 16 * 60).all() and not table["reached"].any()
+    assert table.loc[2, "stop"] == "budget: zero gradient, the images do not depend on this unit"
+    assert table.loc[2, "verdict"] == "under-used" and not table.loc[0, "stop"].startswith("budget: zero")
     assert (table["loss_paper"] == table["infonce"] * 0.1 / 0.07).all()
     assert set(dynamics.columns) == {"unit", "step", "samples", "infonce", "infonce_ema", "norm"}
     assert dynamics["infonce_ema"].iloc[0] > 2.5  # a fresh critic: about log(2B - 1) = 3.4
     assert result.seconds["training"] > 0 and result.seconds["monte_carlo"] > 0
+
+
+def test_the_walker_waits_at_identity_until_the_critic_is_below_gamma():
+    """Before the critic has learnt the task the walker is not stepped: a run whose smoothed InfoNCE
+    cannot drop below gamma in its budget leaves every walker exactly at its initialisation."""
+    from mlvgm.walkers import LevelWalkers
+
+    config = QuantifyConfig(levels=("1",), min_samples=16 * 5, max_samples=16 * 5, smoothing=0.99, **FAST)
+    result = run(Toy(), config, progress=False)
+    assert result.table.loc[0, "stop"] == "budget: the critic never got below gamma"
+    initial = LevelWalkers(Toy(), [1], seed=0).walkers[0].state_dict()
+    assert all(torch.equal(v, result.walkers.walkers[0].state_dict()[k]) for k, v in initial.items())
 
 
 def test_stops_at_gamma_only_after_the_critic_got_below_it(monkeypatch):
@@ -64,7 +79,7 @@ def test_stops_at_gamma_only_after_the_critic_got_below_it(monkeypatch):
     import mlvgm.quantify as q
 
     script = iter([3.0, 3.0, 0.5, 0.5, 0.5, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0] + [2.0] * 100)
-    monkeypatch.setattr(q, "_step_unit", lambda *a: (next(script), 1.0))
+    monkeypatch.setattr(q, "_step_unit", lambda *a: (next(script), 1.0, True))
     config = QuantifyConfig(levels=("1",), min_samples=16 * 4, max_samples=16 * 40, smoothing=0.0, **FAST)
     _, states, _ = q.train_walkers(Toy(), config, progress=False)
     assert states[0].stop == "gamma" and states[0].samples == 16 * 6
@@ -73,7 +88,7 @@ def test_stops_at_gamma_only_after_the_critic_got_below_it(monkeypatch):
 def test_a_critic_that_never_learns_is_undetermined_not_a_verdict(monkeypatch):
     import mlvgm.quantify as q
 
-    monkeypatch.setattr(q, "_step_unit", lambda *a: (3.0, 1.0))
+    monkeypatch.setattr(q, "_step_unit", lambda *a: (3.0, 1.0, True))
     config = QuantifyConfig(levels=("1",), min_samples=16, max_samples=16 * 3, **FAST)
     result = run(Toy(), config, progress=False)
     assert result.table.loc[0, "stop"] == "budget: the critic never got below gamma"
@@ -83,19 +98,21 @@ def test_a_critic_that_never_learns_is_undetermined_not_a_verdict(monkeypatch):
 def test_a_diverging_unit_stops_the_run_with_its_cause(monkeypatch):
     import mlvgm.quantify as q
 
-    monkeypatch.setattr(q, "_step_unit", lambda *a: (float("nan"), 1.0))
+    monkeypatch.setattr(q, "_step_unit", lambda *a: (float("nan"), 1.0, True))
     with pytest.raises(InputError, match=r"unit z1 strong diverged: non-finite .* lower lr_walk/lr_critic"):
         run(Toy(), QuantifyConfig(levels=("1",), min_samples=16, max_samples=64, **FAST), progress=False)
 
 
 def test_verdicts_follow_the_rule():
     table = pd.DataFrame({
-        "reached": [True, True, True, True, False, False, False],
-        "stop": ["gamma"] * 4 + ["budget", "budget", "budget: the critic never got below gamma"],
-        "infonce": [1.0, 1.0, 1.0, 1.0, 0.1, 0.8, 3.0],
-        "mu": [0.5, 4.0, 6.0, 10.0, 500.0, 20.0, 1.0],
+        "reached": [True, True, True, True, False, False, False, False],
+        "stop": ["gamma"] * 4 + ["budget", "budget", "budget: the critic never got below gamma",
+                                 "budget: zero gradient, the images do not depend on this unit"],
+        "infonce": [1.0, 1.0, 1.0, 1.0, 0.1, 0.8, 3.0, 0.01],
+        "mu": [0.5, 4.0, 6.0, 10.0, 500.0, 20.0, 1.0, 0.002],
     })  # fmt: skip
-    assert verdicts(table, 1.0) == ["over-used", "normal", "normal", "normal", "under-used", "normal", "undetermined"]
+    assert verdicts(table, 1.0) == ["over-used", "normal", "normal", "normal", "under-used", "normal", "undetermined",
+                                    "under-used"]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,12 @@ def g():
     return load_generator("shapes")
 
 
+@pytest.fixture(scope="module")
+def local():
+    """The world without z1..z4's coarse patterns: each level's pixels are confined to its factor."""
+    return ShapesWorld(pyramid=False)
+
+
 def anchors(g, n, seed=0, truncation=2.0):
     return g.sample_latents(n, truncation=truncation, generator=Stream(seed, purpose="test").at(0))
 
@@ -115,19 +121,19 @@ def test_each_level_changes_only_its_own_factors(g, level, controls):
             assert fraction == 0.0, f"perturbing z{level + 1} changed {factor} ({fraction:.0%})"
 
 
-def test_color_changes_the_object_not_the_background(g):
-    z = anchors(g, 32)
-    image, mask = g.render(z)
-    image2, _ = g.render(perturbed(z, 2, 1.5 * torch.ones(8)))
+def test_color_changes_the_object_not_the_background(local):
+    z = anchors(local, 32)
+    image, mask = local.render(z)
+    image2, _ = local.render(perturbed(z, 2, 1.5 * torch.ones(8)))
     diff = (image2 - image).abs().amax(dim=1)  # (B, H, W)
     assert diff[mask < 1e-4].max() < 1e-3
     assert diff[mask > 0.99].mean() > 0.02
 
 
-def test_background_changes_the_background_not_the_object(g):
-    z = anchors(g, 32)
-    image, mask = g.render(z)
-    image2, _ = g.render(perturbed(z, 3, 1.5 * torch.ones(8)))
+def test_background_changes_the_background_not_the_object(local):
+    z = anchors(local, 32)
+    image, mask = local.render(z)
+    image2, _ = local.render(perturbed(z, 3, 1.5 * torch.ones(8)))
     diff = (image2 - image).abs().amax(dim=1)
     assert diff[mask > 1 - 1e-4].max() < 1e-3
     assert diff[mask < 1e-4].mean() > 0.02
@@ -146,6 +152,64 @@ def test_texture_is_fine_and_small(g):
     fx = torch.fft.rfftfreq(64)[None, :]
     high = (torch.maximum(fy, fx) >= 4 / 64).float()  # periods of 16 px or less
     assert float((spectrum * high).sum() / spectrum.sum()) > 0.9
+
+
+def _pattern_jvp(g, local, z, level, direction):
+    """The pyramid's pattern change (B, H, W) along `direction` of a level: the pixel derivative of the
+    world minus that of the world without the pyramid (they differ only by the linear patterns)."""
+    tangents = [torch.zeros_like(x) for x in z]
+    tangents[level] = direction.expand_as(z[level])
+    outs = [torch.func.jvp(lambda *zs: w(list(zs)), tuple(z), tuple(tangents))[1] for w in (g, local)]
+    return (outs[0] - outs[1]).mean(dim=1)  # luminance: the same in every channel
+
+
+def test_pattern_pyramid_is_coarse_to_fine_and_falls_by_the_ratio(g, local):
+    """Each of z1..z4 adds a pattern one octave coarser and PATTERN_RATIO (1.5) stronger than the next
+    level's (z5's is the texture). Read off the pixels, summed over the 8 directions of a level (its
+    gratings' cos and sin pairs, so the sums are flat over the frame): the pattern's rms per unit of
+    latent, and its frequency sqrt(sum |grad d|^2 / sum d^2) / 2 pi, in cycles per image."""
+    z = [x * 0.1 for x in anchors(g, 4, truncation=None)]  # near-mid-grey images: no pixel clamps
+    image = g(z)
+    assert 0.0 < float(image.min()) and float(image.max()) < 1.0
+    rms, cycles = [], []
+    for level in range(5):
+        energy = slope = 0.0
+        for dim in range(8):
+            direction = torch.zeros(8)
+            direction[dim] = 1.0
+            if level < 4:
+                d = _pattern_jvp(g, local, z, level, direction)[0]
+            else:  # z5's pattern is the texture, present in both worlds: read it from g alone
+                tangents = [torch.zeros_like(x) for x in z]
+                tangents[4] = direction.expand_as(z[4])
+                d = torch.func.jvp(lambda *zs: g(list(zs)), tuple(z), tuple(tangents))[1].mean(dim=1)[0]
+            energy += float((d**2).mean())
+            slope += float((d.diff(dim=0) ** 2).mean() + (d.diff(dim=1) ** 2).mean())  # per pixel step
+        rms.append(math.sqrt(energy))
+        cycles.append(math.sqrt(slope / energy) * 64 / (2 * math.pi))
+    for level in range(4):
+        assert rms[level] / rms[level + 1] == pytest.approx(1.5, rel=0.05), rms
+        assert cycles[level + 1] / cycles[level] == pytest.approx(2.0, rel=0.05), cycles
+    assert cycles[4] == pytest.approx(8.0, rel=0.1)  # the texture: gratings at 6 to 10 cycles per image
+
+
+def test_without_the_pyramid_only_the_patterns_differ(g, local):
+    z = anchors(g, 8)
+    none = [torch.zeros_like(x) for x in z[:4]] + z[4:]  # z1..z4 = 0: their patterns vanish
+    assert torch.allclose(g(none), local(none), atol=1e-6)
+    assert float((g(z) - local(z)).abs().mean()) > 0.02
+
+
+def test_a_large_perturbation_drowns_the_image_sooner_the_earlier_the_level(g):
+    """What quantification measures: at equal norm, an early level's pattern covers more of the image
+    with clamped pixels than a later one's."""
+    z = anchors(g, 64)
+    delta = 25.0 * torch.nn.functional.normalize(torch.randn(64, 8, generator=torch.Generator().manual_seed(2)), dim=1)
+    clamped = []
+    for level in range(5):
+        x = g(perturbed(z, level, delta))
+        clamped.append(float(((x <= 0) | (x >= 1)).float().mean()))
+    assert clamped == sorted(clamped, reverse=True) and clamped[0] > 2 * clamped[4], clamped
 
 
 def test_geometry_moves_the_object(g):
