@@ -159,7 +159,7 @@ def _pattern_jvp(g, local, z, level, direction):
     world minus that of the world without the pyramid (they differ only by the linear patterns)."""
     tangents = [torch.zeros_like(x) for x in z]
     tangents[level] = direction.expand_as(z[level])
-    outs = [torch.func.jvp(lambda *zs: w(list(zs)), tuple(z), tuple(tangents))[1] for w in (g, local)]
+    outs = [torch.func.jvp(lambda *zs, w=w: w(list(zs)), tuple(z), tuple(tangents))[1] for w in (g, local)]
     return (outs[0] - outs[1]).mean(dim=1)  # luminance: the same in every channel
 
 
