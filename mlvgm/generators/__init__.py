@@ -73,6 +73,58 @@ def _shapes(argument: str) -> ShapesWorld:
 
 register_generator("shapes", _shapes, usage="shapes[:resolution=32..128]")
 
+
+def _checkpoint_and_options(name: str, argument: str, usage: str, allowed: dict[str, type]) -> tuple[str, dict]:
+    """'PATH[,key=value,...]' -> (PATH, options): a checkpoint spec's path, then its options."""
+    path, _, rest = argument.partition(",")
+    if not path.strip():
+        raise InputError(f"generator {name!r} needs a checkpoint path: write {usage}")
+    return path.strip(), parse_options(name, rest, allowed)
+
+
+STYLEGAN2_USAGE = (
+    "stylegan2:PATH.pkl[,network=G_ema][,space=w|z][,truncation_psi=F][,truncation_cutoff=N]"
+    "[,noise_mode=const|random|none][,output_resolution=N]"
+)
+BIGBIGAN_USAGE = (
+    "bigbigan:PATH.pth[,output_resolution=N] (a narrower network: ch=N,resolution=N,attention=N|none,dim_z=N,"
+    "shared_dim=N,n_classes=N)"
+)
+
+
+def _stylegan2(argument: str) -> torch.nn.Module:
+    """An NVIDIA StyleGAN2 pickle, read by the restricted unpickler (no code from the file runs)."""
+    from mlvgm.generators.safe_pickle import load_network_pickle
+    from mlvgm.generators.stylegan2 import from_kwargs_and_state
+
+    path, options = _checkpoint_and_options("stylegan2", argument, STYLEGAN2_USAGE, {
+        "network": str, "space": str, "truncation_psi": float, "truncation_cutoff": int, "noise_mode": str,
+        "output_resolution": int,
+    })  # fmt: skip
+    network = load_network_pickle(path, str(options.pop("network", "G_ema")))
+    if network.class_name != "Generator":
+        raise InputError(f"network of {path} is a {network.class_name}, not a Generator: choose network=G_ema (or G)")
+    return from_kwargs_and_state(network.init_kwargs, network.state_dict, **options)
+
+
+def _bigbigan(argument: str) -> torch.nn.Module:
+    """BigBiGAN_x1.pth (pytorch-pretrained-gans), a plain state dict read with weights_only=True."""
+    from mlvgm.generators.bigbigan import load_bigbigan
+
+    def attention(value: str) -> int | None:
+        return None if value.strip().lower() == "none" else int(value)
+
+    attention.__name__ = "an int or none"
+    path, options = _checkpoint_and_options("bigbigan", argument, BIGBIGAN_USAGE, {
+        "output_resolution": int, "ch": int, "resolution": int, "attention": attention, "dim_z": int,
+        "shared_dim": int, "n_classes": int,
+    })  # fmt: skip
+    return load_bigbigan(path, **options)
+
+
+register_generator("stylegan2", _stylegan2, usage=STYLEGAN2_USAGE)
+register_generator("bigbigan", _bigbigan, usage=BIGBIGAN_USAGE)
+
 __all__ = [
     "MLVGM",
     "ShapesWorld",

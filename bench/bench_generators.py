@@ -1,0 +1,67 @@
+"""StyleGAN2 and BigBiGAN forward speed: eager, eager channels_last and torch.compile, at batch 64.
+
+On a CPU the networks are reduced-width versions of the published designs (same layers, fewer
+channels, 64 px) so that a round takes about a second; on a GPU run the full configurations with
+`MLVGM_BENCH_FULL=1`. The figure to quote is compiled against the best eager variant of the same group
+(same run, same weights, same latents); absolute images/s are in each benchmark's extra_info.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from mlvgm.generators.bigbigan import BigBiGAN
+from mlvgm.generators.stylegan2 import StyleGAN2
+from mlvgm.streams import Stream
+
+BATCH = 64
+FULL = os.environ.get("MLVGM_BENCH_FULL") == "1"
+CONFIGS = {
+    # LSUN Cars config-f is 512 px, channel_base 32768, channel_max 512, z = w = 512.
+    "stylegan2": lambda: StyleGAN2(
+        z_dim=512 if FULL else 128,
+        w_dim=512 if FULL else 128,
+        img_resolution=512 if FULL else 64,
+        synthesis_kwargs={
+            "channel_base": 32768 if FULL else 4096,
+            "channel_max": 512 if FULL else 128,
+            "conv_clamp": 256,
+        },
+    ),
+    # BigBiGAN_x1: ch 96 at 128 px with attention at 64; reduced: ch 16 at 64 px, attention at 32.
+    "bigbigan": lambda: BigBiGAN() if FULL else BigBiGAN(ch=16, resolution=64, attention=32, dim_z=100),
+}
+VARIANTS = ("eager", "eager-channels-last", "compiled")
+
+
+@pytest.fixture(scope="module", params=sorted(CONFIGS))
+def network(request):
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    g = CONFIGS[request.param]().eval().requires_grad_(False).to(device)
+    latents = g.sample_latents(BATCH, truncation=2.0, generator=Stream(0).at(0))
+    return request.param, g, latents
+
+
+def _runner(g, variant: str):
+    if variant == "eager-channels-last":
+        return g.to(memory_format=torch.channels_last)
+    if variant == "compiled":
+        return torch.compile(g.to(memory_format=torch.contiguous_format), fullgraph=True, dynamic=False)
+    return g.to(memory_format=torch.contiguous_format)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_forward(benchmark, network, variant):
+    name, g, latents = network
+    benchmark.group = f"{name}-forward-batch{BATCH}-{'full' if FULL else 'reduced'}"
+    run = _runner(g, variant)
+    with torch.inference_mode():
+        run(latents)  # compile (or first-call allocations) outside the timed rounds
+        benchmark.pedantic(run, args=(latents,), rounds=5, warmup_rounds=1)
+    benchmark.extra_info["images_per_s"] = BATCH / benchmark.stats.stats.median
+    benchmark.extra_info["threads"] = torch.get_num_threads()
+    benchmark.extra_info["resolution"] = g.resolution
