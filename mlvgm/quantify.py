@@ -37,6 +37,7 @@ from mlvgm.walkers import LevelWalkers, monte_carlo
 
 CRITICS = ("resnet18", "resnet50", "tiny")
 SUPCON_BASE_TEMPERATURE = 0.07  # the paper's code (SupCon) scales its logged loss by tau / 0.07
+ZERO_GRADIENT = "zero gradient: the images do not depend on this unit"
 
 
 def _f(default, help: str):
@@ -242,12 +243,10 @@ def train_walkers(
                 state.armed = state.armed or state.ema < config.gamma
                 if state.armed and state.samples >= config.min_samples and state.ema >= config.gamma:
                     state.stop = "gamma"
+                elif not state.moved and state.samples >= config.min_samples:  # it never will move: stop now
+                    state.stop = ZERO_GRADIENT
                 elif state.samples >= config.max_samples:
-                    state.stop = "budget"
-                    if not state.moved:
-                        state.stop = "budget: zero gradient, the images do not depend on this unit"
-                    elif not state.armed:
-                        state.stop = "budget: the critic never got below gamma"
+                    state.stop = "budget" if state.armed else "budget: the critic never got below gamma"
                 bar.update(1)
             step += 1
             unit_step += 1
@@ -263,7 +262,7 @@ def verdicts(table, gamma: float) -> list[str]:
     median = float(reached["mu"].median()) if len(reached) else float("nan")
     out = []
     for _, row in table.iterrows():
-        if row["stop"].startswith("budget: zero gradient"):
+        if row["stop"] == ZERO_GRADIENT:
             out.append("under-used")  # not used at all: no perturbation of it changes a pixel
         elif row["stop"].startswith("budget:"):
             out.append("undetermined")  # the critic never learned: nothing to read from this unit
