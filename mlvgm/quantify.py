@@ -8,9 +8,11 @@ flagged: a walker that pushes ever harder without moving InfoNCE has found a lat
 barely uses. Then Monte Carlo over fresh anchors gives mu_k and sigma_k of ||T_k(z_k) - z_k||.
 
 All units train in one run (`joint=True`): every step draws the anchors and renders g(z) once and
-shares them, where the paper's code ran one level at a time. Verdicts: `under-used` (gamma not
-reached, InfoNCE flat), `over-used` (mu below a quarter of the median mu of the units that reached
-gamma), `normal` otherwise.
+shares them, where the paper's code ran one level at a time. A walker stays at T = identity until its
+critic has brought InfoNCE below gamma (a fresh critic starts near log(2B - 1)): only then does a rise
+back to gamma measure the walker's work. Verdicts: `under-used` (gamma not reached and InfoNCE flat,
+or a walker whose gradient is exactly zero: the images do not depend on the unit), `over-used` (mu
+below a quarter of the median mu of the units that reached gamma), `normal` otherwise.
 
     table = mlvgm.quantify(load_generator("shapes"), gamma=1.0)      # a pandas.DataFrame
     python -m mlvgm.quantify --generator shapes --out results/quantify/shapes
@@ -345,8 +347,8 @@ PRESETS: dict[str, dict[str, object]] = {
     # The paper's settings (its public code's defaults): ResNet-18 critic, Adam (0.5, 0.999), lr 8e-5/5e-5.
     "paper": {},
     # The shapes world at 32 px with a small critic and larger steps: minutes on a CPU, not Table 1's protocol.
-    "shapes-quick": {"generator": "shapes:resolution=32", "critic": "tiny", "lr_walk": 1e-3, "lr_critic": 1e-3,
-                     "min_samples": 64 * 500, "max_samples": 64 * 3000, "mc_samples": 20_000},
+    "shapes-quick": {"generator": "shapes:resolution=32", "critic": "tiny", "lr_walk": 3e-3, "lr_critic": 1e-3,
+                     "min_samples": 64 * 100, "max_samples": 64 * 4000, "mc_samples": 20_000},
 }  # fmt: skip
 
 

@@ -61,6 +61,20 @@ def test_short_run_moves_the_used_levels_and_not_the_unused_one():
     assert result.seconds["training"] > 0 and result.seconds["monte_carlo"] > 0
 
 
+def test_ground_truth_the_weaker_level_needs_the_larger_perturbation():
+    """The paper's reading of Table 1 on a generator with known level strengths (gains 1, 0.3, 0): both
+    used levels reach gamma, the weak one only with a far larger mu, and the unused one is flagged
+    from its zero gradient. About 15 s."""
+    config = QuantifyConfig(min_samples=16 * 50, max_samples=16 * 600, smoothing=0.9, **{**FAST, "lr_walk": 1e-2})
+    table = run(Toy(), config, progress=False).table.set_index("level")
+    strong, weak, unused = table.loc["z1 strong"], table.loc["z2 weak"], table.loc["z3 unused"]
+    assert strong["stop"] == "gamma" and weak["stop"] == "gamma"
+    assert abs(strong["infonce"] - 1.0) < 0.1 and abs(weak["infonce"] - 1.0) < 0.1
+    assert weak["mu"] > 10 * strong["mu"]
+    assert unused["stop"] == "zero gradient: the images do not depend on this unit"
+    assert unused["verdict"] == "under-used" and weak["verdict"] == "normal"
+
+
 def test_the_walker_waits_at_identity_until_the_critic_is_below_gamma():
     """Before the critic has learnt the task the walker is not stepped: a run whose smoothed InfoNCE
     cannot drop below gamma in its budget leaves every walker exactly at its initialisation."""
