@@ -291,7 +291,7 @@ def build_source(config: TrainConfig, *, rank: int, world: int, device: torch.de
     return ContinuousSampling(
         g, build_views(config, g), augment, local_batch, seed=config.seed, rank=rank,
         steps_per_epoch=steps_for(config.epoch_images, config.batch_size), truncation=config.truncation,
-        compile=config.compile_generator,
+        compile=config.compile_generator, amp=device.type == "cuda" and use_amp(config, device),
     )  # fmt: skip
 
 

@@ -42,6 +42,8 @@ class ContinuousSampling:
     steps_per_epoch: steps that make one epoch
     truncation:      anchor truncation t (None = untruncated)
     compile:         torch.compile the generator (fixed shapes: worth it for long runs)
+    amp:             render under bf16 autocast (for CUDA generators such as StyleGAN2 at 512 px; the
+                     images come back in fp32)
     """
 
     def __init__(
@@ -56,8 +58,10 @@ class ContinuousSampling:
         steps_per_epoch: int,
         truncation: float | None = None,
         compile: bool = False,
+        amp: bool = False,
     ) -> None:
         self.generator = generator.eval().requires_grad_(False)
+        self.amp = amp
         self.render = torch.compile(self.generator, fullgraph=True, dynamic=False) if compile else self.generator
         self.views, self.augment = views, augment
         self.batch_size, self.truncation = batch_size, truncation
@@ -72,7 +76,9 @@ class ContinuousSampling:
         z = self.generator.sample_latents(self.batch_size, truncation=self.truncation, generator=self.anchors.at(step))
         pair = self.views(z, self.positives.at(step))
         both = [torch.cat([a, p]) for a, p in zip(pair.anchors, pair.positives, strict=True)]  # (2B, d_i)
-        return self.render(both).chunk(2)  # one forward for anchors and positives
+        with torch.autocast(both[0].device.type, dtype=torch.bfloat16, enabled=self.amp):
+            images = self.render(both)  # one forward for anchors and positives
+        return images.float().chunk(2)
 
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
         anchor, positive = self.images(step)

@@ -54,6 +54,18 @@ def test_cs_positive_differs_only_where_views_perturb(g):
     assert not any(p.requires_grad for p in g.parameters()) and not g.training
 
 
+def test_cs_amp_renders_under_bf16_autocast_and_returns_fp32(g):
+    views = RandomViews.uniform(g, ["geometry"], sigma=1.0)
+    make = lambda amp: ContinuousSampling(  # noqa: E731
+        g, views, PixelAugment("none", 32, normalize=False), 4, seed=0, steps_per_epoch=1, amp=amp
+    )
+    full, half = make(False).images(0), make(True).images(0)
+    for a, b in zip(full, half, strict=True):
+        assert b.dtype == torch.float32
+        assert not torch.equal(a, b)  # the pattern matmul ran in bf16
+        assert float((a - b).abs().mean()) < 0.01
+
+
 def test_pixel_augment_randomness_is_per_sample_and_keyed():
     augment = PixelAugment("simclr", 24)
     same = torch.rand(1, 3, 32, 32).expand(16, -1, -1, -1).contiguous()  # 16 copies of one image
