@@ -171,13 +171,14 @@ class ImageFolderSource:
             persistent_workers=self.workers > 0,
             drop_last=True,
         )
-        step = start_step
-        for images, _ in loader:
-            x = images.to(self.device, non_blocking=True).float().div_(255.0)  # (B, 3, R, R) in [0, 1]
-            draws = self.pixels.at(step)
-            with torch.no_grad():
-                yield self.augment(x, draws), self.augment(x, draws)
-            step += 1
+        for step, (images, _) in enumerate(loader, start=start_step):
+            yield self._views(images, step)
+
+    @torch.no_grad()  # not around the yield: grad mode would stay off in the caller while the generator waits
+    def _views(self, images: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        x = images.to(self.device, non_blocking=True).float().div_(255.0)  # (B, 3, R, R) in [0, 1]
+        draws = self.pixels.at(step)
+        return self.augment(x, draws), self.augment(x, draws)
 
 
 def folder_transform(size: int):

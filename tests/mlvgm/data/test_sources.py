@@ -116,6 +116,7 @@ def test_imagefolder_source_is_a_function_of_the_step(g, tmp_path):
     resumed = next(make().iterate(8))
     assert all(torch.equal(x, y) for x, y in zip(batches[8], resumed, strict=True))
     assert not torch.equal(batches[0][0], batches[0][1])  # two different views of the same images
+    assert torch.is_grad_enabled()  # a source must not leave grad mode off in the trainer between batches
     with pytest.raises(InputError, match="does not exist"):
         ImageFolderSource(tmp_path / "nope", PixelAugment("none", 32), 8, seed=0, resolution=32)
     with pytest.raises(InputError, match="fewer than one global batch"):
