@@ -14,7 +14,7 @@ is the point of the benchmark. One pipeline per chunk of steps:
             fn.random.coin_flip(0.8); gray = fn.random.coin_flip(0.2)                 simclr, no_crop
         fn.crop_mirror_normalize(mirror=fn.random.coin_flip(0.5), ImageNet mean/std x 255, CHW, float)
 
-Order: the reader reads an explicit file list taken from `_EpochSampler`, the sampler `ImageFolderSource`
+Order: the reader reads an explicit file list taken from `EpochSampler`, the sampler `ImageFolderSource`
 uses, rather than DALI's own shuffle (`file_root` + `random_shuffle`, sharded by `shard_id`/`num_shards`).
 So step s on rank r holds exactly the images it holds under `ImageFolderSource`, for every s, and a run
 resumed at step s reads from there without decoding the skipped batches: the benchmark compares loaders on
@@ -83,7 +83,7 @@ import torch
 from torch import Tensor
 
 from mlvgm.augment import IMAGENET_MEAN, IMAGENET_STD, PRESETS, PixelAugment
-from mlvgm.data.sources import _EpochSampler
+from mlvgm.data.sources import EpochSampler
 from mlvgm.errors import InputError, check_positive_int
 from mlvgm.streams import Stream
 
@@ -180,7 +180,7 @@ class DALISource:
 
         A fresh DALI pipeline takes over every CHUNK_STEPS steps; the generator never ends.
         """
-        sampler = _EpochSampler(
+        sampler = EpochSampler(
             len(self.files), self.steps_per_epoch * self.batch_size, seed=self.seed, rank=self.rank,
             world=self.world, start=start_step * self.batch_size,
         )  # fmt: skip

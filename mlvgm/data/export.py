@@ -8,6 +8,7 @@ and a manifest with the provenance:
     DIR/train/<class>/<index>.jpg   DIR/val/<class>/<index>.jpg
     DIR/factors.csv                 index, split, path, label, the discrete factors, the scene parameters
     DIR/manifest.json               generator, n, seed, counts, provenance
+    DIR/train.beton, DIR/val.beton  with --format ffcv: the same splits in FFCV's format (mlvgm.data.ffcv)
 
 Every class has a folder in both splits, so class indices agree between train and val; a tiny export
 can leave some empty, which torchvision reads with ImageFolder(root, allow_empty=True).
@@ -162,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="share of images in val/, in [0, 1)")
     parser.add_argument("--quality", type=positive_int, default=90, help="JPEG quality, 1-100")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    parser.add_argument("--format", choices=("imagefolder", "ffcv"), default="imagefolder",
+                        help="ffcv: also write train.beton and val.beton beside the folders")  # fmt: skip
     args = parser.parse_args(argv)
 
     g = load_generator(args.generator, device=resolve_device(args.device))
@@ -170,6 +173,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         quality=args.quality, overwrite=args.overwrite, spec=args.generator,
     )  # fmt: skip
     print(f"wrote {args.n} images to {out} (factors.csv, manifest.json)")
+    if args.format == "ffcv":
+        from mlvgm.data.ffcv import write_split_betons
+
+        betons = write_split_betons(out, quality=args.quality, overwrite=args.overwrite)
+        print("wrote " + ", ".join(str(path) for path in betons))
 
 
 if __name__ == "__main__":

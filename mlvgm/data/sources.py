@@ -93,7 +93,7 @@ class ContinuousSampling:
             step += 1
 
 
-class _EpochSampler(Sampler[int]):
+class EpochSampler(Sampler[int]):
     """Indices of this rank's share of each epoch's permutation, from (epoch, offset) on, forever."""
 
     def __init__(self, size: int, per_epoch: int, *, seed: int, rank: int, world: int, start: int) -> None:
@@ -158,7 +158,7 @@ class ImageFolderSource:
 
     def iterate(self, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         per_epoch = self.steps_per_epoch * self.batch_size
-        sampler = _EpochSampler(
+        sampler = EpochSampler(
             len(self.dataset), per_epoch, seed=self.seed, rank=self.rank, world=self.world,
             start=start_step * self.batch_size,
         )  # fmt: skip

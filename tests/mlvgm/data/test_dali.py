@@ -15,7 +15,7 @@ pytest.importorskip("nvidia.dali")
 
 from mlvgm.augment import IMAGENET_MEAN, IMAGENET_STD, PixelAugment
 from mlvgm.data.dali import DALISource
-from mlvgm.data.sources import ImageFolderSource, _EpochSampler
+from mlvgm.data.sources import EpochSampler, ImageFolderSource
 from mlvgm.errors import InputError
 
 N, SIDE, STRIP = 40, 48, 16  # images, their side in pixels, width of the inverted strip on the left
@@ -95,7 +95,7 @@ def test_views_shapes_dtype_device_and_independent_draws(folder):
 def test_none_preset_matches_a_numpy_reference(folder, resolution, tolerance):
     dali = source(folder, PixelAugment("none", 32), resolution=resolution)
     view, _ = next(dali.iterate(0))
-    sampler = iter(_EpochSampler(N, N, seed=0, rank=0, world=1, start=0))
+    sampler = iter(EpochSampler(N, N, seed=0, rank=0, world=1, start=0))
     mean, std = np.array(IMAGENET_MEAN)[:, None, None], np.array(IMAGENET_STD)[:, None, None]
     offset = (resolution - 32) // 2
     for k in range(8):

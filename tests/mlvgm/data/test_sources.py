@@ -8,7 +8,7 @@ import torch
 
 from mlvgm.augment import PixelAugment
 from mlvgm.data.export import export_dataset
-from mlvgm.data.sources import ContinuousSampling, ImageFolderSource, _EpochSampler, steps_for
+from mlvgm.data.sources import ContinuousSampling, EpochSampler, ImageFolderSource, steps_for
 from mlvgm.errors import InputError
 from mlvgm.generators import load_generator
 from mlvgm.streams import Stream
@@ -92,12 +92,12 @@ def test_pixel_augment_presets():
 
 
 def test_epoch_sampler_splits_each_epoch_across_ranks_and_resumes():
-    samplers = [_EpochSampler(20, 8, seed=1, rank=r, world=2, start=0) for r in range(2)]
+    samplers = [EpochSampler(20, 8, seed=1, rank=r, world=2, start=0) for r in range(2)]
     firsts = [list(_take(s, 8)) for s in samplers]
     assert not set(firsts[0]) & set(firsts[1])  # disjoint within an epoch
-    whole = list(_take(_EpochSampler(20, 8, seed=1, rank=0, world=2, start=0), 24))
+    whole = list(_take(EpochSampler(20, 8, seed=1, rank=0, world=2, start=0), 24))
     assert whole[:8] == firsts[0] and whole[8:16] != whole[:8]  # a new permutation every epoch
-    resumed = list(_take(_EpochSampler(20, 8, seed=1, rank=0, world=2, start=11), 13))
+    resumed = list(_take(EpochSampler(20, 8, seed=1, rank=0, world=2, start=11), 13))
     assert resumed == whole[11:]
 
 

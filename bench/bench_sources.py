@@ -1,0 +1,295 @@
+"""Head-to-head: Continuous Sampling against the PyTorch DataLoader, DALI and FFCV (the paper's Figure 5).
+
+    pytest bench/bench_sources.py --benchmark-json out.json          # every batch size (32, 64, 128, 256)
+    pytest bench/bench_sources.py -m ci --benchmark-json out.json    # the CI subset: batch 32 only
+    python -m bench.figure5 out.json --out results/bench/             # sources.csv, sources.md, figure5.png
+    python -m bench.compare out.json --baseline results/bench/baseline.json
+
+All sources deliver the same thing: two views of 64-px images of the shapes world, made by the same T_x
+preset (`no_color`: random resized crop + flip, normalised), on the trainer's device. The real-data
+sources read the same 2,048 JPEGs, exported once per session by `mlvgm.data.export` (and written into an
+FFCV .beton by `mlvgm.data.ffcv.write_beton`), with 2 workers each.
+
+- `sources-batch{B}`: images/s the source delivers, N consecutive batches of one iterator per round,
+  after warm-up batches (worker start-up, torch.compile, numba) that are not timed. Members: `cs` (the
+  shapes world compiled, Philox latents, fused T_z, as `mlvgm.train` builds it), `cs-paper` (the
+  paper's code path: scipy latents on the CPU, eager generator moved to the device and back every
+  step; a no-op move on a CPU machine), `imagefolder` (torch DataLoader), `dali`, `ffcv`.
+- `epoch-time-batch{B}`: one SimCLR step (small-stem ResNet-18 built by `mlvgm.train.build_method`,
+  Adam as in the paper's Figure-5 runs, 32-px views) fed by each source, against `resident`: the same
+  step on one batch already on the device, the limit no source can beat. Each member's extra_info
+  holds the time per step and the energy and CO2 of its timed steps (codecarbon's offline tracker,
+  `bench/carbon.py`), extrapolated to an epoch of ImageNet-100's 126,789 images as the paper's were.
+
+The figures to quote are ratios within one run: CS against each loader at equal batch, and each
+source's step time against the resident limit (target for CS: at most 1.10x). On a 2-core CPU every
+source competes with the training step for the same cores, so the distance to the limit there measures
+the CPU cost of the data path, not overlap; on a GPU it measures how much of the step the data hides.
+Threads: $OMP_NUM_THREADS when set, else every core this process may use; recorded in extra_info.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import itertools
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import torch
+
+from bench.carbon import EnergyMeter
+from mlvgm.augment import PixelAugment
+from mlvgm.data.sources import ImageFolderSource, steps_for
+from mlvgm.streams import Stream
+from mlvgm.train import TrainConfig, build_method, build_optimizer, build_source, build_views, peak_lr, use_amp
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+SEED = 0
+N_IMAGES = 2048  # images exported once per session; the real-data sources read them all (no val split)
+RESOLUTION = 64  # side of the images every source starts from
+VIEW_CROP = 56  # side of the views in the data-path benchmark
+TRAIN_CROP = 32  # side of the views the training step sees (the quickstart's 32 px: a CPU can afford it)
+WORKERS = 2  # DataLoader worker processes, DALI and FFCV threads
+PRESET = "no_color"
+SOURCES = ("cs", "cs-paper", "imagefolder", "dali", "ffcv")
+BATCHES = (32, 64, 128, 256)  # the paper's Figure 5
+# The `ci` subset: both benchmarks at one batch size, so the compiled generator is traced once (cold, each
+# compile of the shapes world takes ~40 s on 2 cores) and the training step stays about a second.
+CI_BATCH = 32
+# Data path: rounds of at least 512 images, median of DATA_ROUNDS, after WARMUP_BATCHES untimed batches.
+DATA_ROUNDS, WARMUP_BATCHES, IMAGES_PER_ROUND = 5, 3, 512
+# Epoch time: one step per round (a DataLoader refills its queue during the step, so single steps are
+# steady state), median of EPOCH_ROUNDS, after WARMUP_STEPS untimed (compile, worker start-up).
+EPOCH_ROUNDS, WARMUP_STEPS = 4, 2
+# The paper's epoch: ImageNet-100's size, the default of mlvgm.train's --epoch_images.
+EPOCH_IMAGES = TrainConfig.epoch_images
+# SimCLR, small-stem ResNet-18, Adam (the paper's Figure-5 optimiser), the shapes world with ML random
+# views on z2-z5 (sigma 1, t 2: mlvgm.train's defaults) compiled, T_x no_color.
+CONFIG = TrainConfig(method="simclr", optimizer="adam", augment=PRESET, compile_generator=True, seed=SEED)
+
+
+def _threads() -> int:
+    """$OMP_NUM_THREADS when set (a shared machine), else every core this process may use."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _batches() -> list:
+    """The paper's batch sizes, the CI one marked `ci`."""
+    return [pytest.param(b, marks=pytest.mark.ci) if b == CI_BATCH else b for b in BATCHES]
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class Data(NamedTuple):
+    folder: Path  # ImageFolder of the exported JPEGs
+    beton: Path | None  # the same images in an FFCV .beton (None without ffcv)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Data:
+    """N_IMAGES shapes-world JPEGs at RESOLUTION px, once per session, and their .beton."""
+    from mlvgm.data.export import export_dataset
+    from mlvgm.generators import load_generator
+
+    torch.set_num_threads(_threads())
+    root = tmp_path_factory.mktemp("sources") / "shapes"
+    g = load_generator(f"shapes:resolution={RESOLUTION}")
+    export_dataset(g, root, N_IMAGES, seed=SEED, val_fraction=0.0, spec=f"shapes:resolution={RESOLUTION}")
+    folder = root / "train"
+    beton = None
+    if importlib.util.find_spec("ffcv") is not None:
+        from mlvgm.data.ffcv import write_beton
+
+        beton = write_beton(folder, root.parent / "shapes.beton", workers=WORKERS)
+    return Data(folder, beton)
+
+
+class PaperContinuousSampling:
+    """The paper's Continuous-Sampling path (mi_ml_gen), the baseline our `ContinuousSampling` is measured against.
+
+    Per step, as its code did: anchors z ~ N^t(0, 1, t) from scipy.stats.truncnorm on the CPU (one NumPy
+    generator, not keyed by the step), positives by scipy truncated-normal noise added per latent chunk
+    (`bench.kernels.baselines.paper_perturb`), both copied to the device; the generator moved to the
+    device, rendered eagerly (no compile), and moved back to the CPU. Anchors and positives are rendered
+    in one forward and T_x is ours, as in `ContinuousSampling`, so the two differ only in the three
+    things the paper's path did differently. Same interface: steps_per_epoch, iterate(start_step).
+    """
+
+    def __init__(self, generator, views, augment: PixelAugment, batch_size: int, *, config: TrainConfig) -> None:
+        import numpy as np
+
+        self.generator = generator.eval().requires_grad_(False).to("cpu")  # the paper kept it on the CPU
+        self.level_dims = tuple(generator.level_dims)
+        self.sigma = tuple(views.params.sigma)  # 0 on the levels T_z leaves alone
+        self.truncation, self.view_t = config.truncation, config.view_t
+        self.augment, self.batch_size = augment, batch_size
+        self.steps_per_epoch = steps_for(config.epoch_images, batch_size)
+        self.rng = np.random.default_rng(config.seed)
+        self.pixels = Stream(config.seed, 0, "augment")
+
+    @torch.no_grad()
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import numpy as np
+        from scipy.stats import truncnorm
+
+        from bench.kernels.baselines import paper_perturb
+
+        t = self.truncation
+        z = truncnorm.rvs(-t, t, size=(self.batch_size, sum(self.level_dims)), random_state=self.rng)
+        anchors = torch.from_numpy(z.astype(np.float32)).to(DEVICE)
+        positives, _ = paper_perturb(anchors, self.level_dims, self.sigma, self.view_t, self.rng)
+        self.generator.to(DEVICE)
+        both = torch.split(torch.cat([anchors, positives]), list(self.level_dims), dim=1)
+        images = self.generator(list(both))
+        self.generator.to("cpu")
+        anchor, positive = images.chunk(2)
+        draws = self.pixels.at(step)
+        return self.augment(anchor, draws), self.augment(positive, draws)
+
+    def iterate(self, start_step: int = 0):
+        for step in itertools.count(start_step):
+            yield self.batch(step)
+
+
+def make_source(name: str, data: Data, batch: int, crop: int):
+    """Source `name` delivering (view_a, view_b) of side `crop` from RESOLUTION-px images; skips when missing."""
+    config = dataclasses.replace(CONFIG, batch_size=batch, crop=crop)
+    augment = PixelAugment(PRESET, crop).to(DEVICE)
+    common = {"seed": SEED, "resolution": RESOLUTION, "workers": WORKERS, "device": DEVICE}
+    if name == "cs":
+        source = build_source(config, rank=0, world=1, device=DEVICE)  # exactly what mlvgm.train runs
+        assert source.generator.resolution == RESOLUTION, "the trainer's default generator changed resolution"
+        return source
+    if name == "cs-paper":
+        pytest.importorskip("scipy", reason="the paper's path draws latents with scipy (pip install scipy)")
+        from mlvgm.generators import load_generator
+
+        g = load_generator(f"shapes:resolution={RESOLUTION}")
+        return PaperContinuousSampling(g, build_views(config, g), augment, batch, config=config)
+    if name == "imagefolder":
+        return ImageFolderSource(data.folder, augment, batch, **common)
+    if name == "dali":
+        pytest.importorskip("nvidia.dali", reason="DALI is not installed (pip install mlvgm[loaders])")
+        from mlvgm.data.dali import DALISource
+
+        return DALISource(data.folder, augment, batch, **common)
+    if name == "ffcv":
+        pytest.importorskip("ffcv", reason="FFCV is not installed (pip install mlvgm[loaders])")
+        from mlvgm.data.ffcv import FFCVSource
+
+        return FFCVSource(data.beton, augment, batch, mode="ffcv", **common)
+    raise ValueError(f"unknown source {name!r}")
+
+
+def _record(benchmark, **info) -> None:
+    benchmark.extra_info.update(
+        resolution=RESOLUTION, preset=PRESET, threads=torch.get_num_threads(), workers=WORKERS,
+        device=DEVICE.type, device_name=torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu",
+        **info,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("batch", _batches())
+@pytest.mark.parametrize("source", SOURCES)
+def test_data_path(benchmark, data, source: str, batch: int):
+    """Images/s delivered as two augmented views: N consecutive batches of one warm iterator per round."""
+    benchmark.group = f"sources-batch{batch}"
+    torch.set_num_threads(_threads())
+    per_round = max(2, IMAGES_PER_ROUND // batch)
+    batches = make_source(source, data, batch, VIEW_CROP).iterate(0)
+
+    def take() -> None:
+        for _ in range(per_round):
+            next(batches)
+        _sync()
+
+    try:
+        for _ in range(WARMUP_BATCHES):  # worker start-up, torch.compile, numba: not the steady state
+            next(batches)
+        _sync()
+        benchmark.pedantic(take, rounds=DATA_ROUNDS, iterations=1)
+    finally:
+        batches.close()  # stops DataLoader workers and loader threads now, not at garbage collection
+    _record(
+        benchmark, source=source, batch=batch, crop=VIEW_CROP, batches_per_round=per_round,
+        images_per_s=per_round * batch / benchmark.stats.stats.median,
+    )  # fmt: skip
+
+
+def _trainer(batch: int):
+    """The SimCLR model and optimiser mlvgm.train builds for this batch, on DEVICE, fresh and seeded."""
+    config = dataclasses.replace(CONFIG, batch_size=batch, crop=TRAIN_CROP)
+    torch.manual_seed(SEED)
+    method = build_method(config).to(DEVICE)
+    if DEVICE.type == "cuda":
+        method = method.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(config, method.param_groups(peak_lr(config)))
+    return method.train(), optimizer, use_amp(config, DEVICE)
+
+
+def _train_step(method, optimizer, view_a, view_b, *, amp: bool) -> None:
+    """The body of mlvgm.train's loop for one batch (without its lr schedule, logging and checkpoints; SimCLR's
+    after_step does nothing)."""
+    # mlvgm.train's CUDA format; on the CPU one format for every source, because FFCV yields channels-last
+    # views and oneDNN runs the network faster on them: a property of the step, not of loading.
+    memory_format = torch.channels_last if DEVICE.type == "cuda" else torch.contiguous_format
+    view_a, view_b = (v.contiguous(memory_format=memory_format) for v in (view_a, view_b))
+    # Gradients on explicitly: ImageFolderSource yields inside `with torch.no_grad()`, which leaves grad mode
+    # off in the caller while its generator is suspended (`mlvgm.train --source imagefolder` stops at its
+    # first backward on it).
+    with torch.enable_grad(), torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=amp):
+        loss, _ = method(view_a, view_b)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+@pytest.mark.parametrize("batch", _batches())
+@pytest.mark.parametrize("source", ("resident", *SOURCES))
+def test_epoch_time(benchmark, data, source: str, batch: int):
+    """Time, energy and CO2 per training step fed by `source`; `resident` is the limit (no loading at all)."""
+    benchmark.group = f"epoch-time-batch{batch}"
+    torch.set_num_threads(_threads())
+    if source == "resident":  # one real batch, decoded in this process, kept on the device
+        folder = ImageFolderSource(
+            data.folder, PixelAugment(PRESET, TRAIN_CROP).to(DEVICE), batch, seed=SEED, resolution=RESOLUTION,
+            workers=0, device=DEVICE,
+        )  # fmt: skip
+        batches = itertools.repeat(next(folder.iterate(0)))
+    else:
+        batches = make_source(source, data, batch, TRAIN_CROP).iterate(0)
+    method, optimizer, amp = _trainer(batch)
+
+    def step() -> None:
+        view_a, view_b = next(batches)
+        _train_step(method, optimizer, view_a, view_b, amp=amp)
+        _sync()
+
+    try:
+        for _ in range(WARMUP_STEPS):
+            step()
+        with EnergyMeter() as meter:
+            benchmark.pedantic(step, rounds=EPOCH_ROUNDS, iterations=1)
+    finally:
+        if hasattr(batches, "close"):
+            batches.close()
+    per_step = benchmark.stats.stats.median
+    steps_per_epoch = steps_for(EPOCH_IMAGES, batch)
+    energy = dict(meter.record)
+    per_epoch = steps_per_epoch / EPOCH_ROUNDS  # the meter covered EPOCH_ROUNDS steps
+    _record(
+        benchmark, source=source, batch=batch, crop=TRAIN_CROP, amp=amp, steps_timed=EPOCH_ROUNDS,
+        time_per_step_s=per_step, epoch_images=EPOCH_IMAGES, steps_per_epoch=steps_per_epoch,
+        epoch_time_s=per_step * steps_per_epoch,
+        energy_kwh_per_epoch=None if energy["energy_kwh"] is None else energy["energy_kwh"] * per_epoch,
+        co2_kg_per_epoch=None if energy["emissions_kg"] is None else energy["emissions_kg"] * per_epoch,
+        energy=energy,
+    )  # fmt: skip

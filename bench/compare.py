@@ -1,0 +1,382 @@
+"""Regression check on the ratios a benchmark run measured against its own baselines.
+
+    python -m bench.compare BENCH.json --baseline results/bench/baseline.json [--tolerance 0.30]
+    python -m bench.compare BENCH.json --baseline results/bench/baseline.json --write-baseline
+
+Absolute times move with the machine and whatever else runs on it; a ratio of two members of one
+group, measured in the same run on the same machine, moves much less (DESIGN.md, section 5). So the
+gate reads only such ratios from a pytest-benchmark JSON:
+
+- `sources-batch{B}`       CS images/s / each loader's images/s                       higher is better
+- `epoch-time-batch{B}`    each source's time per step / the resident limit's          lower is better
+- `shapes-render-64px`     eager time / compiled time                                  higher is better
+- `anchor-latents`         Philox stream time / torch generator time (its cost)        lower is better
+- `*-forward-batch*`       best eager variant's time / compiled time (bench_generators) higher is better
+- `infonce-*`, `perturb-*` the paper's code time / each implementation's time            higher is better
+                           (the torch reference's time where the paper's code was skipped; not the
+                           compiled InfoNCE's backward row, which is only a final scaling)
+- `quantify-*`             sequential time / joint time                                higher is better
+
+It prints every tracked figure with its baseline, its value now and the change, beside the absolute
+figures behind it (shown, never gated), and exits 1 when a ratio is worse than its baseline by more
+than the tolerance (a drop of more than that fraction for higher-is-better ratios, a rise for
+lower-is-better ones), 0 otherwise. A figure the baseline has and this run lacks (DALI not installed,
+a GPU-only member) is listed as missing, not failed; a new one is listed as new. `--write-baseline`
+stores this run's figures, machine and git SHA as the new baseline (atomically), and exits 0.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlvgm.errors import InputError
+from mlvgm.io import atomic_write_json, check_output_file
+
+SCHEMA = 1
+DEFAULT_TOLERANCE = 0.30
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One tracked ratio: its value, which way is better, and the absolute figures it came from."""
+
+    value: float
+    higher_is_better: bool
+    detail: str  # the absolute medians (or rates) behind the ratio, for people: never gated
+
+
+def _median(b: dict) -> float:
+    return float(b["stats"]["median"])
+
+
+def _ms(b: dict) -> str:
+    return f"{_median(b) * 1e3:.4g} ms"
+
+
+def _member(b: dict, *keys: str) -> str:
+    """The name of a benchmark within its group: the first of `keys` in extra_info or params, else its name."""
+    for key in keys:
+        for where in (b.get("extra_info") or {}, b.get("params") or {}):
+            if key in where:
+                return str(where[key])
+    return str(b["name"])
+
+
+def _ratio_figures(
+    group: str, members: dict[str, dict], reference: str, *, reference_over_member: bool, higher: bool, label: str
+) -> dict[str, Figure]:
+    """reference / member (or member / reference) for every other member: name 'group/<member>_<label>'."""
+    out = {}
+    ref = members[reference]
+    for name, b in sorted(members.items()):
+        if name == reference:
+            continue
+        value = _median(ref) / _median(b) if reference_over_member else _median(b) / _median(ref)
+        out[f"{group}/{name}_{label}"] = Figure(value, higher, f"{reference} {_ms(ref)}, {name} {_ms(b)}")
+    return out
+
+
+def _sources(group: str, members: dict[str, dict]) -> dict[str, Figure]:
+    if "cs" not in members:
+        return {}
+    cs = members["cs"]
+    out = {}
+    for name, b in sorted(members.items()):
+        if name == "cs":
+            continue
+        # images/s = images per round / median; equal rounds per group, so medians give the same ratio
+        value = _rate(cs) / _rate(b)
+        out[f"{group}/cs_vs_{name}"] = Figure(value, True, f"cs {_rate(cs):,.0f} img/s, {name} {_rate(b):,.0f} img/s")
+    return out
+
+
+def _rate(b: dict) -> float:
+    info = b.get("extra_info") or {}
+    return float(info["images_per_s"]) if "images_per_s" in info else 1.0 / _median(b)
+
+
+def _epoch_time(group: str, members: dict[str, dict]) -> dict[str, Figure]:
+    if "resident" not in members:
+        return {}
+    return _ratio_figures(
+        group, members, "resident", reference_over_member=False, higher=False, label="vs_resident"
+    )  # fmt: skip
+
+
+def _shapes_render(group: str, members: dict[str, dict]) -> dict[str, Figure]:
+    eager, compiled = members.get("test_render_eager"), members.get("test_render_compiled")
+    if eager is None or compiled is None:
+        return {}
+    detail = f"eager {_ms(eager)}, compiled {_ms(compiled)}"
+    return {f"{group}/compiled_speedup": Figure(_median(eager) / _median(compiled), True, detail)}
+
+
+def _anchor_latents(group: str, members: dict[str, dict]) -> dict[str, Figure]:
+    torch_gen, philox = members.get("test_latents_torch_generator"), members.get("test_latents_philox_stream")
+    if torch_gen is None or philox is None:
+        return {}
+    detail = f"torch generator {_ms(torch_gen)}, Philox stream {_ms(philox)}"
+    return {f"{group}/philox_cost": Figure(_median(philox) / _median(torch_gen), False, detail)}
+
+
+def _generator_forward(group: str, members: dict[str, dict]) -> dict[str, Figure]:
+    eager = {k: b for k, b in members.items() if k.startswith("eager")}
+    if "compiled" not in members or not eager:
+        return {}
+    best_name, best = min(eager.items(), key=lambda kv: _median(kv[1]))
+    compiled = members["compiled"]
+    detail = f"best eager ({best_name}) {_ms(best)}, compiled {_ms(compiled)}"
+    return {f"{group}/compiled_vs_best_eager": Figure(_median(best) / _median(compiled), True, detail)}
+
+
+def _kernels(group: str, members: dict[str, dict]) -> dict[str, Figure]:
+    members = {k: b for k, b in members.items() if k != "copy"}  # the copy is a bandwidth ceiling, not an impl
+    if group.startswith("infonce-backward-"):
+        # The compiled InfoNCE accumulates its gradient in the forward pass: its backward row is only the final
+        # scaling (bench/kernels/report.py), a ratio of ~1 ms that means nothing; fwd+bwd is its figure.
+        members.pop("compiled", None)
+    reference = "paper" if "paper" in members else "torch" if "torch" in members else None
+    if reference is None:
+        return {}
+    return _ratio_figures(
+        group, members, reference, reference_over_member=True, higher=True, label=f"vs_{reference}"
+    )  # fmt: skip
+
+
+def _quantify(group: str, members: dict[str, dict]) -> dict[str, Figure]:
+    joint, sequential = members.get("True"), members.get("False")
+    if joint is None or sequential is None:
+        return {}
+    detail = f"sequential {_ms(sequential)}, joint {_ms(joint)}"
+    return {f"{group}/joint_speedup": Figure(_median(sequential) / _median(joint), True, detail)}
+
+
+# group pattern -> (keys naming a member, extractor); the first pattern that matches a group is used
+RULES: list[tuple[re.Pattern, tuple[str, ...], Callable[[str, dict[str, dict]], dict[str, Figure]]]] = [
+    (re.compile(r"sources-batch\d+"), ("source",), _sources),
+    (re.compile(r"epoch-time-batch\d+"), ("source",), _epoch_time),
+    (re.compile(r"shapes-render-\w+"), (), _shapes_render),
+    (re.compile(r"anchor-latents"), (), _anchor_latents),
+    (re.compile(r".+-forward-batch\d+-\w+"), ("variant",), _generator_forward),
+    (re.compile(r"infonce-(forward|backward|fwd\+bwd)-N\d+"), ("impl",), _kernels),
+    (re.compile(r"perturb-.+"), ("impl",), _kernels),
+    (re.compile(r"quantify-.+"), ("joint",), _quantify),
+]
+
+
+def extract(data: dict) -> tuple[dict[str, Figure], list[str]]:
+    """(tracked figures by name, groups no rule tracks) of a pytest-benchmark JSON."""
+    groups: dict[str, list[dict]] = {}
+    for b in data.get("benchmarks", []):
+        groups.setdefault(b.get("group") or b["name"], []).append(b)
+    figures: dict[str, Figure] = {}
+    untracked = []
+    for group, benchmarks in sorted(groups.items()):
+        rule = next((r for r in RULES if r[0].fullmatch(group)), None)
+        if rule is None:
+            untracked.append(group)
+            continue
+        _, keys, extractor = rule
+        members = {_member(b, *keys): b for b in benchmarks}
+        figures.update(extractor(group, members))
+    return figures, untracked
+
+
+def machine_summary(data: dict) -> str:
+    """'AMD EPYC, 2 logical CPUs (node vm)' from a pytest-benchmark JSON's machine_info."""
+    machine = data.get("machine_info") or {}
+    cpu = machine.get("cpu") or {}
+    return (
+        f"{cpu.get('brand_raw') or machine.get('processor') or '?'}, {cpu.get('count', '?')} logical CPUs "
+        f"(node {machine.get('node', '?')})"
+    )
+
+
+def commit_summary(data: dict) -> str:
+    """'git 1a2b3c4d5e (dirty)' from a pytest-benchmark JSON's commit_info."""
+    commit = data.get("commit_info") or {}
+    return f"git {str(commit.get('id', '?'))[:10]}{' (dirty)' if commit.get('dirty') else ''}"
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    higher_is_better: bool
+    baseline: float | None
+    now: float | None
+    status: str  # ok, REGRESSED, missing, new
+    detail: str
+
+    @property
+    def change(self) -> float | None:
+        if self.baseline is None or self.now is None or self.baseline == 0:
+            return None
+        return self.now / self.baseline - 1.0
+
+
+def is_regression(baseline: float, now: float, *, higher_is_better: bool, tolerance: float) -> bool:
+    """Worse than the baseline by more than `tolerance` (a fraction of it), in the figure's bad direction.
+
+    Exactly at the tolerance is not a regression.
+    """
+    if not math.isfinite(now):
+        return True
+    if higher_is_better:
+        return now < baseline * (1.0 - tolerance)
+    return now > baseline * (1.0 + tolerance)
+
+
+def compare(now: dict[str, Figure], baseline: dict[str, dict], tolerance: float) -> list[Row]:
+    """One row per figure of either side, in name order; `baseline` is the JSON form (name -> dict)."""
+    rows = []
+    for name in sorted(set(now) | set(baseline)):
+        figure, base = now.get(name), baseline.get(name)
+        if figure is None:
+            rows.append(Row(name, bool(base["higher_is_better"]), float(base["value"]), None, "missing", "-"))
+            continue
+        if base is None:
+            rows.append(Row(name, figure.higher_is_better, None, figure.value, "new", figure.detail))
+            continue
+        regressed = is_regression(
+            float(base["value"]), figure.value, higher_is_better=figure.higher_is_better, tolerance=tolerance
+        )
+        status = "REGRESSED" if regressed else "ok"
+        rows.append(Row(name, figure.higher_is_better, float(base["value"]), figure.value, status, figure.detail))
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    """The rows as a fixed-width text table."""
+
+    def number(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    header = ("figure", "better", "baseline", "now", "change", "status", "absolute now (not gated)")
+    body = [
+        (r.name, "higher" if r.higher_is_better else "lower", number(r.baseline), number(r.now),
+         "-" if r.change is None else f"{100 * r.change:+.1f}%", r.status, r.detail)
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header) - 1)]
+    lines = []
+    for line in [header, *body]:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(line[:-1], widths, strict=True)) + "  " + line[-1])
+    return "\n".join(lines)
+
+
+def baseline_record(data: dict, figures: dict[str, Figure], source: str) -> dict:
+    """The JSON a baseline file holds: every figure, the machine and the git SHA it was measured at."""
+    machine = data.get("machine_info") or {}
+    return {
+        "schema": SCHEMA,
+        "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "from": source,
+        "run_datetime": data.get("datetime"),
+        "machine": {
+            "summary": machine_summary(data),
+            "node": machine.get("node"),
+            "cpu": (machine.get("cpu") or {}).get("brand_raw"),
+            "cpu_count": (machine.get("cpu") or {}).get("count"),
+            "system": machine.get("system"),
+            "release": machine.get("release"),
+            "python": machine.get("python_version"),
+        },
+        "commit": {k: (data.get("commit_info") or {}).get(k) for k in ("id", "dirty", "branch")},
+        "figures": {
+            name: {"value": f.value, "higher_is_better": f.higher_is_better, "detail": f.detail}
+            for name, f in sorted(figures.items())
+        },
+    }
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{what} {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{what} {path} is not JSON ({exc})") from None
+
+
+def _tolerance(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.30, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"the tolerance is a fraction in [0, 1), got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the comparison; return 1 on a regression, 0 otherwise (InputError for bad input)."""
+    from mlvgm.cli import ArgumentParser
+
+    parser = ArgumentParser(
+        prog="python -m bench.compare",
+        description="Compare the same-run ratios of a pytest-benchmark JSON with a baseline; exit 1 on a regression.",
+    )
+    parser.add_argument("bench_json", help="pytest-benchmark JSON (--benchmark-json)")
+    parser.add_argument("--baseline", required=True, help="baseline JSON (written by --write-baseline)")
+    parser.add_argument("--tolerance", type=_tolerance, default=DEFAULT_TOLERANCE,
+                        help="fraction a ratio may worsen before it fails")  # fmt: skip
+    parser.add_argument("--write-baseline", action="store_true", help="store this run as the baseline, exit 0")
+    args = parser.parse_args(argv)
+
+    data = read_json(Path(args.bench_json), "benchmark JSON")
+    if not isinstance(data, dict) or "benchmarks" not in data:
+        raise InputError(f"{args.bench_json} is not a pytest-benchmark JSON (no 'benchmarks'): use --benchmark-json")
+    figures, untracked = extract(data)
+    baseline_path = Path(args.baseline)
+    old = None
+    if not baseline_path.exists() and not args.write_baseline:
+        raise InputError(f"baseline {baseline_path} does not exist: write one from a trusted run with --write-baseline")
+    if baseline_path.exists():
+        old = read_json(baseline_path, "baseline")
+        if not isinstance(old, dict) or old.get("schema") != SCHEMA or "figures" not in old:
+            raise InputError(f"{baseline_path} is not a baseline of schema {SCHEMA}: rewrite it with --write-baseline")
+
+    print(f"now:      {machine_summary(data)}, {commit_summary(data)}, run {data.get('datetime', '?')[:19]}")
+    if old is not None:
+        base_commit = str((old.get("commit") or {}).get("id") or "?")[:10]
+        base_run = str(old.get("run_datetime"))[:19]
+        print(f"baseline: {old['machine'].get('summary', '?')}, git {base_commit}, run {base_run}")
+        if old["machine"].get("summary") != machine_summary(data):
+            print("note: the baseline comes from another machine; ratios travel better than times, but not perfectly")
+    rows = compare(figures, old["figures"] if old is not None else {}, args.tolerance)
+    print(table(rows))
+    if untracked:
+        print(f"groups without a tracked ratio: {', '.join(untracked)}")
+    regressed = [r for r in rows if r.status == "REGRESSED"]
+    missing = [r for r in rows if r.status == "missing"]
+    print(f"{len(rows) - len(missing)} figures, {len(missing)} missing, {len(regressed)} regressed "
+          f"(tolerance {args.tolerance:.0%})")  # fmt: skip
+
+    if args.write_baseline:
+        check_output_file(baseline_path, flag="--baseline", suffixes=(".json",))
+        atomic_write_json(baseline_path, baseline_record(data, figures, str(args.bench_json)))
+        print(f"wrote the baseline {baseline_path} ({len(figures)} figures)")
+        return 0
+    return 1 if regressed else 0
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """main() with the repository's one-line errors: 2 for bad input, else main's exit status."""
+    from mlvgm.cli import run
+
+    codes: list[int] = []
+    error = run(lambda args: codes.append(main(args)), "python -m bench.compare", argv)
+    return error or codes[0]
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
