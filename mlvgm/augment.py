@@ -60,25 +60,28 @@ def _ops(preset: str, size: int) -> list[nn.Module]:
     }[preset]
 
 
-def crop_boxes(n: int, source: Draws | None = None, *, device=None) -> Tensor:
-    """(n, 4) random resized crop boxes (x0, y0, w, h) as fractions of a square image's side.
+def crop_params(n: int, source: Draws | None = None, *, device=None) -> tuple[Tensor, Tensor]:
+    """(n, 4) random resized crop boxes (x0, y0, w, h) as fractions of a square image's side, and (n,)
+    horizontal flips, all from one draw of (n, 2 CROP_TRIES + 3) uniforms (one Philox call: at a batch
+    of 32 a call's small ops cost more than the crop itself).
 
     torchvision's rule, vectorised: for each image, up to CROP_TRIES (area, ratio) draws with area ~
     U(CROP_SCALE) and log ratio ~ U(log CROP_RATIO); the first that fits (w, h <= 1) is taken, else the
-    whole image; then the corner uniformly where the box fits.
+    whole image; then the corner uniformly where the box fits; a flip with probability 1/2.
     """
-    u = uniform((n, CROP_TRIES, 2), generator=source, device=device)
-    area = CROP_SCALE[0] + (CROP_SCALE[1] - CROP_SCALE[0]) * u[..., 0]
+    u = uniform((n, 2 * CROP_TRIES + 3), generator=source, device=device)
+    tries = u[:, : 2 * CROP_TRIES].view(n, CROP_TRIES, 2)
+    area = CROP_SCALE[0] + (CROP_SCALE[1] - CROP_SCALE[0]) * tries[..., 0]
     low, high = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
-    ratio = torch.exp(low + (high - low) * u[..., 1])
+    ratio = torch.exp(low + (high - low) * tries[..., 1])
     w, h = torch.sqrt(area * ratio), torch.sqrt(area / ratio)  # (n, tries)
     fits = (w <= 1) & (h <= 1)
     first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # the first try that fits (0 if none does)
     found = fits.any(dim=1)
     w = torch.where(found, w.gather(1, first).squeeze(1), 1.0)
     h = torch.where(found, h.gather(1, first).squeeze(1), 1.0)
-    corner = uniform((n, 2), generator=source, device=device)
-    return torch.stack([corner[:, 0] * (1 - w), corner[:, 1] * (1 - h), w, h], dim=1)
+    corner, flip = u[:, 2 * CROP_TRIES : 2 * CROP_TRIES + 2], u[:, -1] < 0.5
+    return torch.stack([corner[:, 0] * (1 - w), corner[:, 1] * (1 - h), w, h], dim=1), flip
 
 
 def crop_flip(images: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tensor:
@@ -136,22 +139,21 @@ class PixelAugment(nn.Module):
         """Augment a batch; `source` (one Draws per step) makes the parameters reproducible."""
         if images.shape[-1] < self.size or images.shape[-2] < self.size:
             raise InputError(f"images of {tuple(images.shape[-2:])} px are smaller than the crop {self.size}")
-        seed = source.uint32(2, "cpu").tolist() if source is not None else None  # a 64-bit torch seed
         if self.fused:
-            n = images.shape[0]
-            boxes = crop_boxes(n, source, device=images.device)
-            flip = uniform(n, generator=source, device=images.device) < 0.5
+            boxes, flip = crop_params(images.shape[0], source, device=images.device)
             out = crop_flip(images, boxes, flip, self.size)
-            out = self._kornia(self.rest, out, seed) if self.rest is not None else out
+            out = self._kornia(self.rest, out, source) if self.rest is not None else out
         else:
-            out = self._kornia(self.ops, images, seed)
+            out = self._kornia(self.ops, images, source)
         return self.normalize(out) if self.normalize is not None else out
 
     @staticmethod
-    def _kornia(ops: nn.Module, images: Tensor, seed: list[int] | None) -> Tensor:
-        if seed is None:
+    def _kornia(ops: nn.Module, images: Tensor, source: Draws | None) -> Tensor:
+        """kornia's ops, their randomness from a 64-bit torch seed drawn from `source` in a forked RNG."""
+        if source is None:
             return ops(images)
+        low, high = source.uint32(2, "cpu").tolist()
         devices = [images.device] if images.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed[0] | (seed[1] << 32))
+            torch.manual_seed(low | (high << 32))
             return ops(images)

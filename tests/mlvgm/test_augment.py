@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mlvgm.augment import CROP_RATIO, CROP_SCALE, CROP_TRIES, PixelAugment, crop_boxes, crop_flip
+from mlvgm.augment import CROP_RATIO, CROP_SCALE, CROP_TRIES, PixelAugment, crop_flip, crop_params
 from mlvgm.errors import InputError
 from mlvgm.latents import uniform
 from mlvgm.streams import Stream
@@ -21,14 +21,13 @@ def draws(step=0):
 def test_crop_boxes_follow_torchvisions_rule_literally():
     """The same uniforms (a fresh Draws at the same step replays them), the rule as a plain loop."""
     n = 64
-    boxes = crop_boxes(n, draws())
-    replay = draws()
-    u = uniform((n, CROP_TRIES, 2), generator=replay).double().tolist()
-    corner = uniform((n, 2), generator=replay).double().tolist()
+    boxes, flip = crop_params(n, draws())
+    u = uniform((n, 2 * CROP_TRIES + 3), generator=draws()).double().tolist()
     fell_back = 0
     for i in range(n):
         w = h = 1.0
-        for area_u, ratio_u in u[i]:
+        for t in range(CROP_TRIES):
+            area_u, ratio_u = u[i][2 * t], u[i][2 * t + 1]
             area = CROP_SCALE[0] + (CROP_SCALE[1] - CROP_SCALE[0]) * area_u
             ratio = math.exp(math.log(CROP_RATIO[0]) + (math.log(CROP_RATIO[1]) - math.log(CROP_RATIO[0])) * ratio_u)
             tw, th = math.sqrt(area * ratio), math.sqrt(area / ratio)
@@ -37,8 +36,9 @@ def test_crop_boxes_follow_torchvisions_rule_literally():
                 break
         else:
             fell_back += 1
-        expected = [corner[i][0] * (1 - w), corner[i][1] * (1 - h), w, h]
-        assert boxes[i].tolist() == pytest.approx(expected, abs=1e-6)
+        corner = u[i][2 * CROP_TRIES : 2 * CROP_TRIES + 2]
+        assert boxes[i].tolist() == pytest.approx([corner[0] * (1 - w), corner[1] * (1 - h), w, h], abs=1e-6)
+        assert bool(flip[i]) == (u[i][-1] < 0.5)
     assert fell_back < n  # the draws exercise the accepted branch
 
 
@@ -46,7 +46,7 @@ def test_crop_boxes_fall_back_to_the_whole_image_when_nothing_fits(monkeypatch):
     import mlvgm.augment as augment
 
     monkeypatch.setattr(augment, "CROP_SCALE", (1.0, 1.0))  # area 1 fits only at ratio exactly 1
-    boxes = augment.crop_boxes(16, draws())
+    boxes, _ = augment.crop_params(16, draws())
     whole = (boxes[:, 2] == 1) & (boxes[:, 3] == 1) & (boxes[:, 0] == 0) & (boxes[:, 1] == 0)
     assert bool(whole.all())
 
