@@ -102,3 +102,11 @@ def test_none_preset_is_a_centre_crop_normalised_literally():
     for c in range(3):
         expected = (x[:, c, 2:34, 2:34] - IMAGENET_MEAN[c]) / IMAGENET_STD[c]
         torch.testing.assert_close(out[:, c], expected, rtol=0, atol=1e-5)
+
+
+def test_compiled_fused_view_equals_eager():
+    batch = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    for preset in ("no_color", "simclr"):
+        eager = PixelAugment(preset, 24)(batch, draws(7))
+        compiled = PixelAugment(preset, 24, compile=True)(batch, draws(7))
+        torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-4)
