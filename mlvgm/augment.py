@@ -143,7 +143,9 @@ class PixelAugment(nn.Module):
         rest = [op for op in self.ops.children() if not isinstance(op, geometric)]
         self.rest = K.AugmentationSequential(*rest) if self.fused and rest else None  # colour ops after the crop
         self.normalize = _Normalize() if normalize else None
-        self._view = torch.compile(_crop_flip_normalize, fullgraph=True) if compile else _crop_flip_normalize
+        self._view = (
+            torch.compile(_crop_flip_normalize, fullgraph=True, dynamic=False) if compile else _crop_flip_normalize
+        )
 
     def forward(self, images: Tensor, source: Draws | None = None) -> Tensor:
         """Augment a batch; `source` (one Draws per step) makes the parameters reproducible."""
