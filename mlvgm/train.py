@@ -287,7 +287,7 @@ def build_source(config: TrainConfig, *, rank: int, world: int, device: torch.de
     from mlvgm.generators import load_generator
 
     g = load_generator(generator_spec(config), device=device)
-    augment = PixelAugment(config.augment, config.crop or g.resolution, compile=config.compile_generator).to(device)
+    augment = PixelAugment(config.augment, config.crop or g.resolution).to(device)
     return ContinuousSampling(
         g, build_views(config, g), augment, local_batch, seed=config.seed, rank=rank,
         steps_per_epoch=steps_for(config.epoch_images, config.batch_size), truncation=config.truncation,
