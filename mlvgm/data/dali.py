@@ -82,7 +82,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from mlvgm.augment import IMAGENET_MEAN, IMAGENET_STD, PRESETS, PixelAugment
+from mlvgm.augment import CROP_RATIO, CROP_SCALE, IMAGENET_MEAN, IMAGENET_STD, PRESETS, PixelAugment
 from mlvgm.data.sources import EpochSampler
 from mlvgm.errors import InputError, check_positive_int
 from mlvgm.streams import Stream
@@ -244,7 +244,9 @@ class DALISource:
     def _view(self, fn, types, images):
         """One T_x branch: (side, side, 3) uint8 -> (3, S, S) float, with its own random draws per sample."""
         if self.preset in _RANDOM_CROP:
-            images = fn.random_resized_crop(images, size=(self.size, self.size), random_area=(0.2, 1.0))
+            images = fn.random_resized_crop(
+                images, size=(self.size, self.size), random_area=CROP_SCALE, random_aspect_ratio=CROP_RATIO
+            )
         if self.preset in _COLOUR:
             apply = fn.random.coin_flip(probability=_P_JITTER)  # int32 0 or 1: factors stay at identity when 0
             keep = 1 - fn.random.coin_flip(probability=_P_GRAY)  # 0: saturation 0, i.e. grayscale

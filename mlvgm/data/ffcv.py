@@ -89,7 +89,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mlvgm.augment import PixelAugment
+from mlvgm.augment import CROP_RATIO, CROP_SCALE, PixelAugment
 from mlvgm.data.sources import EpochSampler
 from mlvgm.errors import InputError, check_nonnegative_int, check_positive_int
 from mlvgm.io import atomic_path, check_output_file
@@ -466,8 +466,7 @@ def split_augment(augment: PixelAugment) -> _Split:
     crop, flip, rest = None, 0.0, []
     for op in augment.ops.children():
         if isinstance(op, K.RandomResizedCrop):
-            generator = op._param_generator  # kornia keeps the crop's ranges on its parameter generator
-            crop = (tuple(map(float, generator.scale)), tuple(map(float, generator.ratio)))
+            crop = (CROP_SCALE, CROP_RATIO)  # what every PixelAugment crop is built with
         elif isinstance(op, K.RandomHorizontalFlip):
             flip = float(op.p)
         elif not isinstance(op, K.CenterCrop):  # the centre crop is FFCV's decoder when there is no random one
