@@ -2,6 +2,7 @@
 
     pytest bench/bench_sources.py --benchmark-json out.json          # every batch size (32, 64, 128, 256)
     pytest bench/bench_sources.py -m ci --benchmark-json out.json    # the CI subset: batch 32 only
+    MLVGM_BENCH_BATCHES=256 MLVGM_BENCH_WORKERS=8 pytest bench/bench_sources.py ...  # one batch, 8 workers
     python -m bench.figure5 out.json --out results/bench/             # sources.csv, sources.md, figure5.png
     python -m bench.compare out.json --baseline results/bench/baseline.json
 
@@ -52,10 +53,14 @@ N_IMAGES = 2048  # images exported once per session; the real-data sources read 
 RESOLUTION = 64  # side of the images every source starts from
 VIEW_CROP = 56  # side of the views in the data-path benchmark
 TRAIN_CROP = 32  # side of the views the training step sees (the quickstart's 32 px: a CPU can afford it)
-WORKERS = 2  # DataLoader worker processes, DALI and FFCV threads
+# DataLoader worker processes, DALI and FFCV threads: $MLVGM_BENCH_WORKERS, else 2 (this 2-core machine's
+# cores; give a many-core GPU machine more).
+WORKERS = int(os.environ.get("MLVGM_BENCH_WORKERS", "2"))
 PRESET = "no_color"
 SOURCES = ("cs", "cs-paper", "imagefolder", "dali", "ffcv")
-BATCHES = (32, 64, 128, 256)  # the paper's Figure 5
+# The paper's Figure 5; $MLVGM_BENCH_BATCHES="32,256" runs some (one process per batch size, say, each
+# with its own JSON: python -m bench.figure5 reads several as one run).
+BATCHES = tuple(int(b) for b in os.environ.get("MLVGM_BENCH_BATCHES", "32,64,128,256").split(","))
 # The `ci` subset: both benchmarks at one batch size, so the compiled generator is traced once (cold, each
 # compile of the shapes world takes ~40 s on 2 cores) and the training step stays about a second.
 CI_BATCH = 32

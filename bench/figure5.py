@@ -251,6 +251,14 @@ def plot(table: list[dict], path: Path) -> bool:
     return True
 
 
+def merged(files: list, names: Sequence[str]) -> dict:
+    """One pytest-benchmark record from several: the first's machine, commit and date, every benchmark."""
+    for data, name in zip(files, names, strict=True):
+        if not isinstance(data, dict) or not isinstance(data.get("benchmarks", []), list):
+            raise InputError(f"{name} is not a pytest-benchmark JSON: give the file --benchmark-json wrote")
+    return {**files[0], "benchmarks": [b for data in files for b in data.get("benchmarks", [])]}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     from mlvgm.cli import ArgumentParser
 
@@ -258,14 +266,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         prog="python -m bench.figure5",
         description="Tables and the paper's Figure 5 from a pytest-benchmark JSON of bench/bench_sources.py.",
     )
-    parser.add_argument("bench_json", help="pytest-benchmark JSON of bench/bench_sources.py")
+    parser.add_argument(
+        "bench_json", nargs="+", help="pytest-benchmark JSON of bench/bench_sources.py; several (one run split by "
+        "MLVGM_BENCH_BATCHES, say) are read as one, with the first file's machine and commit"
+    )
     parser.add_argument("--out", default="results/bench", help="folder for sources.csv, sources.md, figure5.png")
     args = parser.parse_args(argv)
     out = check_output_dir(args.out)
-    data = read_json(Path(args.bench_json), "benchmark JSON")
-    table = rows(data) if isinstance(data, dict) else []
+    data = merged([read_json(Path(name), "benchmark JSON") for name in args.bench_json], args.bench_json)
+    table = rows(data)
     if not table:
-        raise InputError(f"{args.bench_json} has no benchmarks of bench/bench_sources.py: run it with --benchmark-json")
+        names = ", ".join(args.bench_json)
+        raise InputError(f"{names}: no benchmarks of bench/bench_sources.py in it: run it with --benchmark-json")
     atomic_write_text(out / "sources.csv", to_csv(table))
     text = markdown(table, data)
     atomic_write_text(out / "sources.md", text + "\n")

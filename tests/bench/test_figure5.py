@@ -113,3 +113,18 @@ def test_bad_input_is_one_line_with_status_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert words in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.json", "other.json"]  # nothing written
+
+
+def test_several_jsons_of_one_split_run_read_as_one(tmp_path, capsys):
+    first, second = tmp_path / "batch32.json", tmp_path / "batch64.json"
+    first.write_text(json.dumps(run(data_path("cs", 32, 4000.0), data_path("ffcv", 32, 2000.0))))
+    later = run(data_path("cs", 64, 3000.0), data_path("ffcv", 64, 6000.0))
+    second.write_text(json.dumps({**later, "commit_info": {"id": "f" * 40, "dirty": False}}))
+    assert cli_main([str(first), str(second), "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "sources.md").read_text()
+    assert "| FFCV | 2,000 (2.00x) | 6,000 (0.50x) |" in text  # both batch sizes, each ratio within its own file
+    with open(tmp_path / "sources.csv", newline="") as f:
+        assert {r["git_sha"] for r in csv.DictReader(f)} == {"c0ffee" * 6 + "abcd"}  # the first file's provenance
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert cli_main([str(first), str(tmp_path / "list.json"), "--out", str(tmp_path)]) == 2
+    assert "list.json is not a pytest-benchmark JSON" in capsys.readouterr().err
