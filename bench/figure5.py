@@ -267,8 +267,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Tables and the paper's Figure 5 from a pytest-benchmark JSON of bench/bench_sources.py.",
     )
     parser.add_argument(
-        "bench_json", nargs="+", help="pytest-benchmark JSON of bench/bench_sources.py; several (one run split by "
-        "MLVGM_BENCH_BATCHES, say) are read as one, with the first file's machine and commit"
+        "bench_json",
+        nargs="+",
+        help="pytest-benchmark JSON of bench/bench_sources.py; several (one run split by "
+        "MLVGM_BENCH_BATCHES, say) are read as one, with the first file's machine and commit",
     )
     parser.add_argument("--out", default="results/bench", help="folder for sources.csv, sources.md, figure5.png")
     args = parser.parse_args(argv)
