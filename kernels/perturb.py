@@ -275,19 +275,18 @@ if triton is not None:
     @triton.jit
     def _uniform_at(key, e, c1, step, rank):
         """v in (-1, 1) from word e of draw c1: word e % 4 of Philox block e // 4 (mlvgm.streams layout)."""
-        # Counters arrive as int32, or int64 from 2**31 on: take their low 32 bits (what Philox uses).
-        c1, step, rank = (
-            tl.to_tensor(c1).to(tl.uint32),
-            tl.to_tensor(step).to(tl.uint32),
-            tl.to_tensor(rank).to(tl.uint32),
-        )
+        # Counters arrive as int32, or int64 from 2**31 on: take their low 32 bits (what Philox uses). They are
+        # never constexpr (the kernel's do_not_specialize): tl.to_tensor, which would lift one, is Triton >= 3.7.
+        c1, step, rank = c1.to(tl.uint32), step.to(tl.uint32), rank.to(tl.uint32)
         w0, w1, w2, w3 = tl.philox(key, (e // 4).to(tl.uint32), c1, step, rank)
         j = e % 4
         word = tl.where(j == 0, w0, tl.where(j == 1, w1, tl.where(j == 2, w2, w3)))
         k = (word >> 8).to(tl.int32)  # 24 bits
         return (2 * k + 1 - 16777216).to(tl.float32) * 5.9604644775390625e-08  # * 2**-24
 
-    @triton.jit
+    # Not specialised on the counters: Triton turns an integer argument equal to 1 into a constexpr, which has
+    # no .to(); and a step or rank of 1 would compile a kernel of its own.
+    @triton.jit(do_not_specialize=["c1", "step", "rank"])
     def _perturb_kernel(Z, OUT, NORMS, OFFSETS, MU, SIGMA, SPAN, T, P, key, c1, step, rank, dim, n_levels,
                         MULTI: tl.constexpr, BLOCK: tl.constexpr):  # fmt: skip
         b = tl.program_id(0)

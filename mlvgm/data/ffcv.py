@@ -473,6 +473,8 @@ def split_augment(augment: PixelAugment) -> _Split:
             rest.append(op)
     device = PixelAugment("none", augment.size, normalize=augment.normalize is not None)
     device.ops = K.AugmentationSequential(*rest)  # reuse PixelAugment's keyed, forked-RNG forward
+    if augment.normalize is not None:  # where the caller put T_x: its normalisation's device and dtype
+        device.to(augment.normalize.mean)
     return _Split(crop, flip, device)
 
 

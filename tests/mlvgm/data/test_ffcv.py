@@ -166,6 +166,9 @@ def test_split_augment_gives_geometry_to_ffcv_and_colour_to_the_device():
     assert list(none.device.ops.children()) == []
     x = torch.rand(2, 3, 32, 32)
     assert torch.equal(none.device(x), x)  # nothing left to do on the device
+    # the device part goes where the caller put T_x (on a GPU, its normalisation's buffers were left on the CPU)
+    doubled = split_augment(PixelAugment("no_color", 32).to(torch.float64)).device
+    assert doubled.normalize.mean.dtype == torch.float64 and doubled(x.double()).dtype == torch.float64
 
 
 def _partials(folder: Path) -> list[str]:
