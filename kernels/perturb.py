@@ -36,7 +36,7 @@ from torch import Tensor
 from kernels.dispatch import NO_TRITON, resolve_impl
 from mlvgm.errors import InputError
 from mlvgm.latents import RandomSource, truncated_normal, uniform
-from mlvgm.streams import Draws, philox4x32
+from mlvgm.streams import Draws, philox_words
 
 try:  # a CPU-only torch may come without triton: then only "torch" and "compiled" exist
     import triton
@@ -173,18 +173,10 @@ def _unit_uniform(words: Tensor) -> Tensor:
     return (2 * k + 1 - (1 << _BITS)).to(torch.float32) * (2.0**-_BITS)
 
 
-def _philox_words(blocks: Tensor, counters: Tensor) -> Tensor:
-    """(n_blocks, 4) int64 Philox4x32-10 words of mlvgm.streams, with the key and counters as tensors
-    so that torch.compile makes one vectorised loop for every step and rank."""
-    k0, k1, c1, c2, c3 = counters.unbind()
-    return torch.stack(philox4x32(blocks, c1, c2, c3, k0, k1), dim=1)
-
-
 def _words(counters: Tensor, draw: int, n: int, device) -> Tensor:
     """(n,) words of draw c1 + `draw`, from the compiled Philox (materialised: each block computed once)."""
-    blocks = torch.arange((n + 3) // 4, dtype=torch.int64, device=device)
     shifted = counters + torch.tensor([0, 0, draw, 0, 0], dtype=torch.int64, device=device)
-    return _compiled(_philox_words)(blocks, shifted).reshape(-1)[:n]
+    return philox_words(shifted, n)
 
 
 # Giles (2010), "Approximating the erfinv function" (GPU Computing Gems), single precision: a polynomial

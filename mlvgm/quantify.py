@@ -434,6 +434,7 @@ def main(argv: Sequence[str] | None = None) -> object:
     from mlvgm.cli import resolve_device
     from mlvgm.config import parse_config
     from mlvgm.generators import load_generator
+    from mlvgm.hostmem import retain_freed_memory
     from mlvgm.io import check_output_dir
     from mlvgm.provenance import provenance, provenance_line
     from mlvgm.train import generator_spec
@@ -450,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> object:
         Path(config.out).mkdir(parents=True, exist_ok=True)
         out = check_output_dir(config.out)
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        retain_freed_memory()  # mlvgm.hostmem: the critics' steps stop faulting their memory in every step
     g = load_generator(generator_spec(config), device=device)
     record = provenance(dataclasses.asdict(config))
     record["preset"] = args.preset

@@ -35,6 +35,7 @@ from mlvgm.checkpoint import load_checkpoint, read_record, save_checkpoint
 from mlvgm.config import coerce, parse_config
 from mlvgm.encoders import ARCHS, BYOL, METHODS, SimCLR, SimSiam
 from mlvgm.errors import InputError
+from mlvgm.hostmem import retain_freed_memory
 from mlvgm.io import atomic_path, atomic_write_json, atomic_write_text, check_output_dir
 from mlvgm.provenance import provenance, provenance_line
 
@@ -438,7 +439,8 @@ def train(
 
     record = provenance(dataclasses.asdict(config))
     record.update(preset=preset, world_size=world, steps_per_epoch=steps_per_epoch, total_steps=total, amp=amp,
-                  kernels=kernels_used(config, device))  # fmt: skip
+                  kernels=kernels_used(config, device),
+                  host_memory_retained=device.type == "cpu" and retain_freed_memory())  # fmt: skip
     if lead:
         print(provenance_line(record))
         print(f"run {run_dir}: {config.method} {config.arch}, {total} steps of {config.batch_size} "

@@ -7,8 +7,9 @@ import random
 import pytest
 import torch
 
+import mlvgm.streams as streams
 from mlvgm.errors import InputError
-from mlvgm.streams import Stream, key_for, philox4x32
+from mlvgm.streams import COMPILE_MIN_WORDS, Stream, key_for, philox4x32, words_at
 
 M32 = 0xFFFFFFFF
 WORDS_0 = [897700048, 2244141410, 1855037295, 2224552597]  # Stream(0).at(0), first 4 words
@@ -91,6 +92,33 @@ def test_same_key_same_numbers_and_resume():
 def test_prefix_consistency_across_sizes():
     # drawing more numbers extends, never reshuffles, the sequence
     assert torch.equal(Stream(1).at(0).uint32(10), Stream(1).at(0).uint32(1001)[:10])
+
+
+def test_compiled_philox_gives_the_literal_words(monkeypatch):
+    """Large draws run the compiled loop (bit-identical to the eager ops and to the Python-int Philox, also for
+    keys and counters >= 2**31); small ones and tensor counters stay eager."""
+    calls, compiled = [], streams.compiled_philox_blocks()
+
+    def counted():
+
+        def run(blocks, counters):
+            calls.append(len(blocks))
+            return compiled(blocks, counters)
+
+        return run
+
+    monkeypatch.setattr(streams, "compiled_philox_blocks", counted)
+    rng = random.Random(3)
+    for k0, k1, c1, c2, c3 in [(M32, 2**31, 7, M32, 2**31 + 1), (1, 2, 0, 3, 0)]:
+        for n in (COMPILE_MIN_WORDS - 1, COMPILE_MIN_WORDS, 4099):
+            got = words_at(k0, k1, c1, c2, c3, n)
+            assert got.dtype == torch.int64 and got.shape == (n,)
+            assert torch.equal(got, words_at(k0, k1, c1, c2, c3, n, compiled=False))
+            for i in (0, n - 1, rng.randrange(n)):
+                assert int(got[i]) == philox_literal([i // 4, c1, c2, c3], [k0, k1])[i % 4]
+    assert calls == [128, 1025] * 2  # only the draws of COMPILE_MIN_WORDS words and more (blocks of 4)
+    tensor_counters = words_at(torch.tensor(5), 6, 0, torch.tensor(9), 0, 1000)
+    assert len(calls) == 4 and torch.equal(tensor_counters, words_at(5, 6, 0, 9, 0, 1000))
 
 
 def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
