@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark of mlvgm, in one run on a CUDA machine (about 10 minutes on one H200):
+# Every GPU check and benchmark of mlvgm, in one run on a CUDA machine (about 20 minutes on one H200, at
+# the limits below; the first lease fitted sources at two batch sizes and train in 6 minutes):
 #
 #   bench/gpu_all.sh OUT_DIR [PART ...]      PARTs: tests kernels sources generators train (default: all)
 #
@@ -43,14 +44,14 @@ torch.cuda.get_device_name() if torch.cuda.is_available() else 'NO CUDA')"
 for part in $parts; do
     case $part in
     tests)
-        run tests 100 "$py" -m pytest -q -p no:cacheprovider $xdist tests/kernels \
+        run tests 300 "$py" -m pytest -q -p no:cacheprovider $xdist tests/kernels \
             tests/mlvgm/test_streams.py tests/mlvgm/data/test_dali.py ;;
     kernels)
-        run kernels 100 "$py" bench/gpu_check.py --out "$out/kernels" ;;
+        run kernels 300 "$py" bench/gpu_check.py --out "$out/kernels" ;;
     sources)
         mkdir -p "$out/sources"
         for batch in $batches; do
-            MLVGM_BENCH_BATCHES=$batch run "sources-batch$batch" 100 "$py" -m pytest -q -p no:cacheprovider \
+            MLVGM_BENCH_BATCHES=$batch run "sources-batch$batch" 150 "$py" -m pytest -q -p no:cacheprovider \
                 bench/bench_sources.py --benchmark-json "$out/sources/batch$batch.json"
         done
         jsons=$(ls "$out"/sources/batch*.json 2>/dev/null)
@@ -59,7 +60,8 @@ for part in $parts; do
         MLVGM_BENCH_FULL=1 run generators 240 "$py" -m pytest -q -p no:cacheprovider bench/bench_generators.py \
             --benchmark-json "$out/generators.json" ;;
     train)
-        run train 120 "$py" -m mlvgm.train --out "$out/train-run" --results "$out/train" ;;
+        # the run folder (checkpoints) in a scratch folder; its summary, metrics and plots in OUT_DIR/train
+        run train 120 "$py" -m mlvgm.train --out "$(mktemp -d)/run" --results "$out/train" ;;
     *)
         echo "unknown part $part: choose from tests kernels sources generators train" >&2 ;;
     esac
