@@ -452,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> object:
         out = check_output_dir(config.out)
     device = resolve_device(config.device)
     if device.type == "cpu":
-        retain_freed_memory()  # mlvgm.hostmem: the critics' steps stop faulting their memory in every step
+        retain_freed_memory()  # mlvgm.hostmem, as training does on the CPU (not measured for quantify)
     g = load_generator(generator_spec(config), device=device)
     record = provenance(dataclasses.asdict(config))
     record["preset"] = args.preset
