@@ -110,20 +110,26 @@ def _epoch_time(group: str, members: dict[str, dict]) -> dict[str, Figure]:
     )  # fmt: skip
 
 
-def _shapes_render(group: str, members: dict[str, dict]) -> dict[str, Figure]:
-    eager, compiled = members.get("test_render_eager"), members.get("test_render_compiled")
-    if eager is None or compiled is None:
+def _pair(group: str, members: dict[str, dict], name: str, base: tuple[str, str], other: tuple[str, str], *,
+          higher: bool) -> dict[str, Figure]:  # fmt: skip
+    """One figure from two members, each (key, label): base's time over other's (a speedup) when higher is
+    better, else other's over base's (a cost); nothing when either is missing."""
+    first, second = members.get(base[0]), members.get(other[0])
+    if first is None or second is None:
         return {}
-    detail = f"eager {_ms(eager)}, compiled {_ms(compiled)}"
-    return {f"{group}/compiled_speedup": Figure(_median(eager) / _median(compiled), True, detail)}
+    ratio = _median(first) / _median(second) if higher else _median(second) / _median(first)
+    return {f"{group}/{name}": Figure(ratio, higher, f"{base[1]} {_ms(first)}, {other[1]} {_ms(second)}")}
+
+
+def _shapes_render(group: str, members: dict[str, dict]) -> dict[str, Figure]:
+    eager, compiled = ("test_render_eager", "eager"), ("test_render_compiled", "compiled")
+    return _pair(group, members, "compiled_speedup", eager, compiled, higher=True)
 
 
 def _anchor_latents(group: str, members: dict[str, dict]) -> dict[str, Figure]:
-    torch_gen, philox = members.get("test_latents_torch_generator"), members.get("test_latents_philox_stream")
-    if torch_gen is None or philox is None:
-        return {}
-    detail = f"torch generator {_ms(torch_gen)}, Philox stream {_ms(philox)}"
-    return {f"{group}/philox_cost": Figure(_median(philox) / _median(torch_gen), False, detail)}
+    torch_gen = ("test_latents_torch_generator", "torch generator")
+    philox = ("test_latents_philox_stream", "Philox stream")
+    return _pair(group, members, "philox_cost", torch_gen, philox, higher=False)
 
 
 def _generator_forward(group: str, members: dict[str, dict]) -> dict[str, Figure]:
@@ -151,11 +157,7 @@ def _kernels(group: str, members: dict[str, dict]) -> dict[str, Figure]:
 
 
 def _quantify(group: str, members: dict[str, dict]) -> dict[str, Figure]:
-    joint, sequential = members.get("True"), members.get("False")
-    if joint is None or sequential is None:
-        return {}
-    detail = f"sequential {_ms(sequential)}, joint {_ms(joint)}"
-    return {f"{group}/joint_speedup": Figure(_median(sequential) / _median(joint), True, detail)}
+    return _pair(group, members, "joint_speedup", ("False", "sequential"), ("True", "joint"), higher=True)
 
 
 # group pattern -> (keys naming a member, extractor); the first pattern that matches a group is used
