@@ -11,9 +11,9 @@ APT_PACKAGES := pkg-config libturbojpeg0-dev libopencv-dev
 # Scratch space for torch.compile and temporary files, owned by this checkout.
 export TORCHINDUCTOR_CACHE_DIR ?= $(CURDIR)/.cache/inductor
 export TMPDIR ?= $(CURDIR)/.cache/tmp
-# The install is about 7 GB (torch's CUDA build alone is 5.5 GB). pip's cache would keep a second copy of
-# every wheel it downloads (DALI's is 476 MB), which a fresh machine never reads again: a CI run with
-# little free disk failed on it (Errno 28). Keep no cache.
+# The install is 7.0 GB (torch's CUDA build alone is 5.5 GB), and .ci/run peaked at 8.7 GB with its
+# caches. A CI run once ran out of disk (Errno 28) installing .[dev]. pip's cache would also keep a second
+# copy of every wheel it downloads (DALI's is 476 MB) that a fresh machine never reads again: keep none.
 export PIP_NO_CACHE_DIR ?= 1
 
 .PHONY: setup run views test bench lint clean
@@ -23,7 +23,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	@mkdir -p $(TORCHINDUCTOR_CACHE_DIR) $(TMPDIR)
 	@free=$$(df -BG --output=avail . | tail -1 | tr -dc 0-9); [ "$$free" -ge 10 ] || \
-		echo "warning: $${free} GB free on this disk; the install needs about 8 GB (torch's CUDA build, DALI, ffcv)"
+		echo "warning: $${free} GB free on this disk; the install and its caches need about 9 GB (torch's CUDA build, DALI, ffcv)"
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
 		echo "installing system packages for ffcv: $(APT_PACKAGES)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
