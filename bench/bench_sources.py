@@ -3,6 +3,7 @@
     pytest bench/bench_sources.py --benchmark-json out.json          # every batch size (32, 64, 128, 256)
     pytest bench/bench_sources.py -m ci --benchmark-json out.json    # the CI subset: batch 32 only
     MLVGM_BENCH_BATCHES=256 MLVGM_BENCH_WORKERS=8 pytest bench/bench_sources.py ...  # one batch, 8 workers
+    MLVGM_BENCH_SOURCES=cs,ffcv pytest bench/bench_sources.py ...                     # some sources
     python -m bench.figure5 out.json --out results/bench/             # sources.csv, sources.md, figure5.png
     python -m bench.compare out.json --baseline results/bench/baseline.json
 
@@ -13,7 +14,9 @@ FFCV .beton by `mlvgm.data.ffcv.write_beton`), with 2 workers each.
 
 - `sources-batch{B}`: images/s the source delivers, N consecutive batches of one iterator per round,
   after warm-up batches (worker start-up, torch.compile, numba) that are not timed. Members: `cs` (the
-  shapes world compiled, Philox latents, fused T_z, as `mlvgm.train` builds it), `cs-paper` (the
+  shapes world compiled, Philox latents, fused T_z, as `mlvgm.train` builds it), `cs-bigbigan` (the same
+  CS over the paper's Figure-5 generator: BigBiGAN's full architecture at 128 px with random weights,
+  compiled, its ML-random views on chunks 2-6, views cropped to the same size), `cs-paper` (the
   paper's code path: scipy latents on the CPU, eager generator moved to the device and back every
   step; a no-op move on a CPU machine), `imagefolder` (torch DataLoader), `dali`, `ffcv`.
 - `epoch-time-batch{B}`: one SimCLR step (small-stem ResNet-18 built by `mlvgm.train.build_method`,
@@ -43,10 +46,19 @@ import torch
 
 from bench.carbon import EnergyMeter
 from mlvgm.augment import PixelAugment
-from mlvgm.data.sources import ImageFolderSource, steps_for
+from mlvgm.data.sources import ContinuousSampling, ImageFolderSource, steps_for
 from mlvgm.hostmem import retain_freed_memory
 from mlvgm.streams import Stream
-from mlvgm.train import TrainConfig, build_method, build_optimizer, build_source, build_views, peak_lr, use_amp
+from mlvgm.train import (
+    PRESETS,
+    TrainConfig,
+    build_method,
+    build_optimizer,
+    build_source,
+    build_views,
+    peak_lr,
+    use_amp,
+)
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SEED = 0
@@ -58,7 +70,13 @@ TRAIN_CROP = 32  # side of the views the training step sees (the quickstart's 32
 # cores; give a many-core GPU machine more).
 WORKERS = int(os.environ.get("MLVGM_BENCH_WORKERS", "2"))
 PRESET = "no_color"
-SOURCES = ("cs", "cs-paper", "imagefolder", "dali", "ffcv")
+SOURCES = tuple(os.environ.get("MLVGM_BENCH_SOURCES", "cs,cs-bigbigan,cs-paper,imagefolder,dali,ffcv").split(","))
+# BigBiGAN at 128 px is a 68M-parameter network: compiled, it renders ~5 images/s on 2 CPU cores, so on a CPU it
+# times fewer images (below), and the `ci` subset leaves it out (it would double CI's benchmark time, and its
+# speed there is torch's convolutions', not ours).
+SLOW_ON_CPU = frozenset({"cs-bigbigan"})
+RESOLUTIONS = {"cs-bigbigan": 128}  # side of the images a source starts from, where not RESOLUTION
+NOT_CI = frozenset({"cs-bigbigan"})
 # The paper's Figure 5; $MLVGM_BENCH_BATCHES="32,256" runs some (one process per batch size, say, each
 # with its own JSON: python -m bench.figure5 reads several as one run).
 BATCHES = tuple(int(b) for b in os.environ.get("MLVGM_BENCH_BATCHES", "32,64,128,256").split(","))
@@ -70,6 +88,9 @@ DATA_ROUNDS, WARMUP_BATCHES, IMAGES_PER_ROUND = 5, 3, 512
 # Epoch time: one step per round (a DataLoader refills its queue during the step, so single steps are
 # steady state), median of EPOCH_ROUNDS, after WARMUP_STEPS untimed (compile, worker start-up).
 EPOCH_ROUNDS, WARMUP_STEPS = 4, 2
+# A SLOW_ON_CPU source on a CPU: data path 3 rounds of one batch after one (the compile); epoch time 2 steps
+# after one. Its figures there are seconds per batch, well above the noise.
+SLOW_DATA_ROUNDS, SLOW_WARMUP_BATCHES, SLOW_EPOCH_ROUNDS, SLOW_WARMUP_STEPS = 3, 1, 2, 1
 # The paper's epoch: ImageNet-100's size, the default of mlvgm.train's --epoch_images.
 EPOCH_IMAGES = TrainConfig.epoch_images
 # SimCLR, small-stem ResNet-18, Adam (the paper's Figure-5 optimiser), the shapes world with ML random
@@ -84,9 +105,17 @@ def _threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _batches() -> list:
-    """The paper's batch sizes, the CI one marked `ci`."""
-    return [pytest.param(b, marks=pytest.mark.ci) if b == CI_BATCH else b for b in BATCHES]
+def _cases(sources: tuple[str, ...]) -> list:
+    """(source, batch) for the paper's batch sizes; CI_BATCH marked `ci` but for the NOT_CI sources."""
+    return [
+        pytest.param(s, b, marks=[pytest.mark.ci] if b == CI_BATCH and s not in NOT_CI else [], id=f"{s}-{b}")
+        for s in sources
+        for b in BATCHES
+    ]
+
+
+def _slow(source: str) -> bool:
+    return source in SLOW_ON_CPU and DEVICE.type == "cpu"
 
 
 def _sync() -> None:
@@ -168,6 +197,25 @@ class PaperContinuousSampling:
             yield self.batch(step)
 
 
+def cs_bigbigan(config: TrainConfig, augment: PixelAugment, **network) -> ContinuousSampling:
+    """CS over a BigBiGAN (`network`: its constructor's options; default the published 128-px architecture) with
+    seeded random weights, compiled, and the views of the paper's `bigbigan-*-ml-random` preset: N^t(0, 1, 2) on
+    chunks 2-6, anchors truncated at 2. What `mlvgm.train` builds with a checkpoint, minus the checkpoint."""
+    from mlvgm.generators.bigbigan import BigBiGAN
+
+    preset = PRESETS["bigbigan-simclr-ml-random"]
+    config = dataclasses.replace(
+        config, generator="bigbigan", **{k: preset[k] for k in ("view_levels", "view_sigma", "view_t", "truncation")}
+    )
+    torch.manual_seed(config.seed)
+    g = BigBiGAN(**network).to(DEVICE)
+    return ContinuousSampling(
+        g, build_views(config, g), augment, config.batch_size, seed=config.seed,
+        steps_per_epoch=steps_for(config.epoch_images, config.batch_size), truncation=config.truncation,
+        compile=config.compile_generator, amp=DEVICE.type == "cuda" and use_amp(config, DEVICE),
+    )  # fmt: skip
+
+
 def make_source(name: str, data: Data, batch: int, crop: int):
     """Source `name` delivering (view_a, view_b) of side `crop` from RESOLUTION-px images; skips when missing."""
     config = dataclasses.replace(CONFIG, batch_size=batch, crop=crop)
@@ -176,6 +224,10 @@ def make_source(name: str, data: Data, batch: int, crop: int):
     if name == "cs":
         source = build_source(config, rank=0, world=1, device=DEVICE)  # exactly what mlvgm.train runs
         assert source.generator.resolution == RESOLUTION, "the trainer's default generator changed resolution"
+        return source
+    if name == "cs-bigbigan":
+        source = cs_bigbigan(config, augment)
+        assert source.generator.resolution == RESOLUTIONS[name]
         return source
     if name == "cs-paper":
         pytest.importorskip("scipy", reason="the paper's path draws latents with scipy (pip install scipy)")
@@ -198,22 +250,23 @@ def make_source(name: str, data: Data, batch: int, crop: int):
     raise ValueError(f"unknown source {name!r}")
 
 
-def _record(benchmark, **info) -> None:
+def _record(benchmark, source: str, **info) -> None:
     benchmark.extra_info.update(
-        resolution=RESOLUTION, preset=PRESET, threads=torch.get_num_threads(), workers=WORKERS,
-        host_memory_retained=retain_freed_memory(),
+        source=source, resolution=RESOLUTIONS.get(source, RESOLUTION), preset=PRESET,
+        threads=torch.get_num_threads(), workers=WORKERS, host_memory_retained=retain_freed_memory(),
         device=DEVICE.type, device_name=torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu",
         **info,
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("batch", _batches())
-@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize(("source", "batch"), _cases(SOURCES))
 def test_data_path(benchmark, data, source: str, batch: int):
     """Images/s delivered as two augmented views: N consecutive batches of one warm iterator per round."""
     benchmark.group = f"sources-batch{batch}"
     torch.set_num_threads(_threads())
-    per_round = max(2, IMAGES_PER_ROUND // batch)
+    slow = _slow(source)
+    per_round = 1 if slow else max(2, IMAGES_PER_ROUND // batch)
+    rounds, warmup = (SLOW_DATA_ROUNDS, SLOW_WARMUP_BATCHES) if slow else (DATA_ROUNDS, WARMUP_BATCHES)
     batches = make_source(source, data, batch, VIEW_CROP).iterate(0)
 
     def take() -> None:
@@ -222,14 +275,14 @@ def test_data_path(benchmark, data, source: str, batch: int):
         _sync()
 
     try:
-        for _ in range(WARMUP_BATCHES):  # worker start-up, torch.compile, numba: not the steady state
+        for _ in range(warmup):  # worker start-up, torch.compile, numba: not the steady state
             next(batches)
         _sync()
-        benchmark.pedantic(take, rounds=DATA_ROUNDS, iterations=1)
+        benchmark.pedantic(take, rounds=rounds, iterations=1)
     finally:
         batches.close()  # stops DataLoader workers and loader threads now, not at garbage collection
     _record(
-        benchmark, source=source, batch=batch, crop=VIEW_CROP, batches_per_round=per_round,
+        benchmark, source, batch=batch, crop=VIEW_CROP, batches_per_round=per_round,
         images_per_s=per_round * batch / benchmark.stats.stats.median,
     )  # fmt: skip
 
@@ -262,8 +315,7 @@ def _train_step(method, optimizer, view_a, view_b, *, amp: bool) -> None:
     optimizer.step()
 
 
-@pytest.mark.parametrize("batch", _batches())
-@pytest.mark.parametrize("source", ("resident", *SOURCES))
+@pytest.mark.parametrize(("source", "batch"), _cases(("resident", *SOURCES)))
 def test_epoch_time(benchmark, data, source: str, batch: int):
     """Time, energy and CO2 per training step fed by `source`; `resident` is the limit (no loading at all)."""
     benchmark.group = f"epoch-time-batch{batch}"
@@ -283,20 +335,21 @@ def test_epoch_time(benchmark, data, source: str, batch: int):
         _train_step(method, optimizer, view_a, view_b, amp=amp)
         _sync()
 
+    rounds, warmup = (SLOW_EPOCH_ROUNDS, SLOW_WARMUP_STEPS) if _slow(source) else (EPOCH_ROUNDS, WARMUP_STEPS)
     try:
-        for _ in range(WARMUP_STEPS):
+        for _ in range(warmup):
             step()
         with EnergyMeter() as meter:
-            benchmark.pedantic(step, rounds=EPOCH_ROUNDS, iterations=1)
+            benchmark.pedantic(step, rounds=rounds, iterations=1)
     finally:
         if hasattr(batches, "close"):
             batches.close()
     per_step = benchmark.stats.stats.median
     steps_per_epoch = steps_for(EPOCH_IMAGES, batch)
     energy = dict(meter.record)
-    per_epoch = steps_per_epoch / EPOCH_ROUNDS  # the meter covered EPOCH_ROUNDS steps
+    per_epoch = steps_per_epoch / rounds  # the meter covered `rounds` steps
     _record(
-        benchmark, source=source, batch=batch, crop=TRAIN_CROP, amp=amp, steps_timed=EPOCH_ROUNDS,
+        benchmark, source, batch=batch, crop=TRAIN_CROP, amp=amp, steps_timed=rounds,
         time_per_step_s=per_step, epoch_images=EPOCH_IMAGES, steps_per_epoch=steps_per_epoch,
         epoch_time_s=per_step * steps_per_epoch,
         energy_kwh_per_epoch=None if energy["energy_kwh"] is None else energy["energy_kwh"] * per_epoch,

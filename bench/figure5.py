@@ -30,10 +30,11 @@ from mlvgm.errors import InputError
 from mlvgm.io import atomic_path, atomic_write_text, check_output_dir
 
 DATA_PREFIX, EPOCH_PREFIX = "sources-batch", "epoch-time-batch"
-ORDER = ("resident", "cs", "cs-paper", "imagefolder", "dali", "ffcv")  # table and legend order
+ORDER = ("resident", "cs", "cs-bigbigan", "cs-paper", "imagefolder", "dali", "ffcv")  # table and legend order
 LABELS = {
     "resident": "resident batch (limit)",
     "cs": "Continuous Sampling",
+    "cs-bigbigan": "CS, BigBiGAN 128 px",
     "cs-paper": "CS, paper's code path",
     "imagefolder": "PyTorch DataLoader",
     "dali": "DALI",
@@ -161,8 +162,11 @@ def markdown(table: list[dict], data: dict) -> str:
     data_rows = [r for r in table if r["benchmark"] == "data_path"]
     if data_rows:
         r0 = data_rows[0]
+        others = sorted({(LABELS.get(r["source"], r["source"]), r["resolution"]) for r in data_rows
+                         if r["resolution"] != r0["resolution"]})  # fmt: skip
+        renders = "".join(f"; {label} renders {res} px" for label, res in others)
         lines += [
-            f"## Data path: images/s as two views ({r0['preset']}, {r0['resolution']} px images, "
+            f"## Data path: images/s as two views ({r0['preset']}, {r0['resolution']} px images{renders}, "
             f"{r0['crop']} px views)",
             "",
             "Cells: images/s (CS images/s / this source's: above 1, CS is faster).",

@@ -18,9 +18,9 @@ def bench(group: str, median: float, extra: dict) -> dict:
     return {"group": group, "name": f"test[{extra['source']}]", "params": None, "extra_info": extra, "stats": stats}
 
 
-def data_path(source: str, batch: int, images_per_s: float) -> dict:
+def data_path(source: str, batch: int, images_per_s: float, resolution: int = 64) -> dict:
     extra = {
-        "source": source, "batch": batch, "resolution": 64, "crop": 56, "preset": "no_color",
+        "source": source, "batch": batch, "resolution": resolution, "crop": 56, "preset": "no_color",
         "images_per_s": images_per_s, "threads": 2, "workers": 2, "device": "cpu", "device_name": "cpu",
     }  # fmt: skip
     return bench(f"sources-batch{batch}", 0.25, extra)
@@ -98,6 +98,15 @@ def test_a_data_path_only_run_gets_tables_but_no_figure(tmp_path, capsys):
     assert cli_main([str(bench_json), "--out", str(tmp_path)]) == 0
     assert (tmp_path / "sources.md").exists() and not (tmp_path / "figure5.png").exists()
     assert "no figure5.png" in capsys.readouterr().out
+
+
+def test_a_source_rendering_another_resolution_is_named_in_the_heading(tmp_path):
+    bench_json = tmp_path / "run.json"
+    bench_json.write_text(json.dumps(run(data_path("cs", 32, 4000.0), data_path("cs-bigbigan", 32, 5.0, 128))))
+    assert cli_main([str(bench_json), "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "sources.md").read_text()
+    assert "(no_color, 64 px images; CS, BigBiGAN 128 px renders 128 px, 56 px views)" in text
+    assert "| CS, BigBiGAN 128 px | 5 (800.00x) |" in text
 
 
 def test_bad_input_is_one_line_with_status_2(tmp_path, capsys):
