@@ -7,10 +7,11 @@
     python -m bench.figure5 out.json --out results/bench/             # sources.csv, sources.md, figure5.png
     python -m bench.compare out.json --baseline results/bench/baseline.json
 
-All sources deliver the same thing: two views of 64-px images of the shapes world, made by the same T_x
-preset (`no_color`: random resized crop + flip, normalised), on the trainer's device. The real-data
-sources read the same 2,048 JPEGs, exported once per session by `mlvgm.data.export` (and written into an
-FFCV .beton by `mlvgm.data.ffcv.write_beton`), with 2 workers each.
+All sources deliver the same thing: two views of 64-px images of the shapes world (`cs-bigbigan`: of its
+128-px images), made by the same T_x preset (`no_color`: random resized crop + flip, normalised) at the
+same view size, on the trainer's device. The real-data sources read the same 2,048 JPEGs, exported once
+per session by `mlvgm.data.export` (and written into an FFCV .beton by `mlvgm.data.ffcv.write_beton`),
+with 2 workers each.
 
 - `sources-batch{B}`: images/s the source delivers, N consecutive batches of one iterator per round,
   after warm-up batches (worker start-up, torch.compile, numba) that are not timed. Members: `cs` (the
