@@ -8,8 +8,9 @@
 #               decode when DALI is installed) and the kernel tests, whose Triton side then runs on CUDA
 #   kernels     bench/gpu_check.py: Triton kernels against fp64 references (fp32, bf16), their speed
 #               against eager and compiled torch, peak memory -> OUT_DIR/kernels/gpu-check.{json,md}
-#   sources     bench/bench_sources.py, one process per batch size (a batch that overruns its limit loses
-#               only its own JSON), then bench.figure5 over all of them -> OUT_DIR/sources/
+#   sources     bench/bench_sources.py, one process per batch size, 210 s each (BigBiGAN's CS member
+#               compiles twice; a batch that overruns loses only its own JSON), then bench.figure5 over
+#               all of them -> OUT_DIR/sources/; MLVGM_BENCH_SOURCES to choose sources
 #   generators  bench/bench_generators.py at full size (StyleGAN2 512 px, BigBiGAN 128 px): eager,
 #               compiled, CUDA graphs, bf16 -> OUT_DIR/generators.json
 #   train       the quickstart (python -m mlvgm.train) on CUDA: Continuous Sampling, bf16, Triton InfoNCE
@@ -51,7 +52,7 @@ for part in $parts; do
     sources)
         mkdir -p "$out/sources"
         for batch in $batches; do
-            MLVGM_BENCH_BATCHES=$batch run "sources-batch$batch" 150 "$py" -m pytest -q -p no:cacheprovider \
+            MLVGM_BENCH_BATCHES=$batch run "sources-batch$batch" 210 "$py" -m pytest -q -p no:cacheprovider \
                 bench/bench_sources.py --benchmark-json "$out/sources/batch$batch.json"
         done
         jsons=$(ls "$out"/sources/batch*.json 2>/dev/null)
