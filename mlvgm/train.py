@@ -84,6 +84,10 @@ class TrainConfig:
     warmup_epochs: int = _f(0, "linear warm-up epochs before the cosine decay")
     amp: str = _f("auto", "bf16 autocast: auto (CUDA, and CPUs with native bf16), on, off")
     compile_generator: bool = _f(False, "torch.compile the generator for Continuous Sampling")
+    render_chunk: int = _f(
+        0, "images per generator forward in Continuous Sampling (0: a step's anchors and positives in one); "
+        "lower it when rendering runs out of memory"
+    )  # fmt: skip
     kernels: str = _f(
         "auto", "InfoNCE and T_z kernels: auto (Triton on CUDA, compiled torch on CPU), torch, compiled, triton"
     )
@@ -114,7 +118,7 @@ class TrainConfig:
         for key in ("temperature", "base_lr", "truncation", "view_t"):
             if not getattr(self, key) > 0:
                 raise InputError(f"{key} must be > 0, got {getattr(self, key)}")
-        for key in ("warmup_epochs", "checkpoint_every", "crop", "workers", "weight_decay", "seed"):
+        for key in ("warmup_epochs", "checkpoint_every", "crop", "workers", "weight_decay", "seed", "render_chunk"):
             if getattr(self, key) < 0:
                 raise InputError(f"{key} must be >= 0, got {getattr(self, key)}")
         if not 0 <= self.byol_momentum < 1:
@@ -293,6 +297,7 @@ def build_source(config: TrainConfig, *, rank: int, world: int, device: torch.de
         g, build_views(config, g), augment, local_batch, seed=config.seed, rank=rank,
         steps_per_epoch=steps_for(config.epoch_images, config.batch_size), truncation=config.truncation,
         compile=config.compile_generator, amp=device.type == "cuda" and use_amp(config, device),
+        render_chunk=config.render_chunk or None,
     )  # fmt: skip
 
 

@@ -44,6 +44,9 @@ class ContinuousSampling:
     compile:         torch.compile the generator (fixed shapes: worth it for long runs)
     amp:             render under bf16 autocast (for CUDA generators such as StyleGAN2 at 512 px; the
                      images come back in fp32)
+    render_chunk:    images per generator forward (None: a step's 2 x batch_size anchors and positives in
+                     one). Bounds the memory of large generators at large batches (BigBiGAN at 128 px and 512
+                     images overran 24 GiB on a CPU); a chunk that divides 2 x batch_size compiles once.
     """
 
     def __init__(
@@ -59,9 +62,13 @@ class ContinuousSampling:
         truncation: float | None = None,
         compile: bool = False,
         amp: bool = False,
+        render_chunk: int | None = None,
     ) -> None:
+        if render_chunk is not None and (isinstance(render_chunk, bool) or not isinstance(render_chunk, int)
+                                         or render_chunk <= 0):  # fmt: skip
+            raise InputError(f"render_chunk must be a positive number of images or None, got {render_chunk!r}")
         self.generator = generator.eval().requires_grad_(False)
-        self.amp = amp
+        self.amp, self.render_chunk = amp, render_chunk
         self.render = torch.compile(self.generator, fullgraph=True, dynamic=False) if compile else self.generator
         self.views, self.augment = views, augment
         self.batch_size, self.truncation = batch_size, truncation
@@ -77,8 +84,16 @@ class ContinuousSampling:
         pair = self.views(z, self.positives.at(step))
         both = [torch.cat([a, p]) for a, p in zip(pair.anchors, pair.positives, strict=True)]  # (2B, d_i)
         with torch.autocast(both[0].device.type, dtype=torch.bfloat16, enabled=self.amp):
-            images = self.render(both)  # one forward for anchors and positives
+            images = self._render(both)
         return images.float().chunk(2)
+
+    def _render(self, latents: list[Tensor]) -> Tensor:
+        """One forward for anchors and positives together, or one per render_chunk images of them."""
+        n = latents[0].shape[0]
+        chunk = self.render_chunk or n
+        if chunk >= n:
+            return self.render(latents)
+        return torch.cat([self.render([z[i : i + chunk] for z in latents]) for i in range(0, n, chunk)])
 
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
         anchor, positive = self.images(step)

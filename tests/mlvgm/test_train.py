@@ -154,11 +154,20 @@ def test_learning_rate_warms_up_then_decays_by_cosine():
         ({"kernels": "cuda"}, "kernels must be one of auto, torch, compiled, triton"),
         ({"warmup_epochs": 5, "epochs": 5}, "warmup_epochs"),
         ({"byol_momentum": 1.0}, "byol_momentum"),
+        ({"render_chunk": -1}, "render_chunk must be >= 0"),
     ],
 )
 def test_bad_config_values(overrides, match):
     with pytest.raises(InputError, match=match):
         tiny(**overrides)
+
+
+def test_render_chunk_reaches_continuous_sampling():
+    from mlvgm.train import build_source
+
+    cpu = torch.device("cpu")
+    assert build_source(tiny(render_chunk=16), rank=0, world=1, device=cpu).render_chunk == 16
+    assert build_source(tiny(), rank=0, world=1, device=cpu).render_chunk is None  # 0: one forward
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,34 @@ def test_cs_amp_renders_under_bf16_autocast_and_returns_fp32(g):
         assert float((a - b).abs().mean()) < 0.01
 
 
+def test_cs_render_chunk_renders_in_pieces_and_gives_the_same_images(g):
+    views = RandomViews.uniform(g, [2, 3, 4, 5], sigma=1.0)
+    make = lambda chunk: ContinuousSampling(  # noqa: E731
+        g, views, PixelAugment("none", 32, normalize=False), 4, seed=0, steps_per_epoch=1, truncation=2.0,
+        render_chunk=chunk,
+    )  # fmt: skip
+    whole, pieces = make(None), make(3)
+    sizes = []
+
+    def counted(latents):
+        sizes.append(latents[0].shape[0])
+        return g(latents)
+
+    pieces.render = counted
+    for a, b in zip(whole.images(0), pieces.images(0), strict=True):
+        # the same images up to float rounding (the shapes world's matmul blocks by batch size)
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert sizes == [3, 3, 2]  # 4 anchors and 4 positives, 3 per forward
+    sizes.clear()
+    chunk8 = make(8)
+    chunk8.render = counted
+    chunk8.images(0)
+    assert sizes == [8]  # a chunk as large as both halves: one forward
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(InputError, match="render_chunk must be a positive number of images"):
+            make(bad)
+
+
 def test_pixel_augment_randomness_is_per_sample_and_keyed():
     augment = PixelAugment("simclr", 24)
     same = torch.rand(1, 3, 32, 32).expand(16, -1, -1, -1).contiguous()  # 16 copies of one image
