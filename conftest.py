@@ -31,3 +31,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU: none on this machine"))
         if "interpret" in item.keywords and not has_gpu and os.environ.get("TRITON_INTERPRET") != "1":
             item.add_marker(pytest.mark.skip(reason="Triton without a GPU needs TRITON_INTERPRET=1 before import"))
+    # run_last: after every other test, in their own order (a benchmark that leaves the process changed)
+    items[:] = [i for i in items if "run_last" not in i.keywords] + [i for i in items if "run_last" in i.keywords]

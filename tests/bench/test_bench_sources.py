@@ -16,6 +16,8 @@ def test_the_ci_subset_is_every_source_but_bigbigan_at_the_ci_batch():
     cases = bench_sources._cases(("resident", "cs", "cs-bigbigan", "ffcv"))
     marked = sorted(c.id for c in cases if any(m.name == "ci" for m in c.marks))
     assert marked == sorted(f"{s}-{CI_BATCH}" for s in ("resident", "cs", "ffcv"))
+    last = {c.id for c in cases if any(m.name == "run_last" for m in c.marks)}
+    assert last == {f"cs-bigbigan-{b}" for b in bench_sources.BATCHES}  # after every other source (conftest.py)
     assert {c.id for c in cases} == {f"{s}-{b}" for s in ("resident", "cs", "cs-bigbigan", "ffcv")
                                      for b in bench_sources.BATCHES}  # fmt: skip
 
