@@ -41,6 +41,8 @@ LABELS = {
     "ffcv": "FFCV",
 }
 CS_TARGET = 1.10  # the issue's target: CS at most 10% slower than the resident limit
+# A panel whose bars span more than this factor gets a log axis (BigBiGAN's CS on a CPU: 25x the limit)
+LOG_SPREAD = 10.0
 COLUMNS = [
     "benchmark", "source", "batch", "resolution", "crop", "preset", "median_s", "min_s", "max_s", "rounds",
     "images_per_s", "cs_speedup", "time_per_step_s", "ratio_to_limit", "steps_per_epoch", "epoch_images",
@@ -227,6 +229,9 @@ def plot(table: list[dict], path: Path) -> bool:
     width = 0.8 / len(sources)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, (title, value) in zip(axes, panels, strict=True):
+        if log_scale([value(r) for r in chosen]):
+            ax.set_yscale("log")
+            title += ", log scale"
         for i, s in enumerate(sources):
             xs, ys = [], []
             for j, b in enumerate(batches):
@@ -253,6 +258,12 @@ def plot(table: list[dict], path: Path) -> bool:
         fig.savefig(tmp, format="png", dpi=120)  # the temporary name has no .png suffix to infer from
     plt.close(fig)
     return True
+
+
+def log_scale(values: Sequence[float | None]) -> bool:
+    """Whether a panel's positive values span more than LOG_SPREAD: on a linear axis the small bars would vanish."""
+    positive = [v for v in values if v is not None and v > 0]
+    return bool(positive) and max(positive) > LOG_SPREAD * min(positive)
 
 
 def merged(files: list, names: Sequence[str]) -> dict:

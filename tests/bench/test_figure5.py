@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from bench.figure5 import COLUMNS, cli_main, rows
+from bench.figure5 import COLUMNS, cli_main, log_scale, rows
 
 METHOD = "codecarbon 9.9 OfflineEmissionsTracker, tracking_mode=process; CPU estimated: ..."
 
@@ -107,6 +107,12 @@ def test_a_source_rendering_another_resolution_is_named_in_the_heading(tmp_path)
     text = (tmp_path / "sources.md").read_text()
     assert "(no_color, 64 px images; CS, BigBiGAN 128 px renders 128 px, 56 px views)" in text
     assert "| CS, BigBiGAN 128 px | 5 (800.00x) |" in text
+
+
+def test_a_panel_spanning_more_than_ten_times_gets_a_log_axis():
+    assert not log_scale([0.6, 0.7, 5.9, None])
+    assert log_scale([0.6, 0.7, 15.1, None])  # BigBiGAN's step on a CPU beside the loaders'
+    assert not log_scale([None, None]) and not log_scale([0.0, 3.0])
 
 
 def test_bad_input_is_one_line_with_status_2(tmp_path, capsys):
