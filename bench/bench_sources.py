@@ -57,6 +57,7 @@ from mlvgm.train import (
     build_optimizer,
     build_source,
     build_views,
+    continuous_sampling,
     peak_lr,
     use_amp,
 )
@@ -75,13 +76,12 @@ SOURCES = tuple(os.environ.get("MLVGM_BENCH_SOURCES", "cs,cs-bigbigan,cs-paper,i
 # BigBiGAN at 128 px is a 68M-parameter network: compiled, it renders ~5 images/s on 2 CPU cores, so on a CPU it
 # times fewer images (below), and the `ci` subset leaves it out (it would double CI's benchmark time, and its
 # speed there is torch's convolutions', not ours).
-SLOW_ON_CPU = frozenset({"cs-bigbigan"})
+HEAVY = frozenset({"cs-bigbigan"})  # fewer images on a CPU, never in `ci`, always `run_last`
 RESOLUTIONS = {"cs-bigbigan": 128}  # side of the images a source starts from, where not RESOLUTION
 # Images per BigBiGAN forward on a CPU: batch 256 (512 images with the positives) in one forward ran out of
 # this machine's 24 GiB. 64 per forward divides every batch and renders about as fast per image (compiled:
 # 4.8 images/s at 64 per forward, 5.3 at 32). On CUDA: the whole batch in one forward.
 BIGBIGAN_CHUNK = 64 if DEVICE.type == "cpu" else 0
-NOT_CI = frozenset({"cs-bigbigan"})
 # The paper's Figure 5; $MLVGM_BENCH_BATCHES="32,256" runs some (one process per batch size, say, each
 # with its own JSON: python -m bench.figure5 reads several as one run).
 BATCHES = tuple(int(b) for b in os.environ.get("MLVGM_BENCH_BATCHES", "32,64,128,256").split(","))
@@ -93,7 +93,7 @@ DATA_ROUNDS, WARMUP_BATCHES, IMAGES_PER_ROUND = 5, 3, 512
 # Epoch time: one step per round (a DataLoader refills its queue during the step, so single steps are
 # steady state), median of EPOCH_ROUNDS, after WARMUP_STEPS untimed (compile, worker start-up).
 EPOCH_ROUNDS, WARMUP_STEPS = 4, 2
-# A SLOW_ON_CPU source on a CPU: data path 3 rounds of one batch after one (the compile); epoch time 2 steps
+# A HEAVY source on a CPU: data path 3 rounds of one batch after one (the compile); epoch time 2 steps
 # after one. Its figures there are seconds per batch, well above the noise.
 SLOW_DATA_ROUNDS, SLOW_WARMUP_BATCHES, SLOW_EPOCH_ROUNDS, SLOW_WARMUP_STEPS = 3, 1, 2, 1
 # The paper's epoch: ImageNet-100's size, the default of mlvgm.train's --epoch_images.
@@ -111,14 +111,14 @@ def _threads() -> int:
 
 
 def _marks(source: str, batch: int) -> list:
-    if source in SLOW_ON_CPU:
+    if source in HEAVY:
         return [pytest.mark.run_last]
-    return [pytest.mark.ci] if batch == CI_BATCH and source not in NOT_CI else []
+    return [pytest.mark.ci] if batch == CI_BATCH else []
 
 
 def _cases(sources: tuple[str, ...]) -> list:
-    """(source, batch) for the paper's batch sizes; CI_BATCH marked `ci` but for the NOT_CI sources, and the
-    SLOW_ON_CPU ones marked `run_last`: in a full run, their data path and training steps come after every other
+    """(source, batch) for the paper's batch sizes; CI_BATCH marked `ci` but for the HEAVY sources, which are
+    marked `run_last`: in a full run, their data path and training steps come after every other
     source's, so the 6 GB heap that BigBiGAN at batch 256 leaves in the process (mlvgm.hostmem keeps freed
     memory) cannot touch the others' figures. In the one full run with BigBiGAN's data path first, CS's training
     step at batch 32 took 1.14x the resident limit; in three shorter runs without it, 0.99-1.02x."""
@@ -126,7 +126,7 @@ def _cases(sources: tuple[str, ...]) -> list:
 
 
 def _slow(source: str) -> bool:
-    return source in SLOW_ON_CPU and DEVICE.type == "cpu"
+    return source in HEAVY and DEVICE.type == "cpu"
 
 
 def _sync() -> None:
@@ -208,23 +208,17 @@ class PaperContinuousSampling:
             yield self.batch(step)
 
 
-def cs_bigbigan(config: TrainConfig, augment: PixelAugment, **network) -> ContinuousSampling:
+def cs_bigbigan(config: TrainConfig, **network) -> ContinuousSampling:
     """CS over a BigBiGAN (`network`: its constructor's options; default the published 128-px architecture) with
-    seeded random weights, compiled, and the views of the paper's `bigbigan-*-ml-random` preset: N^t(0, 1, 2) on
-    chunks 2-6, anchors truncated at 2. What `mlvgm.train` builds with a checkpoint, minus the checkpoint."""
+    seeded random weights, and the views of the paper's `bigbigan-*-ml-random` preset: N^t(0, 1, 2) on chunks 2-6,
+    anchors truncated at 2. What `mlvgm.train` builds with a checkpoint, minus the checkpoint."""
     from mlvgm.generators.bigbigan import BigBiGAN
 
     preset = PRESETS["bigbigan-simclr-ml-random"]
     views = {k: preset[k] for k in ("view_levels", "view_sigma", "view_t", "truncation")}
     config = dataclasses.replace(config, generator="bigbigan", render_chunk=BIGBIGAN_CHUNK, **views)
     torch.manual_seed(config.seed)
-    g = BigBiGAN(**network).to(DEVICE)
-    return ContinuousSampling(
-        g, build_views(config, g), augment, config.batch_size, seed=config.seed,
-        steps_per_epoch=steps_for(config.epoch_images, config.batch_size), truncation=config.truncation,
-        compile=config.compile_generator, amp=DEVICE.type == "cuda" and use_amp(config, DEVICE),
-        render_chunk=config.render_chunk or None,
-    )  # fmt: skip
+    return continuous_sampling(config, BigBiGAN(**network).to(DEVICE), rank=0, world=1, device=DEVICE)
 
 
 def make_source(name: str, data: Data, batch: int, crop: int):
@@ -237,7 +231,7 @@ def make_source(name: str, data: Data, batch: int, crop: int):
         assert source.generator.resolution == RESOLUTION, "the trainer's default generator changed resolution"
         return source
     if name == "cs-bigbigan":
-        source = cs_bigbigan(config, augment)
+        source = cs_bigbigan(config)
         assert source.generator.resolution == RESOLUTIONS[name]
         return source
     if name == "cs-paper":

@@ -279,7 +279,7 @@ def kernels_used(config: TrainConfig, device: torch.device) -> dict[str, str]:
 
 
 def build_source(config: TrainConfig, *, rank: int, world: int, device: torch.device):
-    from mlvgm.data.sources import ContinuousSampling, ImageFolderSource, steps_for
+    from mlvgm.data.sources import ImageFolderSource
 
     local_batch = config.batch_size // world
     if config.source == "imagefolder":
@@ -292,9 +292,16 @@ def build_source(config: TrainConfig, *, rank: int, world: int, device: torch.de
     from mlvgm.generators import load_generator
 
     g = load_generator(generator_spec(config), device=device)
+    return continuous_sampling(config, g, rank=rank, world=world, device=device)
+
+
+def continuous_sampling(config: TrainConfig, g, *, rank: int, world: int, device: torch.device):
+    """Continuous Sampling from generator g, already on `device`, with the config's T_z, T_x and batch."""
+    from mlvgm.data.sources import ContinuousSampling, steps_for
+
     augment = PixelAugment(config.augment, config.crop or g.resolution).to(device)
     return ContinuousSampling(
-        g, build_views(config, g), augment, local_batch, seed=config.seed, rank=rank,
+        g, build_views(config, g), augment, config.batch_size // world, seed=config.seed, rank=rank,
         steps_per_epoch=steps_for(config.epoch_images, config.batch_size), truncation=config.truncation,
         compile=config.compile_generator, amp=device.type == "cuda" and use_amp(config, device),
         render_chunk=config.render_chunk or None,

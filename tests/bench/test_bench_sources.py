@@ -9,7 +9,6 @@ import torch
 
 from bench import bench_sources
 from bench.bench_sources import CI_BATCH, CONFIG, cs_bigbigan
-from mlvgm.augment import PixelAugment
 
 
 def test_the_ci_subset_is_every_source_but_bigbigan_at_the_ci_batch():
@@ -25,7 +24,7 @@ def test_the_ci_subset_is_every_source_but_bigbigan_at_the_ci_batch():
 def narrow(batch: int = 3, crop: int = 16):
     config = dataclasses.replace(CONFIG, batch_size=batch, crop=crop, compile_generator=False)
     # 128 px (6 chunks of 20, as the published network) at a sixteenth of its width
-    return cs_bigbigan(config, PixelAugment("no_color", crop), ch=6)
+    return cs_bigbigan(config, ch=6)
 
 
 def test_cs_bigbigan_uses_the_papers_ml_random_views_on_chunks_2_to_6():
