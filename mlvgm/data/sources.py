@@ -27,7 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
 from mlvgm.augment import PixelAugment
-from mlvgm.errors import InputError
+from mlvgm.errors import InputError, check_positive_int
 from mlvgm.streams import Stream
 
 
@@ -64,11 +64,9 @@ class ContinuousSampling:
         amp: bool = False,
         render_chunk: int | None = None,
     ) -> None:
-        if render_chunk is not None and (isinstance(render_chunk, bool) or not isinstance(render_chunk, int)
-                                         or render_chunk <= 0):  # fmt: skip
-            raise InputError(f"render_chunk must be a positive number of images or None, got {render_chunk!r}")
+        self.render_chunk = None if render_chunk is None else check_positive_int("render_chunk", render_chunk)
         self.generator = generator.eval().requires_grad_(False)
-        self.amp, self.render_chunk = amp, render_chunk
+        self.amp = amp
         self.render = torch.compile(self.generator, fullgraph=True, dynamic=False) if compile else self.generator
         self.views, self.augment = views, augment
         self.batch_size, self.truncation = batch_size, truncation

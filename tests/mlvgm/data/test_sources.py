@@ -90,7 +90,7 @@ def test_cs_render_chunk_renders_in_pieces_and_gives_the_same_images(g):
     chunk8.images(0)
     assert sizes == [8]  # a chunk as large as both halves: one forward
     for bad in (0, -1, 2.5, True):
-        with pytest.raises(InputError, match="render_chunk must be a positive number of images"):
+        with pytest.raises(InputError, match="render_chunk must be a positive integer"):
             make(bad)
 
 
