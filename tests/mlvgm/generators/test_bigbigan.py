@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -264,6 +265,17 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path):
     with pytest.raises(InputError, match="is not a plain torch state dict") as info:
         load_bigbigan(path)
     assert "\n" not in str(info.value)
+
+
+def test_random_bytes_are_refused_in_one_line_whatever_torch_load_raises(tmp_path):
+    """torch.load on garbage raises UnpicklingError, IndexError, UnicodeDecodeError, KeyError... (seeds 0,
+    17, 54 and 62 give those four): each must come out as the one-line InputError."""
+    for seed in (0, 17, 54, 62, *range(100, 120)):
+        path = tmp_path / f"garbage-{seed}.pth"
+        path.write_bytes(np.random.default_rng(seed).integers(0, 256, 1000, dtype=np.uint8).tobytes())
+        with pytest.raises(InputError, match="is not a plain torch state dict") as info:
+            load_bigbigan(path, **SMALL)
+        assert "\n" not in str(info.value)
 
 
 class _Payload:
