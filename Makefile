@@ -1,6 +1,8 @@
-# mlvgm: `make run` sets everything up and runs the main job (python -m mlvgm.train, the quickstart);
-# `make test` runs the test suite; `make views` redraws results/views/shapes.png.
-# Both install into ./.venv first when needed (system packages for ffcv via apt, then pip).
+# mlvgm: `make run` sets everything up and runs the main job (python -m mlvgm.train, the quickstart, into
+# runs/); `make test` runs the test suite; `make views` draws the shapes world's view grid into runs/views/.
+# `make results` refreshes the committed results (results/quickstart, results/views): a separate, explicit
+# step, so a user's runs never touch tracked files. All install into ./.venv first when needed (system
+# packages for ffcv via apt, then pip).
 
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +18,7 @@ export TMPDIR ?= $(CURDIR)/.cache/tmp
 # copy of every wheel it downloads (DALI's is 476 MB) that a fresh machine never reads again: keep none.
 export PIP_NO_CACHE_DIR ?= 1
 
-.PHONY: setup run views test bench lint clean
+.PHONY: setup run views results test bench lint clean
 
 setup: $(STAMP)
 
@@ -41,6 +43,13 @@ run: $(STAMP)
 	$(BIN)/python -m mlvgm.train
 
 views: $(STAMP)
+	$(BIN)/python -m mlvgm.views --generator shapes --out runs/views/shapes.png
+
+# The committed quickstart numbers come from a whole run (no time budget), copied into results/quickstart.
+results: $(STAMP)
+	@mkdir -p $(TORCHINDUCTOR_CACHE_DIR) $(TMPDIR)
+	$(BIN)/python -m mlvgm.train --budget_minutes 0 --out runs/quickstart-results-$$(date +%Y%m%d-%H%M%S) \
+		--results results/quickstart
 	$(BIN)/python -m mlvgm.views --generator shapes --out results/views/shapes.png
 
 test: $(STAMP)
@@ -48,8 +57,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	@mkdir -p $(TORCHINDUCTOR_CACHE_DIR) $(TMPDIR) results/bench
-	$(BIN)/python -m pytest bench --benchmark-json results/bench/latest.json
+	@mkdir -p $(TORCHINDUCTOR_CACHE_DIR) $(TMPDIR) runs/bench
+	$(BIN)/python -m pytest bench --benchmark-json runs/bench/latest.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

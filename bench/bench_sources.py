@@ -4,7 +4,7 @@
     pytest bench/bench_sources.py -m ci --benchmark-json out.json    # the CI subset: batch 32 only
     MLVGM_BENCH_BATCHES=256 MLVGM_BENCH_WORKERS=8 pytest bench/bench_sources.py ...  # one batch, 8 workers
     MLVGM_BENCH_SOURCES=cs,ffcv pytest bench/bench_sources.py ...                     # some sources
-    python -m bench.figure5 out.json --out results/bench/             # sources.csv, sources.md, figure5.png
+    python -m bench.figure5 out.json --out runs/bench                 # sources.csv, sources.md, figure5.png
     python -m bench.compare out.json --baseline results/bench/baseline.json
 
 All sources deliver the same thing: two views of 64-px images of the shapes world (`cs-bigbigan`: of its
@@ -20,7 +20,7 @@ with 2 workers each.
   compiled, its ML-random views on chunks 2-6, views cropped to the same size), `cs-paper` (the
   paper's code path: scipy latents on the CPU, eager generator moved to the device and back every
   step; a no-op move on a CPU machine), `imagefolder` (torch DataLoader), `dali`, `ffcv`.
-- `epoch-time-batch{B}`: one SimCLR step (small-stem ResNet-18 built by `mlvgm.train.build_method`,
+- `epoch-time-batch{B}`: one SimCLR step (small-stem ResNet-18 built by `mlvgm.recipe.build_method`,
   Adam as in the paper's Figure-5 runs, 32-px views) fed by each source, against `resident`: the same
   step on one batch already on the device, the limit no source can beat. Each member's extra_info
   holds the time per step and the energy and CO2 of its timed steps (codecarbon's offline tracker,
@@ -47,10 +47,9 @@ import torch
 
 from bench.carbon import EnergyMeter
 from mlvgm.augment import PixelAugment
-from mlvgm.data.sources import ContinuousSampling, ImageFolderSource, steps_for
+from mlvgm.data.sources import ContinuousSampling, ImageFolderSource, steps_for, view_streams
 from mlvgm.hostmem import retain_freed_memory
-from mlvgm.streams import Stream
-from mlvgm.train import (
+from mlvgm.recipe import (
     PRESETS,
     TrainConfig,
     build_method,
@@ -182,7 +181,7 @@ class PaperContinuousSampling:
         self.augment, self.batch_size = augment, batch_size
         self.steps_per_epoch = steps_for(config.epoch_images, batch_size)
         self.rng = np.random.default_rng(config.seed)
-        self.pixels = Stream(config.seed, 0, "augment")
+        self.pixels = view_streams(config.seed, 0)
 
     @torch.no_grad()
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,8 +199,8 @@ class PaperContinuousSampling:
         images = self.generator(list(both))
         self.generator.to("cpu")
         anchor, positive = images.chunk(2)
-        draws = self.pixels.at(step)
-        return self.augment(anchor, draws), self.augment(positive, draws)
+        first, second = (stream.at(step) for stream in self.pixels)
+        return self.augment(anchor, first), self.augment(positive, second)
 
     def iterate(self, start_step: int = 0):
         for step in itertools.count(start_step):

@@ -36,6 +36,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlvgm.cli import run
+from mlvgm.config import option, parse_config
 from mlvgm.errors import InputError
 from mlvgm.io import atomic_write_json, check_output_file
 
@@ -307,33 +309,24 @@ def read_json(path: Path, what: str) -> dict:
         raise InputError(f"{what} {path} is not JSON ({exc})") from None
 
 
-def _tolerance(text: str) -> float:
-    import argparse
+@dataclass(frozen=True, kw_only=True)
+class CompareConfig:
+    bench_json: str = option(help="pytest-benchmark JSON (--benchmark-json)", positional=True)
+    baseline: str = option(help="baseline JSON (written by --write_baseline)")
+    tolerance: float = option(DEFAULT_TOLERANCE, "fraction a ratio may worsen before it fails, in [0, 1)")
+    write_baseline: bool = option(False, "store this run as the baseline, exit 0")
 
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.30, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"the tolerance is a fraction in [0, 1), got {value}")
-    return value
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.tolerance < 1.0:
+            raise InputError(f"--tolerance is a fraction in [0, 1), got {self.tolerance}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the comparison; return 1 on a regression, 0 otherwise (InputError for bad input)."""
-    from mlvgm.cli import ArgumentParser
-
-    parser = ArgumentParser(
-        prog="python -m bench.compare",
+    args, _, _ = parse_config(
+        CompareConfig, None, argv, prog="python -m bench.compare",
         description="Compare the same-run ratios of a pytest-benchmark JSON with a baseline; exit 1 on a regression.",
-    )
-    parser.add_argument("bench_json", help="pytest-benchmark JSON (--benchmark-json)")
-    parser.add_argument("--baseline", required=True, help="baseline JSON (written by --write-baseline)")
-    parser.add_argument("--tolerance", type=_tolerance, default=DEFAULT_TOLERANCE,
-                        help="fraction a ratio may worsen before it fails")  # fmt: skip
-    parser.add_argument("--write-baseline", action="store_true", help="store this run as the baseline, exit 0")
-    args = parser.parse_args(argv)
-
+    )  # fmt: skip
     data = read_json(Path(args.bench_json), "benchmark JSON")
     if not isinstance(data, dict) or "benchmarks" not in data:
         raise InputError(f"{args.bench_json} is not a pytest-benchmark JSON (no 'benchmarks'): use --benchmark-json")
@@ -373,11 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cli(argv: Sequence[str] | None = None) -> int:
     """main() with the repository's one-line errors: 2 for bad input, else main's exit status."""
-    from mlvgm.cli import run
-
-    codes: list[int] = []
-    error = run(lambda args: codes.append(main(args)), "python -m bench.compare", argv)
-    return error or codes[0]
+    return run(main, "python -m bench.compare", argv)
 
 
 if __name__ == "__main__":

@@ -23,11 +23,15 @@ import csv
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.compare import commit_summary, machine_summary, read_json
+from mlvgm.cli import run
+from mlvgm.config import option, parse_config
 from mlvgm.errors import InputError
-from mlvgm.io import atomic_path, atomic_write_text, check_output_dir
+from mlvgm.io import atomic_write_text, check_creatable, make_output_dir
+from mlvgm.plots import save_png
 
 DATA_PREFIX, EPOCH_PREFIX = "sources-batch", "epoch-time-batch"
 ORDER = ("resident", "cs", "cs-bigbigan", "cs-paper", "imagefolder", "dali", "ffcv")  # table and legend order
@@ -213,10 +217,7 @@ def plot(table: list[dict], path: Path) -> bool:
     chosen = [r for r in table if r["benchmark"] == "epoch_time"]
     if not chosen:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     batches = sorted({r["batch"] for r in chosen})
     sources = sorted({r["source"] for r in chosen}, key=_order)
@@ -227,7 +228,8 @@ def plot(table: list[dict], path: Path) -> bool:
         ("CO2 per epoch (g CO2eq)", lambda r: None if r["co2_kg_per_epoch"] is None else 1000 * r["co2_kg_per_epoch"]),
     ]
     width = 0.8 / len(sources)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig = Figure(figsize=(15, 4.2))
+    axes = fig.subplots(1, 3)
     for ax, (title, value) in zip(axes, panels, strict=True):
         if log_scale([value(r) for r in chosen]):
             ax.set_yscale("log")
@@ -254,9 +256,7 @@ def plot(table: list[dict], path: Path) -> bool:
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)  # the temporary name has no .png suffix to infer from
-    plt.close(fig)
+    save_png(fig, path, dpi=120)
     return True
 
 
@@ -274,27 +274,28 @@ def merged(files: list, names: Sequence[str]) -> dict:
     return {**files[0], "benchmarks": [b for data in files for b in data.get("benchmarks", [])]}
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    from mlvgm.cli import ArgumentParser
+@dataclass(frozen=True, kw_only=True)
+class Figure5Config:
+    bench_json: tuple[str, ...] = option(
+        help="pytest-benchmark JSON of bench/bench_sources.py; several (one run split by MLVGM_BENCH_BATCHES, "
+        "say) are read as one, with the first file's machine and commit",
+        positional=True,
+    )
+    out: str = option("runs/bench", "folder for sources.csv, sources.md, figure5.png (created if missing)")
 
-    parser = ArgumentParser(
-        prog="python -m bench.figure5",
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args, _, _ = parse_config(
+        Figure5Config, None, argv, prog="python -m bench.figure5",
         description="Tables and the paper's Figure 5 from a pytest-benchmark JSON of bench/bench_sources.py.",
-    )
-    parser.add_argument(
-        "bench_json",
-        nargs="+",
-        help="pytest-benchmark JSON of bench/bench_sources.py; several (one run split by "
-        "MLVGM_BENCH_BATCHES, say) are read as one, with the first file's machine and commit",
-    )
-    parser.add_argument("--out", default="results/bench", help="folder for sources.csv, sources.md, figure5.png")
-    args = parser.parse_args(argv)
-    out = check_output_dir(args.out)
+    )  # fmt: skip
+    out = check_creatable(args.out)
     data = merged([read_json(Path(name), "benchmark JSON") for name in args.bench_json], args.bench_json)
     table = rows(data)
     if not table:
         names = ", ".join(args.bench_json)
         raise InputError(f"{names}: no benchmarks of bench/bench_sources.py in it: run it with --benchmark-json")
+    make_output_dir(out)
     atomic_write_text(out / "sources.csv", to_csv(table))
     text = markdown(table, data)
     atomic_write_text(out / "sources.md", text + "\n")
@@ -306,8 +307,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def cli_main(argv: Sequence[str] | None = None) -> int:
     """main() with the repository's one-line errors: exit status 2 for bad input, else 0."""
-    from mlvgm.cli import run
-
     return run(main, "python -m bench.figure5", argv)
 
 

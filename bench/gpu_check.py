@@ -9,11 +9,11 @@ Writes gpu-check.json (every number, with git SHA and hardware) and gpu-check.md
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 if not __import__("torch").cuda.is_available():
@@ -23,8 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.kernels.baselines import paper_supcon
-from kernels.infonce import infonce
-from kernels.perturb import LevelParams, perturb
+from mlvgm.cli import run
+from mlvgm.config import option, parse_config
+from mlvgm.errors import InputError
+from mlvgm.io import atomic_write_json, atomic_write_text
+from mlvgm.kernels.infonce import infonce
+from mlvgm.kernels.perturb import LevelParams, perturb
 from mlvgm.provenance import provenance
 from mlvgm.streams import Stream
 
@@ -193,14 +197,18 @@ def markdown(record) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="folder for gpu-check.json and gpu-check.md")
-    parser.add_argument("--smoke", action="store_true", help="tiny shapes, to test this script without a GPU")
-    args = parser.parse_args()
+@dataclass(frozen=True, kw_only=True)
+class GpuCheckConfig:
+    out: str = option(help="folder for gpu-check.json and gpu-check.md (created if missing)")
+    smoke: bool = option(False, "tiny shapes, to test this script without a GPU")
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args, _, _ = parse_config(GpuCheckConfig, None, argv, prog="python bench/gpu_check.py",
+                              description=__doc__.splitlines()[0])  # fmt: skip
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.smoke:
-        sys.exit("gpu_check.py: no CUDA device here; use --smoke to exercise the script on CPU")
+        raise InputError("no CUDA device here: use --smoke to exercise the script on CPU")
     smoke = args.smoke
     record = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (smoke)",
@@ -211,11 +219,11 @@ def main() -> None:
         "perturb_time": time_perturb(device, 1 if smoke else 50, 8 if smoke else 1024),
     }
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu-check.json").write_text(json.dumps(record, indent=1))
-    (out / "gpu-check.md").write_text(markdown(record))
+    atomic_write_json(out / "gpu-check.json", record)
+    atomic_write_text(out / "gpu-check.md", markdown(record))
     print(markdown(record))
+    return record
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main, "python bench/gpu_check.py"))

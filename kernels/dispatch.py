@@ -7,13 +7,14 @@
               triton was imported (the interpreter runs them on CPU tensors, slowly: for tests).
 - "auto":     "triton" for CUDA tensors, "compiled" otherwise.
 
-Nothing falls back silently: an explicit impl runs or raises, and every "auto" choice is printed once
+Nothing falls back silently: an explicit impl runs or raises, and every "auto" choice is logged once
 per op and device and kept in `chosen()`; training records what its ops resolve to in its provenance
-(mlvgm.train.kernels_used).
+(mlvgm.recipe.kernels_used).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -23,6 +24,7 @@ from mlvgm.errors import InputError
 IMPLS = ("auto", "torch", "compiled", "triton")
 NO_TRITON = "impl='triton' needs the triton package: pip install triton (CUDA builds of torch bring it)"
 
+_log = logging.getLogger("mlvgm.kernels")
 _chosen: dict[str, str] = {}  # "op@device_type" -> impl that "auto" picked
 
 
@@ -55,7 +57,7 @@ def resolve_impl(op: str, impl: str, device: torch.device | str) -> str:
     key = f"{op}@{device.type}"
     if _chosen.get(key) != picked:
         _chosen[key] = picked
-        print(f"[mlvgm.kernels] {op} on {device.type}: impl='auto' runs {picked!r}", flush=True)
+        _log.info(f"[mlvgm.kernels] {op} on {device.type}: impl='auto' runs {picked!r}")
     return picked
 
 

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kernels.dispatch import NO_TRITON, resolve_impl
 from mlvgm.errors import InputError
+from mlvgm.kernels.dispatch import NO_TRITON, resolve_impl
 
 # --- indices --------------------------------------------------------------------------------------
 

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from kernels.dispatch import NO_TRITON, resolve_impl
 from mlvgm.errors import InputError
+from mlvgm.kernels.dispatch import NO_TRITON, resolve_impl
 from mlvgm.latents import RandomSource, truncated_normal, uniform
 from mlvgm.streams import Draws, philox_words
 

@@ -15,8 +15,38 @@ The main pieces, importable from here (loaded on first use, so `python -m mlvgm.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
+from pathlib import Path
 
 __version__ = "0.1.0"
+
+
+class _KernelsFromSourceTree(importlib.abc.MetaPathFinder):
+    """`mlvgm.kernels` in a source checkout. The fused kernels live in the repository's top-level kernels/
+    folder (the project's layout) and a wheel installs them as mlvgm/kernels (pyproject's package-dir),
+    never as a top-level `kernels` package, a name PyPI's `kernels` already installs. Run from a checkout
+    (PYTHONPATH=., pytest), the same import name reads the folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "mlvgm.kernels":
+            return None
+        return importlib.util.spec_from_file_location(
+            name, self.folder / "__init__.py", submodule_search_locations=[str(self.folder)]
+        )
+
+
+_source_kernels = Path(__file__).resolve().parent.parent / "kernels"
+if (
+    not (Path(__file__).resolve().parent / "kernels").is_dir()
+    and (_source_kernels / "__init__.py").is_file()
+    and not any(type(finder).__name__ == "_KernelsFromSourceTree" for finder in sys.meta_path)
+):
+    sys.meta_path.append(_KernelsFromSourceTree(_source_kernels))
 
 _EXPORTS = {
     "load_generator": "mlvgm.generators",

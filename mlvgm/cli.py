@@ -1,8 +1,16 @@
-"""What every `python -m mlvgm.*` command shares: one-line errors, exit status 2, device choice."""
+"""What every `python -m mlvgm.*` command shares: one-line errors, exit status 2, logging, device choice.
+
+    if __name__ == "__main__":
+        sys.exit(run(main, "python -m mlvgm.views"))
+
+`run` calls `main(argv)` and turns bad input (an `InputError`, raised by the config parser or any
+check) into one line on stderr and exit status 2, never a traceback. It also routes the library's
+`logging` messages (mlvgm.*) to stdout as plain lines: the library logs, the commands print.
+"""
 
 from __future__ import annotations
 
-import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
@@ -11,37 +19,51 @@ import torch
 from mlvgm.errors import InputError
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line (not usage + error) and exits with status 2."""
+class _NoCudaHomeNotice(logging.Filter):
+    """torch's C++ builder warns on every CPU-only compile that it found CUDA_HOME but no CUDA runtime:
+    true of every CPU machine with a CUDA toolkit installed, and nothing a user can act on."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
-        super().__init__(*args, **kwargs)
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No CUDA runtime is found")
 
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is when a record comes (a redirected or captured stdout included)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; the property decides
+        pass
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """mlvgm's log records as plain lines on stdout (once per process); torch's CUDA_HOME notice dropped."""
+    logger = logging.getLogger("mlvgm")
+    if not any(isinstance(h, _StdoutHandler) for h in logger.handlers):
+        handler = _StdoutHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(level)
+    if not torch.cuda.is_available():
+        logging.getLogger("torch.utils.cpp_extension").addFilter(_NoCudaHomeNotice())
 
 
 def run(main: Callable[[Sequence[str] | None], object], prog: str, argv: Sequence[str] | None = None) -> int:
-    """Call main(argv); bad input becomes one line on stderr and exit status 2, never a traceback."""
+    """Call main(argv); bad input becomes one line on stderr and exit status 2, Ctrl-C exit status 130.
+    main may return an int exit status (a benchmark comparison's 1 for a regression); anything else is 0."""
+    setup_logging()
     try:
-        main(argv)
+        result = main(argv)
     except InputError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; files already written are complete, nothing is half-written", file=sys.stderr)
         return 130
-    return 0
-
-
-def add_generator_args(parser: argparse.ArgumentParser, *, seed_help: str) -> None:
-    """--generator, --seed and --device, spelled the same in every command."""
-    from mlvgm.generators import available_generators
-
-    parser.add_argument("--generator", default="shapes", help=f"generator spec: {', '.join(available_generators())}")
-    parser.add_argument("--seed", type=nonnegative_int, default=0, help=seed_help)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -60,23 +82,3 @@ def resolve_device(name: str) -> torch.device:
     elif device.type != "cpu":
         raise InputError(f"device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
     return device
-
-
-def _typed(convert: Callable[[str], object], accept: Callable, expected: str) -> Callable[[str], object]:
-    """An argparse `type=` that converts and range-checks, failing with 'expected ..., got ...'."""
-
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
-        return value
-
-    return parse
-
-
-positive_int = _typed(int, lambda v: v > 0, "a positive integer")
-nonnegative_int = _typed(int, lambda v: v >= 0, "an integer >= 0")
-positive_float = _typed(float, lambda v: v > 0, "a number > 0")

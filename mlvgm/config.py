@@ -1,15 +1,27 @@
-"""Frozen dataclass configs with named presets and `--key value` overrides (nanoGPT's idea, no exec).
+"""One command-line style for every entry point: a frozen dataclass, its presets, `--key value` overrides.
 
-Each entry point declares one frozen dataclass whose fields carry their help text:
+Each command declares one frozen dataclass whose fields carry their help text (nanoGPT's config idea,
+without exec; gpt-fast's presets):
 
-    @dataclass(frozen=True)
-    class TrainConfig:
-        lr: float = field(default=0.05, metadata={"help": "base learning rate"})
+    @dataclass(frozen=True, kw_only=True)
+    class ViewsConfig:
+        out: str = option(help="PNG to write")                    # no default: required
+        anchors: int = option(4, "number of anchor rows")
+        sigma: float = option(1.0, "std of the noise vector")
 
-and a dict of presets (name -> field overrides). `parse_config` builds the command line from the
-fields, so `--help` lists every field with its default and meaning, unknown keys are rejected with
-the closest valid names, and values are converted to the field's type (bool: true/false; tuples:
-comma-separated). It returns the preset with the overrides applied and which keys were given.
+`parse_config` builds the command line from the fields:
+- `--key value` for every field, spelled with underscores (as in config files and config.json) or
+  hyphens (`--base_lr` and `--base-lr` are the same flag); `option(..., positional=True)` for a
+  command's operands; booleans take true/false, or nothing for true (`--overwrite`); tuples are
+  comma-separated (`--view_levels 2,3,4`);
+- with presets: `--preset NAME` chooses the starting values and `--config FILE.json` applies a JSON
+  object of keys over them, under the keys typed on the command line;
+- `--help` lists every field once with the default that a run with those flags would use (the
+  chosen preset's, not the dataclass's);
+- every mistake is one line naming the problem and the fix, with the nearest valid names for a
+  misspelt key or preset: an `InputError`, which `mlvgm.cli.run` prints with exit status 2.
+Values are checked by the dataclass itself (`__post_init__`), so a config built in Python is held
+to the same rules as one typed on the command line.
 """
 
 from __future__ import annotations
@@ -17,24 +29,54 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import json
+import sys
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from mlvgm.errors import InputError
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
-def _converter(annotation) -> typing.Callable[[str], object]:
+def option(default: object = dataclasses.MISSING, help: str = "", *, positional: bool = False) -> dataclasses.Field:
+    """A config field with its help text; without a default it is required on the command line."""
+    return dataclasses.field(default=default, metadata={"help": help, "positional": positional})
+
+
+class InputErrorParser(argparse.ArgumentParser):
+    """argparse whose mistakes raise InputError (one line, exit status 2 through mlvgm.cli.run), whose help
+    shows each flag once (its underscore spelling) and never repeats a default the help text states."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _OneSpellingFormatter)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        raise InputError(f"{message} (see --help)")
+
+
+class _OneSpellingFormatter(argparse.HelpFormatter):
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings:
+            return super()._format_action_invocation(action)
+        flag = action.option_strings[0]
+        if action.nargs == 0:
+            return flag
+        return f"{flag} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+
+def _converter(annotation) -> Callable[[str], object]:
     origin = typing.get_origin(annotation)
     if annotation is bool:
         return _parse_bool
     if annotation in (int, float, str):
         return annotation
     if origin is tuple:
-        item = typing.get_args(annotation)[0]
-        convert = _converter(item)
+        convert = _converter(typing.get_args(annotation)[0])
         return lambda text: tuple(convert(part.strip()) for part in text.split(",") if part.strip())
     if origin in (typing.Union, types.UnionType):
         (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -51,6 +93,15 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(text)
 
 
+def _type_name(annotation) -> str:
+    if annotation is bool:
+        return "true or false"
+    if typing.get_origin(annotation) is tuple:
+        item = typing.get_args(annotation)[0]
+        return "comma-separated " + {int: "integers", float: "numbers", str: "strings"}.get(item, str(item))
+    return {int: "an integer", float: "a number", str: "a string"}.get(annotation, str(annotation))
+
+
 def coerce(cls, values: Mapping[str, object]) -> dict[str, object]:
     """JSON-loaded values back to the field types (lists -> tuples)."""
     hints = typing.get_type_hints(cls)
@@ -62,71 +113,137 @@ def coerce(cls, values: Mapping[str, object]) -> dict[str, object]:
     return out
 
 
-def build_parser(cls, presets: Mapping[str, Mapping[str, object]], *, prog: str, description: str, default_preset: str):
-    from mlvgm.cli import ArgumentParser
+def did_you_mean(word: str, choices: Sequence[str], *, what: str) -> str:
+    """'unknown WHAT 'word': did you mean X?' or, with nothing close, the valid choices."""
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.6)
+    if close:
+        return f"unknown {what} {word!r}: did you mean {' or '.join(close)}?"
+    if len(choices) <= 12:
+        return f"unknown {what} {word!r}: choose one of {', '.join(choices)}"
+    return f"unknown {what} {word!r}: see --help for the {len(choices)} valid ones"
 
-    parser = ArgumentParser(prog=prog, description=description, argument_default=argparse.SUPPRESS, allow_abbrev=False)
-    parser.add_argument(
-        "--preset", default=default_preset, choices=sorted(presets), metavar="NAME",
-        help=f"named configuration: {', '.join(sorted(presets))} (default: {default_preset})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--config", dest="config_file", metavar="FILE.json",
-        help="a JSON object of config keys, applied over the preset and under command-line keys",
-    )  # fmt: skip
+
+def _preset_in(argv: Sequence[str], default: str | None) -> str | None:
+    """The --preset a command line names (for --help's defaults), without parsing the rest."""
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--preset="):
+            return arg.split("=", 1)[1]
+    return default
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) if value else "(none)"
+    if value == "":
+        return '""'
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def build_parser(
+    cls,
+    presets: Mapping[str, Mapping[str, object]] | None,
+    *,
+    prog: str,
+    description: str,
+    preset: str | None,
+) -> argparse.ArgumentParser:
+    """The parser of `cls`'s fields; defaults in the help are `preset`'s when there are presets."""
+    epilog = None
+    if presets:
+        epilog = f"defaults shown are those of preset {preset}; --preset NAME --help shows another preset's"
+    positional = [f.name.upper() for f in dataclasses.fields(cls) if f.metadata.get("positional")]
+    usage = " ".join([prog, *(["[--preset NAME]"] if presets else []), "[--KEY VALUE ...]", *positional])
+    parser = InputErrorParser(prog=prog, usage=usage, description=description, epilog=epilog,
+                              argument_default=argparse.SUPPRESS)  # fmt: skip
+    values = dict(presets.get(preset, {})) if presets else {}
+    if presets:
+        parser.add_argument("--preset", metavar="NAME", default=preset,
+                            help=f"named configuration: {', '.join(sorted(presets))} (default: {preset})")  # fmt: skip
+        parser.add_argument(
+            "--config", dest="config_file", metavar="FILE.json",
+            help="a JSON object of config keys, applied over the preset and under command-line keys",
+        )  # fmt: skip
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        parser.add_argument(
-            f"--{f.name}", dest=f.name, metavar="A,B" if typing.get_origin(hints[f.name]) is tuple else "VALUE",
-            help=f"{f.metadata.get('help', '')} (default: {shown})", type=str,
-        )  # fmt: skip
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = values.get(f.name, f.default if f.default is not dataclasses.MISSING else None)
+        if f.default_factory is not dataclasses.MISSING and f.name not in values:
+            default = f.default_factory()
+        text = f.metadata.get("help", "")
+        is_tuple = typing.get_origin(hints[f.name]) is tuple
+        if f.metadata.get("positional"):  # a command's operands: always required
+            parser.add_argument(f.name, nargs="+" if is_tuple else None, help=text, metavar=f.name.upper())
+            continue
+        flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        state = "required" if required else f"default: {_shown(default)}"
+        kwargs: dict[str, object] = {"dest": f.name, "help": f"{text} ({state})"}
+        if hints[f.name] is bool:
+            kwargs.update(nargs="?", const="true", metavar="true|false")
+        else:
+            kwargs["metavar"] = "A,B" if is_tuple else "VALUE"
+        parser.add_argument(*flags, **kwargs)
     return parser
 
 
 def parse_config(
     cls,
-    presets: Mapping[str, Mapping[str, object]],
+    presets: Mapping[str, Mapping[str, object]] | None,
     argv: Sequence[str] | None,
     *,
     prog: str,
     description: str,
-    default_preset: str,
-    extra: typing.Callable[[argparse.ArgumentParser], None] | None = None,
+    default_preset: str | None = None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> tuple[object, dict[str, object], argparse.Namespace]:
-    """(config, the overrides the user typed, the parsed namespace for any extra flags)."""
-    parser = build_parser(cls, presets, prog=prog, description=description, default_preset=default_preset)
+    """(config, the keys the user gave, on the command line or in --config, typed; the parsed namespace,
+    for `extra` flags that are not config keys, such as train's --resume)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    preset = _preset_in(argv, default_preset) if presets else None
+    if presets and preset not in presets:
+        raise InputError(did_you_mean(str(preset), sorted(presets), what="preset"))
+    parser = build_parser(cls, presets, prog=prog, description=description, preset=preset)
     if extra is not None:
         extra(parser)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        names = [f"--{f.name}" for f in dataclasses.fields(cls)] + ["--preset"]
-        flag = unknown[0].split("=")[0]
-        close = difflib.get_close_matches(flag, names, n=3)
-        hint = f": did you mean {' or '.join(close)}?" if close else ": see --help for the valid keys"
-        parser.error(f"unknown key {flag}{hint}")
+        flags = [s for action in parser._actions for s in action.option_strings]
+        word = unknown[0].split("=")[0]
+        if not word.startswith("-"):
+            raise InputError(f"unexpected argument {word!r}: options are written --key value (see --help)")
+        raise InputError(did_you_mean(word, flags, what="option") + " (see --help)")
     hints = typing.get_type_hints(cls)
-    overrides: dict[str, object] = {}
+    given: dict[str, object] = {}
     for f in dataclasses.fields(cls):
-        if f.name in vars(args):
-            text = getattr(args, f.name)
-            try:
-                overrides[f.name] = _converter(hints[f.name])(text)
-            except (ValueError, TypeError):
-                kind = getattr(hints[f.name], "__name__", str(hints[f.name]))
-                parser.error(f"--{f.name} must be {kind}, got {text!r}")
+        if f.name not in vars(args):
+            continue
+        raw = getattr(args, f.name)
+        flag = f.name if f.metadata.get("positional") else f"--{f.name}"
+        if isinstance(raw, list):  # a positional tuple: one value per word
+            raw = ",".join(raw)
+        try:
+            given[f.name] = _converter(hints[f.name])(raw)
+        except (ValueError, TypeError):
+            raise InputError(f"{flag} must be {_type_name(hints[f.name])}, got {raw!r}") from None
     if getattr(args, "config_file", None):
-        overrides = {**_config_file(cls, args.config_file), **overrides}
-    config = make_config(cls, presets, args.preset, overrides)
-    return config, overrides, args
+        given = {**_config_file(cls, args.config_file), **given}
+    missing = [f.name for f in dataclasses.fields(cls) if _required(f) and f.name not in given]
+    if missing and not (presets and all(m in presets[preset] for m in missing)):
+        name = missing[0]
+        field = next(f for f in dataclasses.fields(cls) if f.name == name)
+        shown = name.upper() if field.metadata.get("positional") else f"--{name}"
+        raise InputError(f"{shown} is required: {field.metadata.get('help', '')} (see --help)")
+    config = make_config(cls, presets or {None: {}}, preset, given)
+    return config, given, args
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def _config_file(cls, path: str) -> dict[str, object]:
     """The keys of a --config JSON file, typed like the config's fields; InputError naming the problem."""
-    import json
-    from pathlib import Path
-
     try:
         data = json.loads(Path(path).read_text())
     except OSError as error:
@@ -135,22 +252,19 @@ def _config_file(cls, path: str) -> dict[str, object]:
         raise InputError(f"--config {path} is not valid JSON ({error}): fix the file") from error
     if not isinstance(data, dict):
         raise InputError(f"--config {path} must hold a JSON object of config keys, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = [f.name for f in dataclasses.fields(cls)]
     bad = [key for key in data if key not in names]
     if bad:
-        close = difflib.get_close_matches(bad[0], sorted(names), n=1)
-        raise InputError(
-            f"--config {path}: unknown key {bad[0]!r}" + (f": did you mean {close[0]!r}?" if close else "")
-        )
+        raise InputError(f"--config {path}: " + did_you_mean(bad[0], names, what="key"))
     return coerce(cls, data)
 
 
-def make_config(cls, presets: Mapping[str, Mapping[str, object]], preset: str, overrides: Mapping[str, object]):
+def make_config(cls, presets: Mapping[str | None, Mapping[str, object]], preset: str | None, overrides: Mapping):
     """The preset's config with `overrides` applied; InputError for unknown presets or keys."""
     if preset not in presets:
-        raise InputError(f"unknown preset {preset!r}: choose one of {', '.join(sorted(presets))}")
-    names = {f.name for f in dataclasses.fields(cls)}
+        raise InputError(did_you_mean(str(preset), sorted(p for p in presets if p), what="preset"))
+    names = [f.name for f in dataclasses.fields(cls)]
     bad = [key for key in overrides if key not in names]
     if bad:
-        raise InputError(f"unknown config key {bad[0]!r}: see --help for the valid keys")
+        raise InputError(did_you_mean(bad[0], names, what="config key"))
     return cls(**{**presets[preset], **overrides})

@@ -34,20 +34,45 @@ ARCHS = ("resnet18", "resnet50")
 METHODS = ("simclr", "simsiam", "byol")
 
 
-def backbone(arch: str, *, small_stem: bool) -> tuple[nn.Module, int]:
-    """A torchvision ResNet without its classifier, and its feature size (512 or 2048).
+def backbone(arch: str, *, small_stem: bool, width: int = 64) -> tuple[nn.Module, int]:
+    """A torchvision ResNet without its classifier, and its feature size (8 x width x block expansion:
+    512 or 2048 at torchvision's width 64).
 
     small_stem: 3x3 stride-1 first conv and no max-pool, for 32-64 px images (CIFAR-style).
+    width:      channels of the stem and first stage, doubled at each later stage; below 64 the network
+                is narrower than torchvision's (32: about a quarter of the multiply-adds), for CPUs.
     """
     if arch not in ARCHS:
         raise InputError(f"unknown arch {arch!r}: choose one of {', '.join(ARCHS)}")
+    if isinstance(width, bool) or not isinstance(width, int) or not 8 <= width <= 256:
+        raise InputError(f"backbone width must be an integer from 8 to 256 (torchvision's is 64), got {width!r}")
     net = getattr(torchvision.models, arch)(weights=None)
+    if width != 64:
+        _rescale(net, width)
     if small_stem:
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
-    features = net.fc.in_features
+    features = net.fc.in_features * width // 64
     net.fc = nn.Identity()
     return net, features
+
+
+def _rescale(net: torchvision.models.ResNet, width: int) -> None:
+    """Rebuild a torchvision ResNet's stem and four stages at `width`, 2 x, 4 x and 8 x width channels,
+    with torchvision's own _make_layer and weight initialisation (it fixes the widths at 64..512)."""
+    block = type(net.layer1[0])
+    depths = [len(getattr(net, f"layer{i}")) for i in range(1, 5)]
+    net.inplanes = width
+    net.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(width)
+    for i, depth in enumerate(depths):
+        setattr(net, f"layer{i + 1}", net._make_layer(block, width * 2**i, depth, stride=1 if i == 0 else 2))
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 def mlp(sizes: list[int], *, bn: bool, last_bn: bool = False, last_affine: bool = True) -> nn.Sequential:
@@ -67,13 +92,21 @@ def mlp(sizes: list[int], *, bn: bool, last_bn: bool = False, last_affine: bool 
 
 class SimCLR(nn.Module):
     def __init__(
-        self, arch: str, *, small_stem: bool, proj_hidden: int, proj_dim: int, temperature: float, impl: str = "auto"
+        self,
+        arch: str,
+        *,
+        small_stem: bool,
+        proj_hidden: int,
+        proj_dim: int,
+        temperature: float,
+        impl: str = "auto",
+        width: int = 64,
     ) -> None:
         super().__init__()
-        self.backbone, features = backbone(arch, small_stem=small_stem)
+        self.backbone, features = backbone(arch, small_stem=small_stem, width=width)
         self.projector = mlp([features, proj_hidden, proj_dim], bn=False)
         self.temperature = temperature
-        self.impl = impl  # InfoNCE kernel (kernels.infonce)
+        self.impl = impl  # InfoNCE kernel (mlvgm.kernels.infonce)
 
     def forward(self, view_a: Tensor, view_b: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         z = self.projector(self.backbone(torch.cat([view_a, view_b])))  # one pass: BN sees both views
@@ -88,9 +121,9 @@ class SimCLR(nn.Module):
 
 
 class SimSiam(nn.Module):
-    def __init__(self, arch: str, *, small_stem: bool, proj_dim: int, pred_hidden: int) -> None:
+    def __init__(self, arch: str, *, small_stem: bool, proj_dim: int, pred_hidden: int, width: int = 64) -> None:
         super().__init__()
-        self.backbone, features = backbone(arch, small_stem=small_stem)
+        self.backbone, features = backbone(arch, small_stem=small_stem, width=width)
         self.projector = mlp([features, proj_dim, proj_dim, proj_dim], bn=True, last_bn=True, last_affine=False)
         self.predictor = mlp([proj_dim, pred_hidden, proj_dim], bn=True)
 
@@ -114,9 +147,11 @@ class SimSiam(nn.Module):
 
 
 class BYOL(nn.Module):
-    def __init__(self, arch: str, *, small_stem: bool, proj_hidden: int, proj_dim: int, base_momentum: float) -> None:
+    def __init__(
+        self, arch: str, *, small_stem: bool, proj_hidden: int, proj_dim: int, base_momentum: float, width: int = 64
+    ) -> None:
         super().__init__()
-        self.backbone, features = backbone(arch, small_stem=small_stem)
+        self.backbone, features = backbone(arch, small_stem=small_stem, width=width)
         self.projector = mlp([features, proj_hidden, proj_dim], bn=True)
         self.predictor = mlp([proj_dim, proj_hidden, proj_dim], bn=True)
         self.target_backbone = copy.deepcopy(self.backbone).requires_grad_(False)

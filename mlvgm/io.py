@@ -34,21 +34,50 @@ def check_output_dir(folder: str | os.PathLike, *, flag: str = "--out") -> Path:
     return folder
 
 
+def check_creatable(folder: str | os.PathLike, *, flag: str = "--out") -> Path:
+    """`folder` if it can be written to now or created later, without creating anything: it is a writable
+    folder, or its nearest existing parent is. Commands check this first and create the folder only when
+    they write, so bad input never leaves an empty folder behind."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise InputError(f"{probe} is a file, not a folder: choose another {flag}")
+    check_output_dir(probe, flag=flag)
+    return folder
+
+
+def make_output_dir(folder: str | os.PathLike, *, flag: str = "--out") -> Path:
+    """Create `folder` (and its parents) if needed; InputError naming the flag when that fails."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {flag} folder {folder} ({exc.strerror}): choose another {flag}") from None
+    return check_output_dir(folder, flag=flag)
+
+
 def check_output_file(path: str | os.PathLike, *, flag: str = "--out", suffixes: tuple[str, ...] = ()) -> Path:
-    """`path` if its folder is writable and (when given) its suffix is one of `suffixes`."""
+    """`path` if it can be written (its folder exists and is writable, or can be created: see
+    check_creatable) and, when given, its suffix is one of `suffixes`."""
     path = Path(path)
     if suffixes and path.suffix.lower() not in suffixes:
         raise InputError(f"{flag} {path} must end in {' or '.join(suffixes)}")
     if path.is_dir():
         raise InputError(f"{flag} {path} is a folder: give a file name")
-    check_output_dir(path.parent if str(path.parent) else Path("."), flag=flag)
+    check_creatable(path.parent if str(path.parent) else Path("."), flag=flag)
     return path
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success it replaces `path`, on error it is removed."""
+    """Yield a temporary path next to `path`; on success it replaces `path`, on error it is removed. Missing
+    parent folders are created (callers check the location first: check_output_file, check_creatable)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files

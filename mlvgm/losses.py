@@ -6,20 +6,22 @@
 
 `info_nce` gathers negatives across ranks (with gradients) when torch.distributed is initialised and
 `gather=True`, so a data-parallel run optimises exactly the InfoNCE of the global batch. Its `impl`
-picks the kernel that computes it (kernels.infonce: "torch" reference, "compiled" cache-blocked CPU
+picks the kernel that computes it (mlvgm.kernels.infonce: "torch" reference, "compiled" cache-blocked CPU
 path, fused "triton"; "auto" = Triton on CUDA, compiled elsewhere).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kernels.dispatch import IMPLS as INFO_NCE_IMPLS
-from kernels.dispatch import resolve_impl
-from kernels.infonce import normalized_rows, nt_xent
 from mlvgm.errors import InputError
+from mlvgm.kernels.dispatch import IMPLS as INFO_NCE_IMPLS
+from mlvgm.kernels.dispatch import resolve_impl
+from mlvgm.kernels.infonce import normalized_rows, nt_xent
 
 
 def _up(x: Tensor) -> Tensor:
@@ -29,17 +31,12 @@ def _up(x: Tensor) -> Tensor:
 
 def _gather(z: Tensor) -> Tensor:
     """Concatenate z from every rank along dim 0, keeping the gradient to each rank's own z."""
-    import torch.distributed as dist
-    import torch.distributed.nn.functional as dist_fn
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return z
     return torch.cat(dist_fn.all_gather(z), dim=0)
 
 
 def _rank() -> int:
-    import torch.distributed as dist
-
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
@@ -49,7 +46,7 @@ def info_nce(
     temperature: float = 0.1,  # tau
     *,
     gather: bool = True,  # take negatives from every rank when torch.distributed is initialised
-    impl: str = "auto",  # "auto" | "torch" | "compiled" | "triton" (kernels.infonce)
+    impl: str = "auto",  # "auto" | "torch" | "compiled" | "triton" (mlvgm.kernels.infonce)
 ) -> Tensor:
     """NT-Xent over the 2N (or 2N x world size) samples: for each sample, its other view is the
     positive and the remaining 2N-2 samples are negatives (itself excluded); the mean over samples of

@@ -24,56 +24,71 @@ InfoNCE is reported raw and in the paper's convention (its code logs SupCon with
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import sys
 import time
 import types
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from mlvgm.cli import resolve_device
+from mlvgm.cli import run as run_cli
+from mlvgm.config import option, parse_config
+from mlvgm.encoders import backbone, mlp
 from mlvgm.errors import InputError
+from mlvgm.generators import generator_spec, load_generator
+from mlvgm.generators.base import device_of
+from mlvgm.hostmem import retain_freed_memory
+from mlvgm.io import atomic_write_json, atomic_write_text, check_creatable
+from mlvgm.losses import info_nce
+from mlvgm.plots import walker_dynamics
+from mlvgm.progress import Progress
+from mlvgm.provenance import provenance, provenance_line
+from mlvgm.streams import Stream
+from mlvgm.testing import check_mlvgm
 from mlvgm.walkers import LevelWalkers, monte_carlo
+
+_log = logging.getLogger(__name__)
 
 CRITICS = ("resnet18", "resnet50", "tiny")
 SUPCON_BASE_TEMPERATURE = 0.07  # the paper's code (SupCon) scales its logged loss by tau / 0.07
 ZERO_GRADIENT = "zero gradient: the images do not depend on this unit"
 
 
-def _f(default, help: str):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass(frozen=True)
 class QuantifyConfig:
-    generator: str = _f("shapes", "generator spec")
-    checkpoint: str = _f("", "generator checkpoint path, appended to the spec as NAME:PATH when set")
-    levels: tuple[str, ...] = _f((), "units to quantify: levels or groups (1-based or names); empty = every level")
-    gamma: float = _f(1.0, "target InfoNCE: a unit stops when its smoothed InfoNCE reaches it")
-    batch_size: int = _f(64, "anchors per step (the paper's 64 per GPU)")
-    min_samples: int = _f(20_000, "samples a unit trains before it may stop at gamma")
-    max_samples: int = _f(200_000, "budget per unit: a unit not at gamma by then is flagged")
-    lr_walk: float = _f(8e-5, "walker learning rate (Adam)")
-    lr_critic: float = _f(5e-5, "critic learning rate (Adam)")
-    beta1: float = _f(0.5, "Adam beta1 of both (the paper's code: 0.5)")
-    temperature: float = _f(0.1, "InfoNCE temperature")
-    truncation: float = _f(2.0, "anchors ~ N^t(0, 1, t)")
-    smoothing: float = _f(0.98, "EMA factor of the InfoNCE that the stopping rule reads")
-    critic: str = _f("resnet18", f"critic backbone: {', '.join(CRITICS)} (small stem)")
-    proj_hidden: int = _f(512, "critic head hidden size (the paper: 512 -> 512 -> 128)")
-    proj_dim: int = _f(128, "critic head output size")
-    hidden: int = _f(0, "walker MLP hidden size (0: the unit's dimension, as COP-Gen)")
-    single: bool = _f(False, "one walker over all levels at once (the single-latent baseline)")
-    joint: bool = _f(True, "train every unit in one run on shared anchors and images (else one after another)")
-    mc_samples: int = _f(100_000, "Monte Carlo latents for mu and sigma")
-    mc_batch: int = _f(1024, "Monte Carlo batch")
-    log_every: int = _f(10, "steps between rows of the dynamics")
-    kernels: str = _f("auto", "InfoNCE kernel: auto, torch, compiled, triton")
-    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
-    seed: int = _f(0, "seed of anchors, walkers, critics and the Monte Carlo")
-    out: str = _f("", "folder for table1.csv/.md, dynamics.csv/.png, walkers and views.json (CLI)")
+    generator: str = option("shapes", "generator spec")
+    checkpoint: str = option("", "generator checkpoint path, appended to the spec as NAME:PATH when set")
+    levels: tuple[str, ...] = option((), "units to quantify: levels or groups (1-based or names); empty = every level")
+    gamma: float = option(1.0, "target InfoNCE: a unit stops when its smoothed InfoNCE reaches it")
+    batch_size: int = option(64, "anchors per step (the paper's 64 per GPU)")
+    min_samples: int = option(20_000, "samples a unit trains before it may stop at gamma")
+    max_samples: int = option(200_000, "budget per unit: a unit not at gamma by then is flagged")
+    lr_walk: float = option(8e-5, "walker learning rate (Adam)")
+    lr_critic: float = option(5e-5, "critic learning rate (Adam)")
+    beta1: float = option(0.5, "Adam beta1 of both (the paper's code: 0.5)")
+    temperature: float = option(0.1, "InfoNCE temperature")
+    truncation: float = option(2.0, "anchors ~ N^t(0, 1, t)")
+    smoothing: float = option(0.98, "EMA factor of the InfoNCE that the stopping rule reads")
+    critic: str = option("resnet18", f"critic backbone: {', '.join(CRITICS)} (small stem)")
+    proj_hidden: int = option(512, "critic head hidden size (the paper: 512 -> 512 -> 128)")
+    proj_dim: int = option(128, "critic head output size")
+    hidden: int = option(0, "walker MLP hidden size (0: the unit's dimension, as COP-Gen)")
+    single: bool = option(False, "one walker over all levels at once (the single-latent baseline)")
+    joint: bool = option(True, "train every unit in one run on shared anchors and images (else one after another)")
+    mc_samples: int = option(100_000, "Monte Carlo latents for mu and sigma")
+    mc_batch: int = option(1024, "Monte Carlo batch")
+    log_every: int = option(10, "steps between rows of the dynamics")
+    kernels: str = option("auto", "InfoNCE kernel: auto, torch, compiled, triton")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = option(0, "seed of anchors, walkers, critics and the Monte Carlo")
+    out: str = option("", "folder for table1.csv/.md, dynamics.csv/.png, walkers and views.json (CLI)")
 
     def __post_init__(self) -> None:
         if not self.gamma > 0:
@@ -107,8 +122,6 @@ class Critic(nn.Module):
 
     def __init__(self, arch: str, proj_hidden: int, proj_dim: int) -> None:
         super().__init__()
-        from mlvgm.encoders import backbone, mlp
-
         if arch == "tiny":  # four convolutions: for tests and quick looks, not for Table 1
             self.backbone = nn.Sequential(
                 nn.Conv2d(3, 32, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, stride=2, padding=1),
@@ -162,8 +175,6 @@ def _step_unit(g, walkers: LevelWalkers, state: UnitState, anchors: list[Tensor]
                config: QuantifyConfig) -> tuple[float, float, bool]:  # fmt: skip
     """One adversarial step of unit k: critic down InfoNCE, walker up it. Returns (InfoNCE, mean ||w||,
     whether the walker's gradient was non-zero)."""
-    from mlvgm.losses import info_nce
-
     k = state.k
     positives = walkers.perturb(anchors, k)
     views = g(positives)  # (B, 3, H, W), differentiable w.r.t. the walker
@@ -193,11 +204,6 @@ def train_walkers(
     g, config: QuantifyConfig, *, progress: bool = True
 ) -> tuple[LevelWalkers, list[UnitState], list[dict]]:
     """Adversarial training of every unit's walker (joint or one after another); the dynamics as rows."""
-    from tqdm import tqdm
-
-    from mlvgm.generators.base import device_of
-    from mlvgm.streams import Stream
-
     device = device_of(g)
     g.eval().requires_grad_(False)
     torch.manual_seed(config.seed)
@@ -216,7 +222,7 @@ def train_walkers(
     steps_per_unit = math.ceil(config.max_samples / config.batch_size)
     schedule = [states] if config.joint else [[s] for s in states]
     total = steps_per_unit * len(states)
-    bar = tqdm(total=total, desc="walkers", unit="step", disable=not progress)
+    bar = Progress(total, desc="walkers", unit="step", enabled=progress)
     step = 0
     for group in schedule:
         unit_step = 0
@@ -225,9 +231,8 @@ def train_walkers(
                                        generator=anchors_stream.at(step))  # fmt: skip
             with torch.no_grad():
                 images = g(anchors)  # rendered once, shared by every unit of the group
-            for state in group:
-                if state.stop:
-                    continue
+            active = [state for state in group if not state.stop]
+            for state in active:
                 value, norm, state.moved = _step_unit(g, walkers, state, anchors, images, config)
                 state.samples += config.batch_size
                 state.last = value
@@ -249,10 +254,9 @@ def train_walkers(
                     state.stop = ZERO_GRADIENT
                 elif state.samples >= config.max_samples:
                     state.stop = "budget" if state.armed else "budget: the critic never got below gamma"
-                bar.update(1)
             step += 1
             unit_step += 1
-            bar.set_postfix({s.label: f"{s.ema:.2f}" if s.ema is not None else "-" for s in group})
+            bar.update(len(active), **{s.label: round(s.ema, 2) if s.ema is not None else "-" for s in group})
     bar.close()
     return walkers, states, rows
 
@@ -279,10 +283,6 @@ def verdicts(table, gamma: float) -> list[str]:
 
 def run(g, config: QuantifyConfig, *, progress: bool = True) -> QuantifyResult:
     """Train the walkers, estimate mu and sigma by Monte Carlo, and give the verdicts (Table 1)."""
-    import pandas as pd
-
-    from mlvgm.testing import check_mlvgm
-
     check_mlvgm(g, n=2)  # a generator that breaks the protocol fails here, with the reason
     start = time.perf_counter()
     walkers, states, rows = train_walkers(g, config, progress=progress)
@@ -386,44 +386,15 @@ def table_markdown(table, config: QuantifyConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_dynamics(dynamics, gamma: float, title: str, path) -> None:
-    """The paper's Appendix-B figure: smoothed InfoNCE and mean ||T(z) - z|| against samples, per unit."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mlvgm.io import atomic_path
-
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
-    for unit, rows in dynamics.groupby("unit", sort=False):
-        top.plot(rows["samples"], rows["infonce_ema"], label=unit)
-        bottom.plot(rows["samples"], rows["norm"], label=unit)
-    top.axhline(gamma, color="black", linestyle="--", linewidth=0.8, label=f"gamma = {gamma:g}")
-    top.set_ylabel("InfoNCE (smoothed)")
-    bottom.set_ylabel("mean ||T(z) - z||")
-    bottom.set_yscale("log")
-    bottom.set_xlabel("samples")
-    top.legend(fontsize=7, ncol=2)
-    top.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
 def write_outputs(result: QuantifyResult, config: QuantifyConfig, out, record: dict) -> None:
-    """table1.csv/.md, dynamics.csv/.png, walkers.safetensors/.json, views.json, quantify.json in `out`."""
-    from pathlib import Path
-
-    from mlvgm.io import atomic_write_json, atomic_write_text
-
+    """table1.csv/.md, dynamics.csv/.png, walkers.safetensors/.json, views.json, quantify.json in `out`
+    (created if missing)."""
     out = Path(out)
     atomic_write_text(out / "table1.csv", result.table.to_csv(index=False))
     atomic_write_text(out / "table1.md", table_markdown(result.table, config))
     atomic_write_text(out / "dynamics.csv", result.dynamics.to_csv(index=False))
-    plot_dynamics(result.dynamics, config.gamma, f"{config.generator}: walkers against their critics",
-                  out / "dynamics.png")  # fmt: skip
+    walker_dynamics(result.dynamics, config.gamma, f"{config.generator}: walkers against their critics",
+                    out / "dynamics.png")  # fmt: skip
     result.walkers.save(out / "walkers", generator=config.generator, gamma=config.gamma)
     atomic_write_json(out / "views.json", suggested_views(result, config))
     atomic_write_json(out / "quantify.json", {**record, "seconds": result.seconds,
@@ -431,38 +402,27 @@ def write_outputs(result: QuantifyResult, config: QuantifyConfig, out, record: d
 
 
 def main(argv: Sequence[str] | None = None) -> object:
-    from mlvgm.cli import resolve_device
-    from mlvgm.config import parse_config
-    from mlvgm.generators import load_generator
-    from mlvgm.hostmem import retain_freed_memory
-    from mlvgm.io import check_output_dir
-    from mlvgm.provenance import provenance, provenance_line
-    from mlvgm.train import generator_spec
-
     config, _, args = parse_config(
         QuantifyConfig, PRESETS, argv, prog="python -m mlvgm.quantify", default_preset="paper",
         description="Quantify each latent level's influence (the paper's Table 1): adversarial walkers "
         "against InfoNCE critics until InfoNCE reaches gamma, then Monte Carlo of the perturbation norms.",
     )  # fmt: skip
-    out = None
     if config.out:
-        from pathlib import Path
-
-        Path(config.out).mkdir(parents=True, exist_ok=True)
-        out = check_output_dir(config.out)
+        check_creatable(config.out)  # created when the results are written: bad input leaves no folder
     device = resolve_device(config.device)
     if device.type == "cpu":
-        retain_freed_memory()  # mlvgm.hostmem, as training does on the CPU (not measured for quantify)
-    g = load_generator(generator_spec(config), device=device)
+        retain_freed_memory()  # mlvgm.hostmem, as training does on the CPU
+    g = load_generator(generator_spec(config.generator, config.checkpoint), device=device)
     record = provenance(dataclasses.asdict(config))
     record["preset"] = args.preset
     print(provenance_line(record))
     result = run(g, config)
     print(table_markdown(result.table, config))
     print(f"trained in {result.seconds['training']:.0f} s, Monte Carlo {result.seconds['monte_carlo']:.0f} s")
-    if out is not None:
-        write_outputs(result, config, out, record)
-        print(f"wrote {out}/: table1.csv, table1.md, dynamics.png, views.json (python -m mlvgm.train --config ...)")
+    if config.out:
+        write_outputs(result, config, config.out, record)
+        print(f"wrote {config.out}/: table1.csv, table1.md, dynamics.png, views.json "
+              "(python -m mlvgm.train --config .../views.json)")  # fmt: skip
     return result
 
 
@@ -477,6 +437,4 @@ sys.modules[__name__].__class__ = _CallableModule
 
 
 if __name__ == "__main__":
-    from mlvgm.cli import run as run_cli
-
     sys.exit(run_cli(main, "python -m mlvgm.quantify"))

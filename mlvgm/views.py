@@ -8,7 +8,7 @@
   level i, w_i ~ N^t(mu_i, sigma_i, t_i) per coordinate, truncated at t_i standard deviations; the
   other levels are left alone (w_i = 0). Optionally each level of a sample is perturbed with
   probability p and its sigma drawn from a range (the multi-level option); the batch runs through the
-  fused kernel kernels.perturb.
+  fused kernel mlvgm.kernels.perturb.
 - `learned` (Li et al. 2022): the walkers mlvgm.quantify trained, T_i(z_i) = z_i + p(z_i; phi_i).
 
 Every strategy returns `Views(anchors, positives, norms)`, with norms[b, i] = ||z'_i - z_i||_2, the
@@ -21,16 +21,27 @@ with the amplified pixel difference to the anchor underneath.
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from mlvgm.errors import InputError
+from mlvgm.cli import resolve_device, run
+from mlvgm.config import option, parse_config
+from mlvgm.errors import InputError, check_positive_int
+from mlvgm.generators import load_generator
 from mlvgm.generators.base import device_of, level_label, resolve_levels
+from mlvgm.io import atomic_write_json, check_output_file
+from mlvgm.kernels.dispatch import IMPLS
+from mlvgm.kernels.perturb import LevelParams, perturb, perturb_reference
 from mlvgm.latents import RandomSource, truncated_normal
-from mlvgm.streams import Draws
+from mlvgm.plots import view_grid
+from mlvgm.provenance import provenance, provenance_line
+from mlvgm.streams import Draws, Stream
+from mlvgm.walkers import LevelWalkers
 
 LevelSelection = int | str | Iterable[int | str] | None
 
@@ -85,16 +96,13 @@ class RandomViews:
 
     g:     the generator (its level_dims, level_names and groups resolve `noise`)
     noise: {level or group (1-based number or name): LevelNoise}; levels not named are not perturbed
-    impl:  kernel for counter-based sources (kernels.perturb): "auto" | "torch" | "compiled" | "triton";
+    impl:  kernel for counter-based sources (mlvgm.kernels.perturb): "auto" | "torch" | "compiled" | "triton";
            a torch.Generator source always runs the torch ops (the kernels reproduce Philox streams only)
     """
 
     name = "random"
 
     def __init__(self, g, noise: Mapping[int | str, LevelNoise], *, impl: str = "auto") -> None:
-        from kernels.dispatch import IMPLS
-        from kernels.perturb import LevelParams
-
         if not noise:
             raise InputError("random views need at least one level to perturb: name levels or groups")
         if impl not in IMPLS:
@@ -138,8 +146,6 @@ class RandomViews:
 
     def _perturb(self, z: Tensor, generator: RandomSource) -> tuple[Tensor, Tensor]:
         """(z + w, per-level ||w||) for z (B, D): the fused kernel for a Philox stream, torch ops otherwise."""
-        from kernels.perturb import perturb, perturb_reference
-
         if isinstance(generator, Draws):
             return perturb(z, self.params, generator, impl=self.impl)
         return perturb_reference(z, self.params, generator)
@@ -164,8 +170,6 @@ class LearnedViews:
     name = "learned"
 
     def __init__(self, g, walkers, levels: LevelSelection = None) -> None:
-        from mlvgm.walkers import LevelWalkers
-
         if not isinstance(walkers, LevelWalkers):
             walkers = LevelWalkers.load(walkers, g)
         device = device_of(g)
@@ -239,76 +243,43 @@ def level_sweep(
     return ViewGrid(stacked, labels, diff)
 
 
-def plot_view_grid(grid: ViewGrid, title: str, path) -> None:
-    """A PNG: per anchor, a row of images and beneath it a row of |view - anchor| (mean over RGB, x4)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from mlvgm.io import atomic_path
-
-    rows, cols = grid.images.shape[:2]
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.35 * cols, 1.45 * 2 * rows), squeeze=False)
-    images = grid.images.float().cpu()
-    for r in range(rows):
-        for c in range(cols):
-            top, bottom = axes[2 * r, c], axes[2 * r + 1, c]
-            top.imshow(images[r, c].permute(1, 2, 0).numpy(), interpolation="nearest")
-            diff = (images[r, c] - images[r, 0]).abs().mean(dim=0)
-            bottom.imshow((4 * diff).clamp(0, 1).numpy(), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
-            bottom.text(
-                0.03, 0.05, f"max {grid.max_abs_diff[r, c]:.3f}", color="white", fontsize=6,
-                transform=bottom.transAxes,
-            )  # fmt: skip
-            for ax in (top, bottom):
-                ax.set_xticks([])
-                ax.set_yticks([])
-            if r == 0:
-                top.set_title(grid.labels[c], fontsize=8)
-        axes[2 * r, 0].set_ylabel(f"anchor {r + 1}", fontsize=7)
-        axes[2 * r + 1, 0].set_ylabel("|diff| x4", fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-
-
 # --- command line ------------------------------------------------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    from mlvgm.cli import ArgumentParser, add_generator_args, positive_float, positive_int, resolve_device
-    from mlvgm.generators import load_generator
-    from mlvgm.io import atomic_write_json, check_output_file
-    from mlvgm.provenance import provenance, provenance_line
-    from mlvgm.streams import Stream
+@dataclass(frozen=True, kw_only=True)
+class ViewsConfig:
+    out: str = option(help="PNG to write (its folder is created); a .json with provenance goes beside it")
+    generator: str = option("shapes", "generator spec (python -m mlvgm.views --generator nope lists them)")
+    levels: tuple[str, ...] = option((), "levels (1-based) or group/level names, one per column; empty: every level")
+    anchors: int = option(4, "number of anchor rows")
+    sigma: float = option(1.0, "std of the shared noise vector w")
+    t: float = option(2.0, "truncation of w, in units of sigma")
+    truncation: float = option(2.0, "truncation of the anchors")
+    seed: int = option(0, "seed of anchors and noise")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
 
-    parser = ArgumentParser(
-        prog="python -m mlvgm.views",
+    def __post_init__(self) -> None:
+        check_positive_int("--anchors", self.anchors)
+        for key in ("sigma", "t", "truncation"):
+            if not getattr(self, key) > 0:
+                raise InputError(f"--{key} must be > 0, got {getattr(self, key)}")
+        if self.seed < 0:
+            raise InputError(f"--seed must be >= 0, got {self.seed}")
+
+
+def main(argv: Sequence[str] | None = None) -> ViewGrid:
+    args, _, _ = parse_config(
+        ViewsConfig, None, argv, prog="python -m mlvgm.views",
         description="Draw the paper's Figure 4 for a generator: rows are anchors, each column adds the "
         "same noise vector to one latent level (or group), with |view - anchor| underneath.",
-    )
-    add_generator_args(parser, seed_help="seed of anchors and noise")
-    parser.add_argument("--out", required=True, help="PNG to write; a .json with provenance goes beside it")
-    parser.add_argument("--anchors", type=positive_int, default=4, help="number of anchor rows")
-    parser.add_argument("--sigma", type=positive_float, default=1.0, help="std of the shared noise vector w")
-    parser.add_argument("--t", type=positive_float, default=2.0, help="truncation of w, in units of sigma")
-    parser.add_argument("--truncation", type=positive_float, default=2.0, help="truncation of the anchors")
-    parser.add_argument(
-        "--levels", default=None,
-        help="comma-separated levels (1-based) or group/level names, one per column; default: every level",
     )  # fmt: skip
-    args = parser.parse_args(argv)
-
     out = check_output_file(args.out, suffixes=(".png",))
     device = resolve_device(args.device)
     g = load_generator(args.generator, device=device)
-    columns = [c.strip() for c in args.levels.split(",") if c.strip()] if args.levels else None
+    columns = list(args.levels) or None
     for column in columns or []:
         resolve_levels(g, column)  # fail on a bad level before any work
-    record = provenance({k: v for k, v in vars(args).items()})
+    record = provenance(dataclasses.asdict(args))
     print(provenance_line(record))
 
     anchors = g.sample_latents(
@@ -319,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     w = truncated_normal(g.level_dims[first], std=args.sigma, t=args.t, generator=noise_source, device=device)
     grid = level_sweep(g, anchors, w, columns)
     title = f"{args.generator}: the same w ~ N^t(0, {args.sigma:g}, {args.t:g}) added to one level per column"
-    plot_view_grid(grid, title, out)
+    view_grid(grid, title, out)
 
     mean_diff = grid.max_abs_diff.mean(dim=0).tolist()
     record["columns"] = {label: round(v, 6) for label, v in zip(grid.labels, mean_diff, strict=True)}
@@ -329,11 +300,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for label, v in zip(grid.labels[1:], mean_diff[1:], strict=True):
         print(f"  {label:<16} max |view - anchor| = {v:.4f} (mean over {args.anchors} anchors)")
     print(f"wrote {out} and {out.with_suffix('.json')}")
+    return grid
 
 
 if __name__ == "__main__":
-    import sys
-
-    from mlvgm.cli import run
-
     sys.exit(run(main, "python -m mlvgm.views"))

@@ -19,11 +19,17 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from mlvgm.errors import InputError
+from mlvgm.errors import InputError, check_positive_int
 from mlvgm.generators.base import device_of, level_label, resolve_levels
+from mlvgm.io import atomic_path, atomic_write_json
+from mlvgm.progress import Progress
+from mlvgm.streams import Stream
 
 FORMAT = "mlvgm-walkers/1"
 
@@ -127,10 +133,6 @@ class LevelWalkers(nn.Module):
 
     def save(self, path: str | Path, **extra) -> Path:
         """Write PATH.safetensors and PATH.json (the description, plus `extra`), each atomically."""
-        from safetensors.torch import save_file
-
-        from mlvgm.io import atomic_path, atomic_write_json
-
         path = Path(path).with_suffix(".safetensors")
         tensors = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         with atomic_path(path) as tmp:
@@ -141,9 +143,6 @@ class LevelWalkers(nn.Module):
     @classmethod
     def load(cls, path: str | Path, g) -> LevelWalkers:
         """Walkers saved by `save`, for generator g (its level sizes must match the file's)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         path = Path(path).with_suffix(".safetensors")
         meta_path = path.with_suffix(".json")
         if not path.exists() or not meta_path.exists():
@@ -185,19 +184,13 @@ def monte_carlo(
     sqrt(M)), samples. Batches are merged in float64 with Chan et al.'s pairwise update, which keeps
     sigma exact even when it is tiny next to mu.
     """
-    import pandas as pd
-    from tqdm import tqdm
-
-    from mlvgm.errors import check_positive_int
-    from mlvgm.streams import Stream
-
     check_positive_int("samples", samples)
     check_positive_int("batch_size", batch_size)
     stream = Stream(seed, purpose="monte-carlo")
     mean = torch.zeros(len(walkers), dtype=torch.float64)
     m2 = torch.zeros(len(walkers), dtype=torch.float64)  # sum of squared deviations from the mean
     done = 0
-    bar = tqdm(total=samples, desc="Monte Carlo", unit="z", disable=not progress, leave=False)
+    bar = Progress(samples, desc="Monte Carlo", unit="z", enabled=progress)
     with torch.no_grad():
         for step in range(math.ceil(samples / batch_size)):
             n = min(batch_size, samples - done)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from bench.kernels.baselines import paper_supcon
-from kernels.infonce import infonce
+from mlvgm.kernels.infonce import infonce
 
 D = 128
 TEMPERATURE = 0.1

@@ -1,5 +1,5 @@
 """Random views of a whole batch: the paper's path (scipy truncnorm per chunk on the CPU, then copy)
-against kernels.perturb: the torch reference, the compiled path and Triton (GPU). BigBiGAN's latent
+against mlvgm.kernels.perturb: the torch reference, the compiled path and Triton (GPU). BigBiGAN's latent
 layout, N = 1024 anchors x 6 levels of 20, levels 2-6 perturbed (the paper's ML random views), and
 StyleGAN2's, 16 levels of 512 (w+), at N = 256.
 
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from bench.kernels.baselines import paper_perturb
-from kernels.perturb import LevelParams, perturb
+from mlvgm.kernels.perturb import LevelParams, perturb
 from mlvgm.streams import Stream
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from mlvgm.cli import run
+from mlvgm.config import option, parse_config
+from mlvgm.errors import InputError
 from mlvgm.io import atomic_write_text
 
 
@@ -94,15 +99,28 @@ def report(data: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or not args[0].endswith(".json"):
-        sys.exit("usage: python -m bench.kernels.report RESULTS.json  (a pytest-benchmark JSON of bench/kernels)")
-    path = Path(args[0])
-    text = report(json.loads(path.read_text()))
+@dataclass(frozen=True, kw_only=True)
+class ReportConfig:
+    bench_json: str = option(help="pytest-benchmark JSON of bench/kernels; the tables go beside it as .md",
+                             positional=True)  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args, _, _ = parse_config(ReportConfig, None, argv, prog="python -m bench.kernels.report",
+                              description=__doc__.splitlines()[0])  # fmt: skip
+    path = Path(args.bench_json)
+    if path.suffix != ".json":
+        raise InputError(f"{path} is not a .json file: give the JSON pytest --benchmark-json wrote")
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise InputError(f"cannot read {path} ({exc.strerror})") from None
+    except ValueError as exc:
+        raise InputError(f"{path} is not JSON ({exc})") from None
+    text = report(data)
     atomic_write_text(path.with_suffix(".md"), text)
     print(text)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run(main, "python -m bench.kernels.report"))

@@ -80,7 +80,9 @@ from itertools import islice
 from pathlib import Path
 
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
+from torchvision import datasets
 
 from mlvgm.augment import CROP_RATIO, CROP_SCALE, IMAGENET_MEAN, IMAGENET_STD, PRESETS, PixelAugment
 from mlvgm.data.sources import EpochSampler
@@ -134,8 +136,6 @@ class DALISource:
         device: torch.device | str = "cpu",
     ) -> None:
         self._dali = _import_dali()
-        from torchvision import datasets
-
         for name, value in (("batch size", batch_size), ("world size", world_size), ("resolution", resolution)):
             check_positive_int(name, value)
         check_positive_int("workers (DALI threads)", workers)
@@ -275,8 +275,6 @@ class DALISource:
 def _decode_error(candidates: list[str], exc: RuntimeError) -> InputError:
     """Name the file DALI could not decode: the first of `candidates` that PIL cannot decode either, or whose
     format DALI lacks (PIL reads GIF or ICO under a .jpg name; DALI does not)."""
-    from PIL import Image, UnidentifiedImageError
-
     for path in candidates:
         try:
             with Image.open(path) as image:

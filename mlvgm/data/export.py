@@ -23,21 +23,30 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
 from PIL import Image
-from tqdm import tqdm
 
+from mlvgm.cli import resolve_device, run
+from mlvgm.config import option, parse_config
+from mlvgm.data.ffcv import write_split_betons
 from mlvgm.errors import InputError, check_positive_int
-from mlvgm.io import atomic_write_json, check_output_dir
+from mlvgm.generators import load_generator
+from mlvgm.io import atomic_write_json, check_creatable
+from mlvgm.progress import Progress
 from mlvgm.provenance import provenance, provenance_line
 from mlvgm.streams import Stream
+
+_log = logging.getLogger(__name__)
 
 CHUNK = 256  # images rendered per stream step
 
@@ -68,7 +77,7 @@ def export_dataset(
     quality: int = 90,  # JPEG quality (1-100)
     overwrite: bool = False,  # replace an existing dataset at `out` (only once the new one is complete)
     spec: str = "",  # the generator spec, for the manifest
-    progress: bool | None = None,  # tqdm bar; None = only on a terminal
+    progress: bool | None = None,  # a bar (True), log lines (False); None: a bar on a terminal
 ) -> Path:
     """Render n images of g into an ImageFolder at `out`; return its path."""
     check_positive_int("n", n)
@@ -81,15 +90,18 @@ def export_dataset(
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(f"{out} already exists: choose a new --out, or pass --overwrite to replace it")
-    parent = check_output_dir(out.parent if str(out.parent) else Path("."))
+    parent = out.parent if str(out.parent) else Path(".")
+    check_creatable(parent)
 
     config = {
         "generator": spec or type(g).__name__, "n": n, "seed": seed, "truncation": truncation,
         "val_fraction": val_fraction, "quality": quality, "chunk": CHUNK,
     }  # fmt: skip
     record = provenance(config)
-    print(provenance_line(record))
+    _log.info(provenance_line(record))
+    parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.", suffix=".partial"))
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the dataset gets a folder's usual mode
     try:
         rows = _render(g, staging, n, seed, truncation, val_fraction, quality, progress)
         table = pd.DataFrame(rows)
@@ -112,7 +124,7 @@ def _render(g, root: Path, n, seed, truncation, val_fraction, quality, progress)
             (root / split / name).mkdir(parents=True)
     stream = Stream(seed, purpose="export")
     rows: list[dict] = []
-    bar = tqdm(total=n, unit="img", desc="export", disable=(not progress) if progress is not None else None)
+    bar = Progress(n, desc="export", unit="img", terminal=progress)
     for step in range((n + CHUNK - 1) // CHUNK):
         latents = g.sample_latents(CHUNK, truncation=truncation, generator=stream.at(step))
         count = min(CHUNK, n - step * CHUNK)
@@ -147,26 +159,41 @@ def _move_into_place(staging: Path, out: Path) -> None:
     shutil.rmtree(old)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    from mlvgm.cli import ArgumentParser, add_generator_args, positive_float, positive_int, resolve_device
-    from mlvgm.generators import load_generator
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
-    parser = ArgumentParser(
-        prog="python -m mlvgm.data.export",
+
+@dataclass(frozen=True, kw_only=True)
+class ExportConfig:
+    out: str = option(help="dataset folder to create (its parents too)")
+    n: int = option(help="number of images")
+    generator: str = option("shapes", "generator spec (one with ground-truth factors: the shapes world)")
+    seed: int = option(0, "seed of the latent stream")
+    truncation: float = option(2.0, "anchor truncation t")
+    val_fraction: float = option(0.1, "share of images in val/, in [0, 1)")
+    quality: int = option(90, "JPEG quality, 1-100")
+    overwrite: bool = option(False, "replace an existing dataset at --out (only once the new one is complete)")
+    format: str = option("imagefolder", "imagefolder, or ffcv: also write train.beton and val.beton beside it")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+
+    def __post_init__(self) -> None:
+        check_positive_int("--n", self.n)
+        if not self.truncation > 0:
+            raise InputError(f"--truncation must be > 0, got {self.truncation}")
+        if self.format not in ("imagefolder", "ffcv"):
+            raise InputError(f"--format must be imagefolder or ffcv, got {self.format!r}")
+        if self.seed < 0:
+            raise InputError(f"--seed must be >= 0, got {self.seed}")
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    args, _, _ = parse_config(
+        ExportConfig, None, argv, prog="python -m mlvgm.data.export",
         description="Render a generator's images into an ImageFolder of JPEGs (train/val by shape class) "
         "with a CSV of every factor per image.",
-    )
-    add_generator_args(parser, seed_help="seed of the latent stream")
-    parser.add_argument("--n", type=positive_int, required=True, help="number of images")
-    parser.add_argument("--out", required=True, help="dataset folder to create")
-    parser.add_argument("--truncation", type=positive_float, default=2.0, help="anchor truncation t")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of images in val/, in [0, 1)")
-    parser.add_argument("--quality", type=positive_int, default=90, help="JPEG quality, 1-100")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
-    parser.add_argument("--format", choices=("imagefolder", "ffcv"), default="imagefolder",
-                        help="ffcv: also write train.beton and val.beton beside the folders")  # fmt: skip
-    args = parser.parse_args(argv)
-
+    )  # fmt: skip
     g = load_generator(args.generator, device=resolve_device(args.device))
     out = export_dataset(
         g, args.out, args.n, seed=args.seed, truncation=args.truncation, val_fraction=args.val_fraction,
@@ -174,15 +201,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )  # fmt: skip
     print(f"wrote {args.n} images to {out} (factors.csv, manifest.json)")
     if args.format == "ffcv":
-        from mlvgm.data.ffcv import write_split_betons
-
         betons = write_split_betons(out, quality=args.quality, overwrite=args.overwrite)
         print("wrote " + ", ".join(str(path) for path in betons))
+    return out
 
 
 if __name__ == "__main__":
-    import sys
-
-    from mlvgm.cli import run
-
     sys.exit(run(main, "python -m mlvgm.data.export"))

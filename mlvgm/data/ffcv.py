@@ -80,20 +80,24 @@ import ctypes
 import math
 import multiprocessing
 import os
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import kornia.augmentation as K
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
+from torchvision import datasets
 
 from mlvgm.augment import CROP_RATIO, CROP_SCALE, PixelAugment
-from mlvgm.data.sources import EpochSampler
+from mlvgm.data.sources import EpochSampler, view_streams
 from mlvgm.errors import InputError, check_nonnegative_int, check_positive_int
 from mlvgm.io import atomic_path, check_output_file
-from mlvgm.streams import Stream
 
 WRITE_MODES = ("jpg", "raw")
 MODES = ("ffcv", "device")
@@ -190,8 +194,6 @@ class _FolderImages:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        from PIL import Image
-
         path, label = self.samples[index]
         if self.unreadable.count.value:
             return _PLACEHOLDER, label
@@ -222,9 +224,6 @@ def _supervise(path: str, fields: dict, page: int, workers: int, dataset: _Folde
     multiprocessing.active_children() would miss it, as reaped. If one exits with an error, or this
     process is asked to stop (SIGTERM), the other workers are terminated and it exits with status 1.
     """
-    import signal
-    import time
-
     ffcv = _import_ffcv()
     started: list[multiprocessing.Process] = []
 
@@ -296,8 +295,6 @@ def write_beton(
 
     Shows FFCV's progress bar (tqdm). Sample i is ImageFolder sample i; labels are class indices.
     """
-    from torchvision import datasets
-
     if resolution is not None:
         check_positive_int("resolution", resolution)
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
@@ -343,8 +340,6 @@ def write_split_betons(
     overwrite: bool = False,
 ) -> list[Path]:
     """Write DIR/train.beton and DIR/val.beton for each split that has images; return their paths."""
-    from torchvision import datasets
-
     dataset = Path(dataset)
     options = dict(resolution=resolution, quality=quality, write_mode=write_mode, workers=workers, overwrite=overwrite)
     written = []
@@ -461,8 +456,6 @@ class _Split:
 
 def split_augment(augment: PixelAugment) -> _Split:
     """Which of T_x's ops FFCV runs in mode="ffcv", and a PixelAugment of the ops left for the device."""
-    import kornia.augmentation as K
-
     crop, flip, rest = None, 0.0, []
     for op in augment.ops.children():
         if isinstance(op, K.RandomResizedCrop):
@@ -535,7 +528,7 @@ class FFCVSource:
         self.order = _order_class()(
             self.num_samples, self.steps_per_epoch * batch_size, seed=seed, rank=rank, world=world_size
         )
-        self.pixels = Stream(seed, rank, "augment")
+        self.pixels = view_streams(seed, rank)
         self._loader = None  # built on first use: numba compiles its pipelines on the first batch
 
     def indices(self, epoch: int) -> np.ndarray:
@@ -594,13 +587,13 @@ class FFCVSource:
     @torch.no_grad()  # a function, not a `with` around the yield: the caller's step must keep its grad mode
     def _views(self, batch: tuple[Tensor, ...], step: int) -> tuple[Tensor, Tensor]:
         """FFCV's outputs of one step -> (view_a, view_b), each (B, 3, S, S) float, normalised, on the device."""
-        draws = self.pixels.at(step)
+        first, second = (stream.at(step) for stream in self.pixels)
         if self.split is None:
             x = self._unit(batch[0])  # (B, 3, R, R)
-            return self.augment(x, draws), self.augment(x, draws)
+            return self.augment(x, first), self.augment(x, second)
         a = self._unit(batch[0])  # (B, 3, S, S)
         b = self._unit(batch[1]) if len(batch) > 1 else a  # presets without random geometry decode once
-        return self.split.device(a, draws), self.split.device(b, draws)
+        return self.split.device(a, first), self.split.device(b, second)
 
     def iterate(self, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         check_nonnegative_int("start step", start_step)

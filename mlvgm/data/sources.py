@@ -25,10 +25,18 @@ from pathlib import Path
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
+from torchvision import datasets
+from torchvision.transforms import v2
 
 from mlvgm.augment import PixelAugment
 from mlvgm.errors import InputError, check_positive_int
 from mlvgm.streams import Stream
+
+
+def view_streams(seed: int, rank: int) -> tuple[Stream, Stream]:
+    """The T_x streams of a pair's first and second view: each view's crops, flips and colours are drawn
+    from its own stream, so the two never depend on the order the views are augmented in."""
+    return Stream(seed, rank, "augment-view1"), Stream(seed, rank, "augment-view2")
 
 
 class ContinuousSampling:
@@ -73,7 +81,7 @@ class ContinuousSampling:
         self.steps_per_epoch = steps_per_epoch
         self.anchors = Stream(seed, rank, "anchors")
         self.positives = Stream(seed, rank, "views")
-        self.pixels = Stream(seed, rank, "augment")
+        self.pixels = view_streams(seed, rank)
 
     @torch.no_grad()
     def images(self, step: int) -> tuple[Tensor, Tensor]:
@@ -95,9 +103,9 @@ class ContinuousSampling:
 
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
         anchor, positive = self.images(step)
-        draws = self.pixels.at(step)
+        first, second = (stream.at(step) for stream in self.pixels)
         with torch.no_grad():
-            return self.augment(anchor, draws), self.augment(positive, draws)
+            return self.augment(anchor, first), self.augment(positive, second)
 
     def iterate(self, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         step = start_step
@@ -149,8 +157,6 @@ class ImageFolderSource:
         workers: int = 2,
         device: torch.device | str = "cpu",
     ) -> None:
-        from torchvision import datasets
-
         root = Path(root)
         if not root.is_dir():
             raise InputError(f"image folder {root} does not exist: give the path of an ImageFolder (class subfolders)")
@@ -167,7 +173,7 @@ class ImageFolderSource:
         self.augment, self.batch_size, self.device = augment, batch_size, torch.device(device)
         self.seed, self.rank, self.world, self.workers = seed, rank, world_size, workers
         self.steps_per_epoch = len(self.dataset) // (batch_size * world_size)  # the last partial batch is dropped
-        self.pixels = Stream(seed, rank, "augment")
+        self.pixels = view_streams(seed, rank)
 
     def iterate(self, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         per_epoch = self.steps_per_epoch * self.batch_size
@@ -190,14 +196,12 @@ class ImageFolderSource:
     @torch.no_grad()  # not around the yield: grad mode would stay off in the caller while the generator waits
     def _views(self, images: Tensor, step: int) -> tuple[Tensor, Tensor]:
         x = images.to(self.device, non_blocking=True).float().div_(255.0)  # (B, 3, R, R) in [0, 1]
-        draws = self.pixels.at(step)
-        return self.augment(x, draws), self.augment(x, draws)
+        first, second = (stream.at(step) for stream in self.pixels)
+        return self.augment(x, first), self.augment(x, second)
 
 
 def folder_transform(size: int):
     """Decoded image -> (3, size, size) uint8: resize the short side, then centre crop."""
-    from torchvision.transforms import v2
-
     return v2.Compose([v2.PILToTensor(), v2.Resize(size, antialias=True), v2.CenterCrop(size)])
 
 

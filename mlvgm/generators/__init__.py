@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from mlvgm.errors import InputError
 from mlvgm.generators.base import MLVGM, level_label, resolve_levels
+from mlvgm.generators.bigbigan import load_bigbigan
+from mlvgm.generators.safe_pickle import load_network_pickle
 from mlvgm.generators.shapes import ShapesWorld
+from mlvgm.generators.stylegan2 import from_kwargs_and_state
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,21 @@ def load_generator(spec: str, *, device: torch.device | str | None = None) -> to
     return g.eval().to(device) if device is not None else g.eval()
 
 
+def generator_spec(name: str, checkpoint: str = "") -> str:
+    """The spec of a config's `generator` and `checkpoint` keys: NAME, or NAME:PATH when a checkpoint is
+    given (it must exist); the checkpoint generators refuse to run without one."""
+    if not checkpoint:
+        if name in ("bigbigan", "stylegan2"):
+            raise InputError(
+                f"the {name} generator needs its weights: pass --checkpoint PATH "
+                "(BigBiGAN_x1.pth or an NVIDIA StyleGAN2 .pkl)"
+            )
+        return name
+    if not Path(checkpoint).is_file():
+        raise InputError(f"checkpoint {checkpoint} does not exist: give the path of the generator's weights")
+    return f"{name}:{checkpoint}"
+
+
 def _shapes(argument: str) -> ShapesWorld:
     return ShapesWorld(**parse_options("shapes", argument, {"resolution": int}))
 
@@ -94,9 +113,6 @@ BIGBIGAN_USAGE = (
 
 def _stylegan2(argument: str) -> torch.nn.Module:
     """An NVIDIA StyleGAN2 pickle, read by the restricted unpickler (no code from the file runs)."""
-    from mlvgm.generators.safe_pickle import load_network_pickle
-    from mlvgm.generators.stylegan2 import from_kwargs_and_state
-
     path, options = _checkpoint_and_options("stylegan2", argument, STYLEGAN2_USAGE, {
         "network": str, "space": str, "truncation_psi": float, "truncation_cutoff": int, "noise_mode": str,
         "output_resolution": int,
@@ -109,7 +125,6 @@ def _stylegan2(argument: str) -> torch.nn.Module:
 
 def _bigbigan(argument: str) -> torch.nn.Module:
     """BigBiGAN_x1.pth (pytorch-pretrained-gans), a plain state dict read with weights_only=True."""
-    from mlvgm.generators.bigbigan import load_bigbigan
 
     def attention(value: str) -> int | None:
         return None if value.strip().lower() == "none" else int(value)
@@ -129,6 +144,7 @@ __all__ = [
     "MLVGM",
     "ShapesWorld",
     "available_generators",
+    "generator_spec",
     "level_label",
     "load_generator",
     "register_generator",

@@ -122,12 +122,13 @@ def test_bad_input_is_one_line_with_status_2(tmp_path, capsys):
     for argv, words in [
         ([str(other), "--out", str(tmp_path)], "no benchmarks of bench/bench_sources.py"),
         ([str(tmp_path / "none.json"), "--out", str(tmp_path)], "does not exist"),
-        ([str(good), "--out", str(tmp_path / "missing")], "create it first"),
     ]:
         assert cli_main(argv) == 2
         err = capsys.readouterr().err
         assert words in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good.json", "other.json"]  # nothing written
+    assert cli_main([str(good), "--out", str(tmp_path / "new" / "folder")]) == 0  # created, with its parents
+    assert (tmp_path / "new" / "folder" / "sources.csv").exists()
 
 
 def test_several_jsons_of_one_split_run_read_as_one(tmp_path, capsys):

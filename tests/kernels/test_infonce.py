@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import kernels.dispatch as dispatch
-import kernels.infonce as infonce_mod
-from kernels.infonce import infonce, nt_xent, nt_xent_reference
+import mlvgm.kernels.dispatch as dispatch
+import mlvgm.kernels.infonce as infonce_mod
 from mlvgm.errors import InputError
+from mlvgm.kernels.infonce import infonce, nt_xent, nt_xent_reference
 
 # One temperature for every compiled call: torch.compile specialises on it, so each new value is a new graph.
 TAU = 0.2

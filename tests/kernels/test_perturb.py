@@ -13,9 +13,9 @@ import pytest
 import torch
 from scipy import special, stats
 
-import kernels.perturb as perturb_mod
-from kernels.perturb import LevelParams, perturb, perturb_reference
+import mlvgm.kernels.perturb as perturb_mod
 from mlvgm.errors import InputError
+from mlvgm.kernels.perturb import LevelParams, perturb, perturb_reference
 from mlvgm.streams import Draws, Stream, compiled_philox_blocks, philox4x32, philox_blocks, words_at
 
 INF = float("inf")

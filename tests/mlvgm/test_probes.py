@@ -1,4 +1,4 @@
-"""Evaluation: kNN against a literal loop, the linear probe on data with a known answer, the table."""
+"""Probes: kNN against a literal loop, the linear probe on data with a known answer, the table."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mlvgm.evaluate import knn_accuracy, linear_probe, probes_markdown
+from mlvgm.probes import knn_accuracy, linear_probe, probes_markdown
 
 
 def knn_literal(train, train_y, test, classes, k, temperature):

@@ -217,7 +217,7 @@ def test_suggested_views_scale_sigma_to_each_units_mu():
         (["--gamma", "0"], "gamma must be > 0"),
         (["--levels", "9", "--critic", "tiny"], "level 9 is out of range"),
         (["--critic", "vgg"], "critic must be one of"),
-        (["--gama", "1"], "unknown key --gama: did you mean --gamma?"),
+        (["--gama", "1"], "unknown option '--gama': did you mean --gamma?"),
     ],
 )
 def test_cli_bad_input_is_one_line(argv, message, capsys):

@@ -1,5 +1,6 @@
-"""The trainer: presets, config overrides and their errors, reproducibility, exact resume on CPU,
-two-process data parallelism over gloo, and the files a run writes."""
+"""The recipe and the trainer: presets, config overrides and their errors, reproducibility, exact resume
+on CPU (also of a run stopped before its first checkpoint), the time budget, two-process data parallelism
+over gloo, and the files a run writes (and, on bad input, does not)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from safetensors.torch import load_file
 from mlvgm.cli import run
 from mlvgm.config import make_config
 from mlvgm.errors import InputError
-from mlvgm.train import PRESETS, TrainConfig, learning_rate, main, train
+from mlvgm.recipe import PRESETS, TrainConfig, build_source, build_views, check_inputs, learning_rate
+from mlvgm.train import main, steps_in_budget, train
 
 TINY = {
     "generator": "shapes:resolution=32", "epochs": 1, "epoch_images": 32, "batch_size": 8, "checkpoint_every": 2,
@@ -76,7 +78,6 @@ def test_paper_presets_carry_the_papers_hyperparameters():
 def test_view_options_reach_the_perturbation():
     """view_sigma / view_sigma_max / view_p / kernels become the RandomViews the run uses."""
     from mlvgm.generators import load_generator
-    from mlvgm.train import build_views
 
     g = load_generator("shapes")
     views = build_views(tiny(view_levels=("2", "4"), view_sigma=(0.5, 1.0), view_sigma_max=(1.5,), view_p=0.25,
@@ -92,7 +93,6 @@ def test_a_config_file_sits_between_the_preset_and_the_command_line(tmp_path):
     """--config FILE.json (what mlvgm.quantify writes as views.json) applies its keys over the preset;
     keys typed on the command line win; a bad file is one clear error."""
     from mlvgm.config import parse_config
-    from mlvgm.train import PRESETS
 
     path = tmp_path / "views.json"
     path.write_text(json.dumps({"view_levels": ["2", "4"], "view_sigma": [0.5, 2.0], "view_t": 1.0}))
@@ -104,7 +104,7 @@ def test_a_config_file_sits_between_the_preset_and_the_command_line(tmp_path):
     assert config.view_levels == ("2", "4") and config.view_sigma == (0.5, 2.0) and config.view_t == 1.5
     assert config.optimizer == PRESETS["quickstart"]["optimizer"]
     for text, match in [("{", "is not valid JSON"), ("[1]", "must hold a JSON object"),
-                        ('{"view_sigmas": [1]}', "unknown key 'view_sigmas': did you mean 'view_sigma'")]:  # fmt: skip
+                        ('{"view_sigmas": [1]}', "unknown key 'view_sigmas': did you mean view_sigma")]:  # fmt: skip
         path.write_text(text)
         with pytest.raises(InputError, match=match):
             parse_config(TrainConfig, PRESETS, ["--config", str(path)], prog="t", description="",
@@ -124,8 +124,6 @@ def test_learned_views_train_from_the_walkers_file(tmp_path):
     (tmp_path / "run").mkdir()
     summary = train(tiny(views="learned", walkers=str(path), view_levels=("2", "3")), tmp_path / "run", progress=False)
     assert summary["steps"] == 4
-    from mlvgm.train import check_inputs
-
     with pytest.raises(InputError, match="--views learned needs --walkers PATH"):
         check_inputs(tiny(views="learned"))
     with pytest.raises(InputError, match="does not exist"):
@@ -163,8 +161,6 @@ def test_bad_config_values(overrides, match):
 
 
 def test_render_chunk_reaches_continuous_sampling():
-    from mlvgm.train import build_source
-
     cpu = torch.device("cpu")
     assert build_source(tiny(render_chunk=16), rank=0, world=1, device=cpu).render_chunk == 16
     assert build_source(tiny(), rank=0, world=1, device=cpu).render_chunk is None  # 0: one forward
@@ -173,15 +169,18 @@ def test_render_chunk_reaches_continuous_sampling():
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--base-lr", "0.1"], "unknown key --base-lr: did you mean --base_lr?"),
-        (["--epochs", "many"], "--epochs must be int, got 'many'"),
-        (["--small_stem", "maybe"], "--small_stem must be bool"),
-        (["--preset", "imagenet-sota"], "argument --preset: invalid choice"),
+        (["--base_lrr", "0.1"], "unknown option '--base_lrr': did you mean --base_lr"),
+        (["--epochs", "many"], "--epochs must be an integer, got 'many'"),
+        (["--small_stem", "maybe"], "--small_stem must be true or false"),
+        (["--preset", "imagenet-sota"], "unknown preset 'imagenet-sota'"),
         (["--method", "moco"], "method must be one of"),
-        (["--preset", "bigbigan-simclr-ml-random"], "need the generator's weights: pass --checkpoint PATH"),
+        (["--preset", "bigbigan-simclr-ml-random"], "needs its weights: pass --checkpoint PATH"),
         (["--preset", "bigbigan-simclr-ml-random", "--checkpoint", "/nope/BigBiGAN_x1.pth"], "does not exist"),
         (["--source", "imagefolder", "--out", "{tmp}/r"], "needs --data PATH"),
         (["--resume", "{tmp}"], "is not a run folder"),
+        (["--generator", "shapse", "--out", "{tmp}/r"], "unknown generator spec 'shapse'"),
+        (["--view_levels", "2,7", "--out", "{tmp}/r"], "level 7 is out of range"),
+        (["--out", "{tmp}/r", "--results", "/proc/version/x"], "is a file, not a folder"),
     ],
 )
 def test_bad_command_lines_are_one_line_and_exit_2(argv, message, tmp_path, capsys):
@@ -198,7 +197,7 @@ def test_help_lists_every_field_with_its_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for f in dataclasses.fields(TrainConfig):
         assert f"--{f.name}" in text
-    assert "(default: 0.05)" in text and "(default: quickstart)" in text
+    assert "(default: 0.004)" in text and "(default: quickstart)" in text  # the preset a bare run uses
 
 
 def test_batch_must_divide_over_ranks(monkeypatch, tmp_path):
@@ -258,15 +257,107 @@ def test_a_run_writes_its_files_and_resume_rejects_another_config(tmp_path, caps
     assert code == 2 and "already holds a run" in err
 
 
+def test_bad_input_leaves_no_run_folder_behind(tmp_path, monkeypatch, capsys):
+    """The default run folder (runs/<preset>-<time>) is created only once every input has been checked."""
+    monkeypatch.chdir(tmp_path)
+    for argv in (["--generator", "shapse"], ["--view_levels", "2,7"], ["--preset", "bigbigan-simclr-ml-random"]):
+        code, err = cli([*argv, "--epochs", "1"], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_stopped_before_its_first_checkpoint_can_be_resumed(tmp_path, capsys):
+    """No checkpoint yet: reusing --out says to --resume, and --resume starts the run again with its config."""
+    argv = [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY.items()]
+    out = tmp_path / "run"
+    config = tiny(checkpoint_every=100)
+    train(config, out, stop_at=1)  # interrupted before any checkpoint
+    assert (out / "config.json").exists() and not (out / "checkpoint.json").exists()
+    code, err = cli([*argv, "--checkpoint_every", "100", "--out", str(out)], capsys)
+    assert code == 2 and f"stopped before its first checkpoint: --resume {out}" in err
+    code, err = cli(["--resume", str(out)], capsys)
+    assert code == 0, err
+    train(config, tmp_path / "whole")
+    assert_same_weights(out, tmp_path / "whole")
+
+
+def test_a_resumed_run_reports_this_session_and_keeps_its_clock(tmp_path, capsys):
+    out = tmp_path / "run"
+    first = train(tiny(), out, stop_at=2)
+    assert first["steps"] == first["steps_this_session"] == 2
+    assert run(main, "python -m mlvgm.train", ["--resume", str(out)]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["steps_this_session"] == 2
+    assert summary["elapsed_s"] >= first["elapsed_s"] + summary["wall_s"] - 0.5
+    assert "trained 2 steps in" in printed and "this session (4 of 4 in all)" in printed
+    rows = [line.split(",") for line in (out / "metrics.csv").read_text().splitlines()[1:]]
+    elapsed = [float(row[5]) for row in rows]
+    assert elapsed == sorted(elapsed) and elapsed[2] > elapsed[1]  # the clock continues across the resume
+
+
+def test_checkpoints_also_come_with_time(tmp_path):
+    train(tiny(checkpoint_every=100, checkpoint_minutes=1e-9), tmp_path / "run", stop_at=3)
+    assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["step"] == 3
+
+
+@pytest.mark.parametrize(
+    ("budget", "elapsed", "step_s", "done", "planned", "eval_s", "expected"),
+    [
+        (600.0, 10.0, 1.0, 6, 240, 30.0, 240),  # fits: 10 + 234 + 30 < 600
+        (600.0, 10.0, 2.5, 6, 240, 30.0, 6 + 224),  # (600 - 10 - 30) / 2.5 = 224 more
+        (60.0, 10.0, 1.0, 6, 240, 100.0, 6),  # the evaluation alone overruns: stop where it is
+        (600.0, 10.0, 0.1, 6, 240, 0.0, 240),  # never more than planned
+    ],
+)
+def test_steps_in_budget(budget, elapsed, step_s, done, planned, eval_s, expected):
+    got = steps_in_budget(budget_s=budget, elapsed_s=elapsed, step_s=step_s, done=done, planned=planned,
+                          eval_s=eval_s)  # fmt: skip
+    assert got == expected
+
+
+def test_a_time_budget_cuts_the_run_and_its_schedule(tmp_path, caplog):
+    """A budget the first steps show cannot hold: the run ends after the probe steps, its cosine ends
+    there too, the cut is recorded, and a resume keeps the cut."""
+    import logging
+
+    config = tiny(epoch_images=96, checkpoint_every=100, budget_minutes=1e-6)  # 12 steps planned
+    with caplog.at_level(logging.INFO, logger="mlvgm"):
+        summary = train(config, tmp_path / "run")
+    assert summary["planned_steps"] == 12 and summary["steps"] == summary["total_steps"] == 6  # 1 + PROBE_STEPS
+    assert "budget: training 6 steps instead" in caplog.text
+    record = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    assert record["step"] == 6 and record["total_steps"] == 6
+    again = train(config, tmp_path / "run", resume=True)
+    assert again["steps"] == 6 and again["steps_this_session"] == 0
+
+
+def test_a_shorter_run_ends_its_cosine_at_its_last_step():
+    config = tiny(epochs=10, warmup_epochs=2, base_lr=0.1, batch_size=512)
+    peak = 0.1 * 512 / 256
+    assert learning_rate(config, 0, 10, 50) == pytest.approx(peak / 20)  # the warm-up is unchanged
+    assert learning_rate(config, 35, 10, 50) == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * 15 / 30)))
+    assert learning_rate(config, 49, 10, 50) < 0.01 * peak
+    assert learning_rate(config, 3, 10, 5) == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * 0 / 1)))
+
+
+def test_an_eta_is_logged_after_the_first_steps(tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="mlvgm"):
+        train(tiny(epoch_images=64), tmp_path / "run")
+    assert "training ends in about" in caplog.text
+
+
 def _ddp_worker(rank: int, world: int, port: int, run_dir, out) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     import torch.distributed as dist
 
-    from mlvgm.train import build_source, init_distributed
+    from mlvgm.distributed import init_distributed
 
     config = tiny(epoch_images=16, device="cpu")
-    init_distributed(config)
+    init_distributed(config.device, config.batch_size)
     summary = train(config, run_dir)
     source = build_source(config, rank=rank, world=world, device=torch.device("cpu"))
     g = source.generator

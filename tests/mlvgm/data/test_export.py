@@ -127,9 +127,9 @@ def test_bad_arguments(g, tmp_path, kwargs, match):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_parent_folder(g, tmp_path):
-    with pytest.raises(InputError, match="does not exist: create it first"):
-        export_dataset(g, tmp_path / "missing" / "ds", 5)
+def test_missing_parent_folders_are_created(g, tmp_path):
+    out = export_dataset(g, tmp_path / "missing" / "ds", 5, val_fraction=0.0)
+    assert (out / "manifest.json").exists() and [p.name for p in (tmp_path / "missing").iterdir()] == ["ds"]
 
 
 def test_generators_without_factors_are_refused(tmp_path):

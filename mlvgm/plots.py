@@ -1,0 +1,96 @@
+"""Every figure the library writes, with matplotlib's object API (`Figure`, no pyplot, no global backend
+switch, so importing mlvgm never changes a user's matplotlib state), saved atomically as PNG.
+
+    loss_curve(metrics, path, title=..., chance=...)   a training run's loss and learning rate (loss.png)
+    walker_dynamics(dynamics, gamma, title, path)      quantification's InfoNCE and ||T(z) - z|| (dynamics.png)
+    view_grid(grid, title, path)                       the paper's Figure 4 for a generator (mlvgm.views)
+
+matplotlib is imported when a figure is drawn, not when mlvgm is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlvgm.io import atomic_path
+
+
+def save_png(fig, path: str | Path, *, dpi: int = 110) -> None:
+    """Write `fig` to `path` whole or not at all (the temporary name has no .png suffix to infer from)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+
+
+def loss_curve(metrics, path: str | Path, *, title: str, chance: float | None = None) -> bool:
+    """loss (left axis) and learning rate (right) against step from a metrics table (columns step, loss, lr);
+    a dotted line at `chance` (InfoNCE of an encoder that tells nothing apart). False when there are no rows."""
+    from matplotlib.figure import Figure
+
+    if len(metrics) == 0:
+        return False
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
+    ax.plot(metrics["step"], metrics["loss"], color="tab:blue", label="loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss", color="tab:blue")
+    lr_axis = ax.twinx()
+    lr_axis.plot(metrics["step"], metrics["lr"], color="tab:gray", linestyle="--", label="lr")
+    lr_axis.set_ylabel("learning rate", color="tab:gray")
+    if chance is not None:
+        ax.axhline(chance, color="tab:red", linestyle=":", linewidth=1)
+        ax.annotate("chance: log(2N - 1)", (metrics["step"].iloc[0], chance), fontsize=7, color="tab:red",
+                    xytext=(0, -9), textcoords="offset points")  # fmt: skip
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_png(fig, path)
+    return True
+
+
+def walker_dynamics(dynamics, gamma: float, title: str, path: str | Path) -> None:
+    """The paper's Appendix-B figure: smoothed InfoNCE (top) and mean ||T(z) - z|| (bottom, log) against
+    samples, one line per unit; `dynamics` has columns unit, samples, infonce_ema, norm."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 6))
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for unit, rows in dynamics.groupby("unit", sort=False):
+        top.plot(rows["samples"], rows["infonce_ema"], label=unit)
+        bottom.plot(rows["samples"], rows["norm"], label=unit)
+    top.axhline(gamma, color="black", linestyle="--", linewidth=0.8, label=f"gamma = {gamma:g}")
+    top.set_ylabel("InfoNCE (smoothed)")
+    bottom.set_ylabel("mean ||T(z) - z||")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("samples")
+    top.legend(fontsize=7, ncol=2)
+    top.set_title(title, fontsize=9)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def view_grid(grid, title: str, path: str | Path) -> None:
+    """Per anchor, a row of images (anchor, then one column per level) and beneath it |view - anchor|
+    (mean over RGB, x4); `grid` is a mlvgm.views.ViewGrid."""
+    from matplotlib.figure import Figure
+
+    rows, cols = grid.images.shape[:2]
+    fig = Figure(figsize=(1.35 * cols, 1.45 * 2 * rows))
+    axes = fig.subplots(2 * rows, cols, squeeze=False)
+    images = grid.images.float().cpu()
+    for r in range(rows):
+        for c in range(cols):
+            top, bottom = axes[2 * r, c], axes[2 * r + 1, c]
+            top.imshow(images[r, c].permute(1, 2, 0).numpy(), interpolation="nearest")
+            diff = (images[r, c] - images[r, 0]).abs().mean(dim=0)
+            bottom.imshow((4 * diff).clamp(0, 1).numpy(), cmap="magma", vmin=0, vmax=1, interpolation="nearest")
+            bottom.text(0.03, 0.05, f"max {grid.max_abs_diff[r, c]:.3f}", color="white", fontsize=6,
+                        transform=bottom.transAxes)  # fmt: skip
+            for ax in (top, bottom):
+                ax.set_xticks([])
+                ax.set_yticks([])
+            if r == 0:
+                top.set_title(grid.labels[c], fontsize=8)
+        axes[2 * r, 0].set_ylabel(f"anchor {r + 1}", fontsize=7)
+        axes[2 * r + 1, 0].set_ylabel("|diff| x4", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_png(fig, path)

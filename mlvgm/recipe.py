@@ -1,0 +1,344 @@
+"""The recipe: a training config turned into the objects a run is made of, and nothing else (no I/O).
+
+    config = make_config(TrainConfig, PRESETS, "quickstart", {"epochs": 2})
+    method = build_method(config)                      # encoder + heads + loss (mlvgm.encoders)
+    source = build_source(config, rank=0, world=1, device=device)   # Continuous Sampling or a loader
+    optimizer = build_optimizer(config, method.param_groups(peak_lr(config)))
+    lr = learning_rate(config, step, steps_per_epoch, total_steps)
+
+`TrainConfig` is the one frozen config of `python -m mlvgm.train`; `PRESETS` holds the quickstart and the
+paper's configurations (Tables 2-3, Appendix D). The training loop (mlvgm.train), evaluation
+(mlvgm.evaluate) and the benchmarks build their objects here, so a run, its evaluation and a benchmark
+of the same config are the same network on the same data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mlvgm.augment import PRESETS as AUGMENTS
+from mlvgm.augment import PixelAugment
+from mlvgm.config import option
+from mlvgm.data.sources import ContinuousSampling, ImageFolderSource, steps_for
+from mlvgm.encoders import ARCHS, BYOL, METHODS, SimCLR, SimSiam
+from mlvgm.errors import InputError
+from mlvgm.generators import generator_spec, load_generator
+from mlvgm.kernels.dispatch import IMPLS, resolve_impl
+from mlvgm.views import LearnedViews, LevelNoise, NoViews, RandomViews
+
+DEFAULT_PRESET = "quickstart"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # what learns
+    method: str = option("simclr", f"self-supervised method: {', '.join(METHODS)}")
+    arch: str = option("resnet18", f"backbone: {', '.join(ARCHS)}")
+    small_stem: bool = option(True, "3x3 stride-1 first conv, no max-pool (for 32-64 px images)")
+    width: int = option(64, "backbone width: channels of its first stage (torchvision's 64; 32 is ~4x cheaper)")
+    proj_hidden: int = option(512, "projector hidden size (SimCLR, BYOL; BYOL's predictor too)")
+    proj_dim: int = option(128, "projector output size (SimCLR 128, SimSiam 2048, BYOL 256)")
+    pred_hidden: int = option(512, "SimSiam predictor bottleneck size")
+    temperature: float = option(0.1, "InfoNCE temperature (SimCLR)")
+    byol_momentum: float = option(0.996, "BYOL target EMA momentum at step 0 (cosine to 1)")
+    # where batches come from
+    source: str = option("cs", "cs (Continuous Sampling from --generator) or imagefolder (--data)")
+    generator: str = option("shapes", "generator spec for Continuous Sampling")
+    checkpoint: str = option("", "generator checkpoint path, appended to the spec as NAME:PATH when set")
+    data: str = option("", "ImageFolder path for --source imagefolder")
+    truncation: float = option(2.0, "anchor truncation t (latents ~ N^t(0, 1, t))")
+    views: str = option("random", "T_z: none (synthetic pairs differ by T_x only), random, or learned (--walkers)")
+    view_levels: tuple[str, ...] = option(("2", "3", "4", "5"), "levels or groups T_z perturbs (1-based or names)")
+    view_sigma: tuple[float, ...] = option((1.0,), "sigma per level in view_levels (one value: all the same)")
+    view_t: float = option(2.0, "truncation of the T_z noise, in sigmas")
+    walkers: str = option("", "walkers for --views learned: the walkers.safetensors python -m mlvgm.quantify writes")
+    view_sigma_max: tuple[float, ...] = option(
+        (),
+        "multi-level option: per-sample sigma ~ U(view_sigma, this), one per level or one for all (empty: fixed sigma)",
+    )
+    view_p: float = option(1.0, "multi-level option: probability that T_z perturbs a chosen level of a sample")
+    augment: str = option("no_color", f"T_x preset: {', '.join(AUGMENTS)}")
+    crop: int = option(0, "side of the augmented views in px (0: the images' own size)")
+    epoch_images: int = option(126_789, "images per Continuous-Sampling epoch (ImageNet-100's size)")
+    # optimisation
+    epochs: int = option(100, "epochs")
+    batch_size: int = option(256, "global batch (pairs per step, all ranks together)")
+    optimizer: str = option("sgd", "sgd (momentum; the paper's Tables 2-3) or adam (the paper's Figure 5 runs)")
+    base_lr: float = option(0.05, "learning rate at batch 256: lr = base_lr x batch / 256")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(1e-4, "weight decay")
+    warmup_epochs: int = option(0, "linear warm-up epochs before the cosine decay")
+    amp: str = option("auto", "bf16 autocast: auto (CUDA, and CPUs with native bf16), on, off")
+    compile_generator: bool = option(False, "torch.compile the generator for Continuous Sampling")
+    render_chunk: int = option(
+        0, "images per generator forward in Continuous Sampling (0: a step's anchors and positives in one); "
+        "lower it when rendering runs out of memory"
+    )  # fmt: skip
+    kernels: str = option(
+        "auto", "InfoNCE and T_z kernels: auto (Triton on CUDA, compiled torch on CPU), torch, compiled, triton"
+    )
+    # the run
+    seed: int = option(0, "seed of every stream (latents, views, augmentations, shuffles) and of the init")
+    out: str = option("", "run folder (default: runs/<preset>-<time>)")
+    results: str = option("", "folder to copy the run's summary into (metrics, plots, probe table)")
+    checkpoint_every: int = option(0, "steps between checkpoints (0: every epoch); always at the end")
+    checkpoint_minutes: float = option(10.0, "also checkpoint when this many minutes passed since the last (0: off)")
+    budget_minutes: float = option(
+        0.0, "time budget of the run, evaluation included: when the first steps show that the planned steps "
+        "would not fit, train fewer (the schedule ends at the last step; recorded in the run). 0: no budget"
+    )  # fmt: skip
+    log_every: int = option(10, "steps between metrics.csv rows")
+    workers: int = option(2, "DataLoader workers (imagefolder)")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK)")
+    evaluate: bool = option(True, "run linear-probe and kNN evaluation at the end")
+    eval_train: int = option(5000, "labelled images to fit probes on (generated: the shapes world's factors)")
+    eval_test: int = option(1000, "labelled images to test probes on")
+
+    def __post_init__(self) -> None:
+        choices = {"method": METHODS, "arch": ARCHS, "source": ("cs", "imagefolder"),
+                   "views": ("none", "random", "learned"), "augment": AUGMENTS, "amp": ("auto", "on", "off"),
+                   "optimizer": ("sgd", "adam"), "kernels": IMPLS}  # fmt: skip
+        for key, valid in choices.items():
+            if getattr(self, key) not in valid:
+                raise InputError(f"{key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
+        positive = ("proj_hidden", "proj_dim", "pred_hidden", "epoch_images", "epochs", "batch_size", "log_every",
+                    "eval_train", "eval_test")  # fmt: skip
+        for key in positive:
+            if getattr(self, key) <= 0:
+                raise InputError(f"{key} must be > 0, got {getattr(self, key)}")
+        for key in ("temperature", "base_lr", "truncation", "view_t"):
+            if not getattr(self, key) > 0:
+                raise InputError(f"{key} must be > 0, got {getattr(self, key)}")
+        for key in ("warmup_epochs", "checkpoint_every", "crop", "workers", "weight_decay", "seed", "render_chunk",
+                    "checkpoint_minutes", "budget_minutes"):  # fmt: skip
+            if getattr(self, key) < 0:
+                raise InputError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if isinstance(self.width, bool) or not 8 <= self.width <= 256:
+            raise InputError(f"width must be an integer from 8 to 256 (torchvision's is 64), got {self.width}")
+        if not 0 <= self.byol_momentum < 1:
+            raise InputError(f"byol_momentum must be in [0, 1), got {self.byol_momentum}")
+        if any(not s >= 0 for s in self.view_sigma) or not self.view_sigma:
+            raise InputError(f"view_sigma must be one or more values >= 0, got {self.view_sigma}")
+        if len(self.view_sigma) not in (1, len(self.view_levels)):
+            raise InputError(
+                f"view_sigma has {len(self.view_sigma)} values for {len(self.view_levels)} view_levels: "
+                "give one, or one per level"
+            )
+        if len(self.view_sigma_max) not in (0, 1, len(self.view_levels)):
+            raise InputError(
+                f"view_sigma_max has {len(self.view_sigma_max)} values for {len(self.view_levels)} view_levels: "
+                "give none (fixed sigma), one, or one per level"
+            )
+        if not 0 <= self.view_p <= 1:
+            raise InputError(f"view_p must be in [0, 1], got {self.view_p}")
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
+            raise InputError(f"warmup_epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs})")
+
+
+# --- presets: the quickstart and the paper's configurations (Tables 2-3, Appendix D) -------------------
+
+
+_PAPER = {"epochs": 100, "base_lr": 0.05, "arch": "resnet50", "small_stem": False, "crop": 112}
+_BIGBIGAN = {**_PAPER, "generator": "bigbigan", "batch_size": 1024, "warmup_epochs": 10, "truncation": 2.0}
+_STYLEGAN = {**_PAPER, "generator": "stylegan2", "batch_size": 512, "warmup_epochs": 0, "truncation": 0.9}
+_W16 = tuple(str(i) for i in range(1, 17))  # StyleGAN2's 16 w vectors; the paper groups them 4 x 4
+_VIEWS = {
+    # real images, and generated anchors with T_x only
+    "real": {"source": "imagefolder", "views": "none", "augment": "simclr"},
+    "synth": {"views": "none", "augment": "simclr"},
+}
+_HEADS = {
+    "simclr": {"method": "simclr", "proj_hidden": 2048, "proj_dim": 128},
+    "simsiam": {"method": "simsiam", "proj_dim": 2048, "pred_hidden": 512},
+    "byol": {"method": "byol", "proj_hidden": 4096, "proj_dim": 256},
+}
+
+
+def _paper_presets() -> dict[str, dict[str, object]]:
+    presets = {}
+    for gen, base, methods, jahanian, multi in (
+        ("bigbigan", _BIGBIGAN, ("simclr", "simsiam"),
+         {"view_levels": ("1", "2", "3", "4", "5", "6"), "view_sigma": (0.2,), "view_t": 2.0},
+         {"view_levels": ("2", "3", "4", "5", "6"), "view_sigma": (1.0,), "view_t": 2.0}),
+        ("stylegan2", _STYLEGAN, ("byol", "simsiam"),
+         {"view_levels": _W16, "view_sigma": (0.25,), "view_t": 0.9},
+         {"view_levels": _W16, "view_sigma": (0.2,) * 4 + (0.1,) * 4 + (0.8,) * 8, "view_t": 1.0}),
+    ):  # fmt: skip
+        for method in methods:
+            head = {**base, **_HEADS[method]}
+            presets[f"{gen}-{method}-real"] = {**head, **_VIEWS["real"]}
+            presets[f"{gen}-{method}-synth"] = {**head, **_VIEWS["synth"]}
+            presets[f"{gen}-{method}-random"] = {**head, "views": "random", "augment": "simclr", **jahanian}
+            presets[f"{gen}-{method}-ml-random"] = {**head, "views": "random", "augment": "no_color", **multi}
+            # learned: Li et al.'s single walker over every level (quantify --single true); ml-learned:
+            # one walker per level, on the levels the ML random views perturb. Both take --walkers PATH.
+            presets[f"{gen}-{method}-learned"] = {**head, "views": "learned", "augment": "simclr",
+                                                  "view_levels": jahanian["view_levels"]}  # fmt: skip
+            presets[f"{gen}-{method}-ml-learned"] = {**head, "views": "learned", "augment": "no_color",
+                                                     "view_levels": multi["view_levels"]}  # fmt: skip
+    return presets
+
+
+PRESETS: dict[str, dict[str, object]] = {
+    # The main job: a meaningful run on the built-in world that fits in minutes on any 2-core CPU (a ResNet-18
+    # of half width; the budget trains fewer steps where even that would not fit). Numbers: results/quickstart.
+    "quickstart": {
+        "generator": "shapes:resolution=32", "views": "random", "view_levels": ("2", "3", "4", "5"),
+        "view_sigma": (1.0,), "augment": "none", "epochs": 4, "epoch_images": 3840, "batch_size": 64,
+        "optimizer": "adam", "base_lr": 0.004, "temperature": 0.2, "width": 32, "budget_minutes": 8.0,
+        "eval_train": 4000, "eval_test": 1000,
+    },
+    "shapes-synth": {"generator": "shapes", "views": "none", "augment": "simclr"},
+    "shapes-random": {"generator": "shapes", "views": "random", "view_levels": ("1", "2", "3", "4", "5", "6"),
+                      "view_sigma": (0.2,), "augment": "simclr"},
+    "shapes-ml-random": {"generator": "shapes", "views": "random", "view_levels": ("2", "3", "4", "5"),
+                         "view_sigma": (1.0,), "augment": "no_color"},
+    **_paper_presets(),
+}  # fmt: skip
+
+
+# --- building blocks ---------------------------------------------------------------------------------
+
+
+# --- building blocks ---------------------------------------------------------------------------------
+
+
+def spec(config: TrainConfig) -> str:
+    """The generator spec of a Continuous-Sampling config (its checkpoint appended when set)."""
+    return generator_spec(config.generator, config.checkpoint)
+
+
+def check_inputs(config: TrainConfig) -> None:
+    """The paths a config needs exist (presets leave them to the user); cheap, so it runs before any work."""
+    if config.source == "cs":
+        spec(config)
+        if config.views == "learned" and not config.walkers:
+            raise InputError("--views learned needs --walkers PATH: the walkers.safetensors python -m mlvgm.quantify "
+                             "writes (--single true for the single-latent baseline)")  # fmt: skip
+        if config.views == "learned" and not Path(config.walkers).with_suffix(".safetensors").exists():
+            raise InputError(f"walkers file {config.walkers} does not exist: run python -m mlvgm.quantify --out DIR")
+    elif not config.data:
+        raise InputError("--source imagefolder needs --data PATH (an ImageFolder of class subfolders)")
+    elif not Path(config.data).is_dir():
+        raise InputError(f"image folder {config.data} does not exist: give the path of an ImageFolder")
+
+
+def build_method(config: TrainConfig) -> nn.Module:
+    """The encoder with its method's heads and loss, at its initial weights (seed them first)."""
+    common = {"small_stem": config.small_stem, "width": config.width}
+    if config.method == "simclr":
+        return SimCLR(config.arch, proj_hidden=config.proj_hidden, proj_dim=config.proj_dim,
+                      temperature=config.temperature, impl=config.kernels, **common)  # fmt: skip
+    if config.method == "simsiam":
+        return SimSiam(config.arch, proj_dim=config.proj_dim, pred_hidden=config.pred_hidden, **common)
+    return BYOL(config.arch, proj_hidden=config.proj_hidden, proj_dim=config.proj_dim,
+                base_momentum=config.byol_momentum, **common)  # fmt: skip
+
+
+def initial_backbone(config: TrainConfig, device: torch.device | str = "cpu") -> nn.Module:
+    """The backbone a run of this config starts from (the "random init" row of every probe table)."""
+    torch.manual_seed(config.seed)
+    return build_method(config).to(device).backbone
+
+
+def metric_names(config: TrainConfig) -> list[str]:
+    """The method's own metrics beside the loss: SimSiam's collapse monitor, BYOL's momentum."""
+    return {"simclr": [], "simsiam": ["z_std"], "byol": ["momentum"]}[config.method]
+
+
+def build_views(config: TrainConfig, g):
+    """T_z of the config for generator g: NoViews, LearnedViews (walkers) or RandomViews (per-level noise)."""
+    if config.views == "none":
+        return NoViews(g)
+    if config.views == "learned":
+        levels = [int(level) if level.isdigit() else level for level in config.view_levels]
+        return LearnedViews(g, config.walkers, levels)
+
+    def per_level(values: tuple) -> tuple:  # one value for all levels, or one per level (checked by the config)
+        return values * len(config.view_levels) if len(values) == 1 else values
+
+    sigmas = per_level(config.view_sigma)
+    tops = per_level(config.view_sigma_max) if config.view_sigma_max else (None,) * len(sigmas)
+    noise = {}
+    for level, sigma, top in zip(config.view_levels, sigmas, tops, strict=True):
+        noise[int(level) if level.isdigit() else level] = LevelNoise(
+            sigma=sigma, t=config.view_t, sigma_max=top, p=config.view_p
+        )
+    return RandomViews(g, noise, impl=config.kernels)
+
+
+def kernels_used(config: TrainConfig, device: torch.device) -> dict[str, str]:
+    """Which implementation each fused op of this run runs (what impl="auto" resolves to), for provenance."""
+    used = {}
+    if config.method == "simclr":
+        used["infonce"] = resolve_impl("infonce", config.kernels, device)
+    if config.views == "random" and config.source == "cs":
+        used["perturb"] = resolve_impl("perturb", config.kernels, device)
+    return used
+
+
+def build_source(config: TrainConfig, *, rank: int, world: int, device: torch.device):
+    """The config's data source on `device`: Continuous Sampling from its generator, or its image folder."""
+    local_batch = config.batch_size // world
+    if config.source == "imagefolder":
+        if not config.data:
+            raise InputError("--source imagefolder needs --data PATH (an ImageFolder of class subfolders)")
+        resolution = config.crop or 64
+        augment = PixelAugment(config.augment, config.crop or resolution).to(device)
+        return ImageFolderSource(config.data, augment, local_batch, seed=config.seed, rank=rank, world_size=world,
+                                 resolution=resolution, workers=config.workers, device=device)  # fmt: skip
+    g = load_generator(spec(config), device=device)
+    return continuous_sampling(config, g, rank=rank, world=world, device=device)
+
+
+def continuous_sampling(config: TrainConfig, g, *, rank: int, world: int, device: torch.device):
+    """Continuous Sampling from generator g, already on `device`, with the config's T_z, T_x and batch."""
+    augment = PixelAugment(config.augment, config.crop or g.resolution).to(device)
+    return ContinuousSampling(
+        g, build_views(config, g), augment, config.batch_size // world, seed=config.seed, rank=rank,
+        steps_per_epoch=steps_for(config.epoch_images, config.batch_size), truncation=config.truncation,
+        compile=config.compile_generator, amp=device.type == "cuda" and use_amp(config, device),
+        render_chunk=config.render_chunk or None,
+    )  # fmt: skip
+
+
+def build_optimizer(config: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    lr = peak_lr(config)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def peak_lr(config: TrainConfig) -> float:
+    return config.base_lr * config.batch_size / 256
+
+
+def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int, total_steps: int | None = None) -> float:
+    """Linear warm-up to base_lr x batch / 256 over warmup_epochs, then cosine decay to 0 at total_steps
+    (default: epochs x steps_per_epoch; fewer when a time budget cut the run short)."""
+    peak = peak_lr(config)
+    total = total_steps if total_steps is not None else config.epochs * steps_per_epoch
+    warm = min(config.warmup_epochs * steps_per_epoch, max(total - 1, 0))
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_amp(config: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast: on CUDA and on CPUs with native bf16 (elsewhere it is emulated, and slower than fp32)."""
+    if config.amp == "auto":
+        return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
+    return config.amp == "on"

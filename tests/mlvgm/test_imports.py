@@ -1,0 +1,123 @@
+"""The module graph: imports run one way (no cycle), each module imports alone in a fresh process,
+evaluation and the recipe never pull in the training loop, and an import inside a function is only
+ever of an optional dependency (DALI, FFCV, Triton, matplotlib, tensorboard)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+# Imports a function may make: packages mlvgm runs without (extras, or CUDA builds only).
+OPTIONAL = ("nvidia.dali", "ffcv", "numba", "triton", "matplotlib", "torch.utils.tensorboard")
+
+
+def package_files() -> dict[str, Path]:
+    """mlvgm.* module names -> source file (mlvgm.kernels from the top-level kernels/ folder)."""
+    files = {}
+    for path in sorted((ROOT / "mlvgm").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    for path in sorted((ROOT / "kernels").glob("*.py")):
+        name = "mlvgm.kernels" + ("" if path.stem == "__init__" else f".{path.stem}")
+        files[name] = path
+    return files
+
+
+def imports(path: Path) -> list[tuple[str, bool]]:
+    """(module imported, whether inside a function) for every import statement of a file."""
+    tree = ast.parse(path.read_text())
+    found = []
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            if isinstance(child, ast.Import):
+                found.extend((alias.name, inner) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
+                found.append((child.module, inner))
+                found.extend((f"{child.module}.{alias.name}", inner) for alias in child.names)
+            visit(child, inner)
+
+    visit(tree, False)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    files = package_files()
+    edges = {}
+    for name, path in files.items():
+        edges[name] = {target for target, _ in imports(path) if target in files and target != name}
+    return edges
+
+
+def test_the_module_graph_has_no_cycle():
+    edges = graph()
+    state: dict[str, int] = {}
+
+    def walk(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for target in sorted(edges[node]):
+            if state.get(target) == 1:
+                cycle = [*stack[stack.index(target) :], target] if target in stack else [node, target]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                walk(target, [*stack, target])
+        state[node] = 2
+
+    for name in sorted(edges):
+        if name not in state:
+            walk(name, [name])
+
+
+def test_imports_inside_functions_are_of_optional_dependencies_only():
+    late = [f"{path.relative_to(ROOT)}: {module}" for name, path in package_files().items()
+            for module, inside in imports(path)
+            if inside and not module.startswith(OPTIONAL)]  # fmt: skip
+    assert late == []
+
+
+def test_the_recipe_and_evaluation_do_not_depend_on_the_training_loop():
+    edges = graph()
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for target in edges[todo.pop()]:
+                if target not in seen:
+                    seen.add(target)
+                    todo.append(target)
+        return seen
+
+    for module in ("mlvgm.recipe", "mlvgm.evaluate", "mlvgm.probes", "mlvgm.quantify", "mlvgm.views"):
+        assert "mlvgm.train" not in reach(module), module
+    assert {"mlvgm.recipe", "mlvgm.train"}.isdisjoint(reach("mlvgm.probes"))
+
+
+@pytest.mark.parametrize("module", ["mlvgm.recipe", "mlvgm.evaluate", "mlvgm.probes"])
+def test_each_module_imports_alone_and_leaves_the_loop_out(module):
+    """In a fresh interpreter, what importing the module really loads (the ast graph above can miss a
+    dynamic import)."""
+    code = f"import sys, {module}; print('mlvgm.train' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_every_module_imports_alone():
+    """Each module imports on its own, none of mlvgm loaded before it (one interpreter, for time: torch
+    stays loaded, mlvgm's modules are dropped between imports)."""
+    code = (
+        "import importlib, sys, torch\n"
+        f"for name in {sorted(package_files())!r}:\n"
+        "    for loaded in [m for m in sys.modules if m == 'mlvgm' or m.startswith('mlvgm.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    importlib.import_module(name)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
