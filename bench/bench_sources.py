@@ -5,7 +5,7 @@
     MLVGM_BENCH_BATCHES=256 MLVGM_BENCH_WORKERS=8 pytest bench/bench_sources.py ...  # one batch, 8 workers
     MLVGM_BENCH_SOURCES=cs,ffcv pytest bench/bench_sources.py ...                     # some sources
     python -m bench.figure5 out.json --out runs/bench                 # sources.csv, sources.md, figure5.png
-    python -m bench.compare out.json --baseline results/bench/baseline.json
+    python -m bench.compare out.json --baseline results/bench/baseline-ci.json
 
 All sources deliver the same thing: two views of 64-px images of the shapes world (`cs-bigbigan`: of its
 128-px images), made by the same T_x preset (`no_color`: random resized crop + flip, normalised) at the

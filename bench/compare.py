@@ -1,7 +1,7 @@
 """Regression check on the ratios a benchmark run measured against its own baselines.
 
-    python -m bench.compare BENCH.json --baseline results/bench/baseline.json [--tolerance 0.30]
-    python -m bench.compare BENCH.json --baseline results/bench/baseline.json --write-baseline
+    python -m bench.compare BENCH.json --baseline results/bench/baseline-ci.json [--tolerance 0.30]
+    python -m bench.compare BENCH.json --baseline results/bench/baseline-ci.json --write_baseline
 
 Absolute times move with the machine and whatever else runs on it; a ratio of two members of one
 group, measured in the same run on the same machine, moves much less (DESIGN.md, section 5). So the
@@ -21,7 +21,7 @@ It prints every tracked figure with its baseline, its value now and the change, 
 figures behind it (shown, never gated), and exits 1 when a ratio is worse than its baseline by more
 than the tolerance (a drop of more than that fraction for higher-is-better ratios, a rise for
 lower-is-better ones), 0 otherwise. A figure the baseline has and this run lacks (DALI not installed,
-a GPU-only member) is listed as missing, not failed; a new one is listed as new. `--write-baseline`
+a GPU-only member) is listed as missing, not failed; a new one is listed as new. `--write_baseline`
 stores this run's figures, machine and git SHA as the new baseline (atomically), and exits 0.
 """
 
@@ -334,11 +334,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline_path = Path(args.baseline)
     old = None
     if not baseline_path.exists() and not args.write_baseline:
-        raise InputError(f"baseline {baseline_path} does not exist: write one from a trusted run with --write-baseline")
+        raise InputError(f"baseline {baseline_path} does not exist: write one from a trusted run with --write_baseline")
     if baseline_path.exists():
         old = read_json(baseline_path, "baseline")
         if not isinstance(old, dict) or old.get("schema") != SCHEMA or "figures" not in old:
-            raise InputError(f"{baseline_path} is not a baseline of schema {SCHEMA}: rewrite it with --write-baseline")
+            raise InputError(f"{baseline_path} is not a baseline of schema {SCHEMA}: rewrite it with --write_baseline")
 
     print(f"now:      {machine_summary(data)}, {commit_summary(data)}, run {data.get('datetime', '?')[:19]}")
     if old is not None:

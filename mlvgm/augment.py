@@ -9,8 +9,10 @@ Presets, as in the paper's configurations (and SimCLR's):
     none       centre crop only
 
 then ImageNet mean/std normalisation. Randomness is keyed like everything else: the parameters for a
-batch come from a torch seed drawn from the (seed, rank, step, "augment") stream, inside a forked RNG,
-so a step's augmentations are the same on every rerun and resume and never touch the global RNG.
+batch come from the Draws the caller passes (the data sources give each view of a pair its own stream,
+(seed, rank, step, "augment-view1" / "augment-view2")), and kornia's own ops from a torch seed drawn
+from them inside a forked RNG, so a step's augmentations are the same on every rerun and resume and
+never touch the global RNG.
 
 The random resized crop and the flip, the geometric part of `simclr` and `no_color`, run fused by
 default (`impl="fused"`): the boxes (torchvision's rule: area U(0.2, 1), log-uniform aspect ratio in

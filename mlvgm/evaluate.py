@@ -32,7 +32,7 @@ from mlvgm.provenance import provenance, provenance_line
 from mlvgm.recipe import TrainConfig, build_method, initial_backbone, spec
 from mlvgm.runs import load_run_config
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("mlvgm.evaluate")  # a literal: run as python -m, __name__ is __main__
 
 
 def evaluate_run(config: TrainConfig, backbone: nn.Module, *, device, progress: bool = True) -> pd.DataFrame:

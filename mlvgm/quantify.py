@@ -54,7 +54,7 @@ from mlvgm.streams import Stream
 from mlvgm.testing import check_mlvgm
 from mlvgm.walkers import LevelWalkers, monte_carlo
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("mlvgm.quantify")  # a literal: run as python -m, __name__ is __main__
 
 CRITICS = ("resnet18", "resnet50", "tiny")
 SUPCON_BASE_TEMPERATURE = 0.07  # the paper's code (SupCon) scales its logged loss by tau / 0.07

@@ -56,12 +56,16 @@ from mlvgm.recipe import (
 )
 from mlvgm.runs import check_new_run_dir, default_run_dir, has_checkpoint, load_run_config
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("mlvgm.train")  # a literal: run as python -m, __name__ is __main__
 
 # Steps timed after the first (which compiles) before the run's speed is known: the ETA line and the budget.
 PROBE_STEPS = 5
+# A run under a time budget checks it again every so many steps, at its mean pace since the probe began:
+# a machine that slows down (another job starts) still ends in time.
+BUDGET_CHECK_EVERY = 10
 # Evaluation costs about this many training steps per 2 x batch images it embeds (a forward pass is about
-# a third of a training step; the rest is rendering and the probes).
+# a third of a training step; the rest is rendering and the probes), twice that after bf16 steps: the
+# probes embed in fp32.
 EVAL_STEPS_PER_BATCH = 0.4
 
 
@@ -73,12 +77,12 @@ def steps_in_budget(*, budget_s: float, elapsed_s: float, step_s: float, done: i
     return max(done, min(planned, done + math.floor(max(left, 0.0) / step_s)))
 
 
-def estimated_eval_s(config: TrainConfig, step_s: float) -> float:
+def estimated_eval_s(config: TrainConfig, step_s: float, *, amp: bool) -> float:
     """Seconds the end-of-run evaluation takes, from the measured step time (0 when it is off)."""
     if not config.evaluate:
         return 0.0
     images = 2 * (config.eval_train + config.eval_test)  # trained and random-init encoders
-    return EVAL_STEPS_PER_BATCH * images / (2 * config.batch_size) * step_s
+    return EVAL_STEPS_PER_BATCH * (2 if amp else 1) * images / (2 * config.batch_size) * step_s
 
 
 def train(
@@ -133,7 +137,7 @@ def train(
             f"bf16 {'on' if amp else 'off'}, {device}"
         )
         atomic_write_json(run_dir / ("config.json" if not resume else "resume.json"), record)
-    fields = ["step", "epoch", "loss", "lr", "images_per_s", "elapsed_s", *metric_names(config)]
+    fields = ["step", "epoch", "loss", "lr", "pairs_per_s", "elapsed_s", *metric_names(config)]
     log = MetricsLog(run_dir / "metrics.csv", fields, start_step=start_step, enabled=lead)
 
     batches = source.iterate(start_step)
@@ -160,15 +164,17 @@ def train(
         now = time.perf_counter()
         if probe_from is None:
             probe_from = (now, step)
-        elif step - probe_from[1] == PROBE_STEPS:
+        elif (timed := step - probe_from[1]) == PROBE_STEPS or (
+            config.budget_minutes and timed > PROBE_STEPS and timed % BUDGET_CHECK_EVERY == 0
+        ):
             total = _plan(config, lead=lead, world=world, step=step, total=total, planned=planned,
-                          step_s=(now - probe_from[0]) / PROBE_STEPS,
-                          elapsed_s=elapsed_before + now - started)  # fmt: skip
+                          step_s=(now - probe_from[0]) / timed, amp=amp, elapsed_s=elapsed_before + now - started,
+                          first=timed == PROBE_STEPS)  # fmt: skip
             bar.set_total(total)
         if step % config.log_every == 0 or step == total:
             speed = (step - last_step) * config.batch_size / (now - last_time)
             row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": float(loss.detach()), "lr": lr,
-                   "images_per_s": round(speed, 2), "elapsed_s": round(elapsed_before + now - started, 3),
+                   "pairs_per_s": round(speed, 2), "elapsed_s": round(elapsed_before + now - started, 3),
                    **{k: float(v) for k, v in metrics.items()}}  # fmt: skip
             log.write(row)
             bar.update(step - bar.done, loss=row["loss"], lr=lr, pairs_per_s=round(speed, 1))
@@ -193,7 +199,7 @@ def train(
         "run": str(run_dir), "steps": step, "total_steps": total, "planned_steps": planned,
         "steps_this_session": trained, "wall_s": round(now - session, 2),
         "elapsed_s": round(elapsed_before + now - started, 2),
-        "images_per_s": round(trained * config.batch_size / (now - session), 2) if trained else 0.0,
+        "pairs_per_s": round(trained * config.batch_size / (now - session), 2) if trained else 0.0,
     }  # fmt: skip
     if lead and step == total and config.evaluate:
         table = evaluate_run(config, method.backbone, device=device, progress=progress is not False)
@@ -210,21 +216,27 @@ def train(
 
 
 def _plan(config: TrainConfig, *, lead: bool, world: int, step: int, total: int, planned: int, step_s: float,
-          elapsed_s: float) -> int:  # fmt: skip
-    """The ETA line, and the steps the run trains in all under its time budget (the same on every rank)."""
-    eval_s = estimated_eval_s(config, step_s)
+          amp: bool, elapsed_s: float, first: bool) -> int:  # fmt: skip
+    """The steps the run trains in all under its time budget (the same on every rank; a later check only
+    ever shortens the run), with the ETA line the first time and a line whenever a later check cuts it."""
+    eval_s = estimated_eval_s(config, step_s, amp=amp)
+    before = total
     if config.budget_minutes:
         fitted = steps_in_budget(budget_s=60 * config.budget_minutes, elapsed_s=elapsed_s, step_s=step_s, done=step,
                                  planned=total, eval_s=eval_s)  # fmt: skip
         total = agree_min(fitted, world)
-    if not lead:
+    if not lead or (not first and before - total < max(2, before // 20)):  # small later cuts pass quietly
         return total
     pace = f"{step_s:.2f} s a step ({config.batch_size / step_s:.0f} pairs/s)"
-    if total < planned:
+    end = duration(elapsed_s + (total - step) * step_s + eval_s)
+    if not first:
+        _log.info(f"at {pace} since the start, the {config.budget_minutes:g}-minute budget now holds {total} steps "
+                  f"(was {before}); done in about {end}")  # fmt: skip
+    elif total < planned:
         _log.info(
             f"at {pace}, {planned} steps and the evaluation would not end within the {config.budget_minutes:g}-minute "
             f"budget: training {total} steps instead (the schedule ends there; --budget_minutes 0 trains all "
-            f"{planned}); done in about {duration(elapsed_s + (total - step) * step_s + eval_s)}"
+            f"{planned}); done in about {end}"
         )
     else:
         _log.info(
@@ -291,10 +303,13 @@ def _finish(summary: dict, config: TrainConfig) -> dict:
     session = f"{summary['steps_this_session']} steps in {duration(summary['wall_s'])}"
     if summary["steps_this_session"] != summary["steps"]:
         session += f" this session ({summary['steps']} of {summary['total_steps']} in all)"
-    print(f"trained {session} ({summary['images_per_s']:.0f} images/s); "
+    print(f"trained {session} ({summary['pairs_per_s']:.0f} pairs/s); "
           f"{duration(summary['elapsed_s'])} in all, evaluation included")  # fmt: skip
     if summary["steps"] < summary["total_steps"]:
         print(f"stopped at step {summary['steps']} of {summary['total_steps']}: --resume {run_dir} continues it")
+    elif summary["total_steps"] < summary["planned_steps"]:
+        print(f"the time budget ({config.budget_minutes:g} min) cut the run to {summary['total_steps']} of "
+              f"{summary['planned_steps']} planned steps (--budget_minutes 0 trains them all)")  # fmt: skip
     if "probes" in summary:
         text = probes_markdown(pd.DataFrame(summary["probes"]))
         print(text)

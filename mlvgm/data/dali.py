@@ -69,7 +69,8 @@ DALI 2.4 where marked:
 12. Flip: the same (p 0.5 per sample), applied in crop_mirror_normalize at the end; flipping commutes with
     every per-pixel op, so the place does not matter.
 13. Normalisation: the same mean and std, applied to uint8 values (x - 255 mean) / (255 std) in float32.
-14. Randomness: kornia's draws come from the (seed, rank, step, "augment") stream; DALI's do not (above).
+14. Randomness: kornia's draws come from the (seed, rank, step, "augment-view1" / "augment-view2")
+    streams; DALI's do not (above).
 """
 
 from __future__ import annotations

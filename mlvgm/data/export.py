@@ -46,7 +46,7 @@ from mlvgm.progress import Progress
 from mlvgm.provenance import provenance, provenance_line
 from mlvgm.streams import Stream
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("mlvgm.data.export")  # a literal: run as python -m, __name__ is __main__
 
 CHUNK = 256  # images rendered per stream step
 

@@ -130,7 +130,7 @@ def write(path, data: dict) -> str:
 def test_cli_writes_a_baseline_then_gates_against_it(tmp_path, capsys):
     base = tmp_path / "baseline.json"
     first = write(tmp_path / "first.json", sources(sha="b" * 40))
-    assert cli([first, "--baseline", str(base), "--write-baseline"]) == 0
+    assert cli([first, "--baseline", str(base), "--write_baseline"]) == 0
     record = json.loads(base.read_text())
     assert record["commit"]["id"] == "b" * 40
     assert record["machine"]["cpu"] == "Test CPU" and record["machine"]["cpu_count"] == 4
@@ -152,7 +152,7 @@ def test_cli_writes_a_baseline_then_gates_against_it(tmp_path, capsys):
 
 def test_cli_passes_when_a_loader_is_missing(tmp_path, capsys):
     base = tmp_path / "baseline.json"
-    assert cli([write(tmp_path / "all.json", sources()), "--baseline", str(base), "--write-baseline"]) == 0
+    assert cli([write(tmp_path / "all.json", sources()), "--baseline", str(base), "--write_baseline"]) == 0
     without_folder = sources()
     without_folder["benchmarks"] = [b for b in without_folder["benchmarks"] if "imagefolder" not in b["name"]]
     assert cli([write(tmp_path / "some.json", without_folder), "--baseline", str(base)]) == 0
@@ -164,7 +164,7 @@ def test_cli_answers_bad_input_in_one_line_with_status_2(tmp_path, capsys):
     good = write(tmp_path / "run.json", sources())
     (tmp_path / "broken.json").write_text("{")
     cases = [
-        ([good, "--baseline", str(tmp_path / "none.json")], "--write-baseline"),
+        ([good, "--baseline", str(tmp_path / "none.json")], "--write_baseline"),
         ([str(tmp_path / "broken.json"), "--baseline", str(tmp_path / "b.json")], "not JSON"),
         ([write(tmp_path / "other.json", {"x": 1}), "--baseline", str(tmp_path / "b.json")], "--benchmark-json"),
         ([good, "--baseline", write(tmp_path / "old.json", {"figures": {}})], "schema"),

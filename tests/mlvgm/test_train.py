@@ -341,6 +341,32 @@ def test_a_shorter_run_ends_its_cosine_at_its_last_step():
     assert learning_rate(config, 3, 10, 5) == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * 0 / 1)))
 
 
+def test_a_run_that_slows_down_is_cut_again_to_stay_within_its_budget(tmp_path, caplog, monkeypatch):
+    """The budget is checked again every BUDGET_CHECK_EVERY steps at the mean pace: a run whose steps get
+    slower after the probe (another job took the cores) trains fewer steps than the probe planned."""
+    import logging
+
+    import mlvgm.train as loop
+
+    clock = {"now": 0.0}
+    schedule = loop.learning_rate
+
+    def learning_rate(config, step, *args):  # called once a step: steps 0-9 take 0.01 s, later ones 1 s
+        clock["now"] += 0.01 if step < 10 else 1.0
+        return schedule(config, step, *args)
+
+    monkeypatch.setattr(loop, "learning_rate", learning_rate)
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: clock["now"])
+    # 40 steps planned in 12 s; at step 21, 11.1 s gone at a mean 0.55 s a step: one more fits
+    config = tiny(epoch_images=320, checkpoint_every=100, budget_minutes=0.2)
+    with caplog.at_level(logging.INFO, logger="mlvgm"):
+        summary = train(config, tmp_path / "run")
+    assert "training ends in about" in caplog.text  # the probe saw a fast run: no cut then
+    assert "budget now holds" in caplog.text
+    assert summary["planned_steps"] == 40 and summary["steps"] == summary["total_steps"] == 22
+    assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["total_steps"] == summary["steps"]
+
+
 def test_an_eta_is_logged_after_the_first_steps(tmp_path, caplog):
     import logging
 

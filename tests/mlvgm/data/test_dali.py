@@ -3,6 +3,7 @@ each epoch, per-sample flips and grayscale at their rates, and one-line errors. 
 
 from __future__ import annotations
 
+import gc
 import re
 import sys
 
@@ -164,7 +165,9 @@ def test_bad_folders_fail_with_one_line(folder, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "not an image", "gif"])
-def test_a_corrupt_jpeg_is_named(folder, tmp_path, damage):
+def test_a_corrupt_jpeg_is_named(folder, tmp_path, damage, capfd):
+    """The bad file is named in one line. DALI's decoder also prints its own "[ERROR] [jpeg_parser] ..." to
+    the process's stderr, from its threads and at teardown: capfd keeps that inside this test."""
     root = tmp_path / "corrupt"
     good = sorted(folder.rglob("*.jpg"))[:15]  # 15 + 1 bad: two full batches, every file read
     for path in good:
@@ -179,6 +182,9 @@ def test_a_corrupt_jpeg_is_named(folder, tmp_path, damage):
     with pytest.raises(InputError, match=re.escape(str(bad))) as error:
         take(dali.iterate(0), dali.steps_per_epoch)
     assert "\n" not in str(error.value)
+    del dali
+    gc.collect()  # the pipeline's threads end here, while capfd still holds their output
+    capfd.readouterr()
 
 
 def test_missing_dali_says_how_to_install(folder, monkeypatch):
