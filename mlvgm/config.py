@@ -167,7 +167,6 @@ def build_parser(
         )  # fmt: skip
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = values.get(f.name, f.default if f.default is not dataclasses.MISSING else None)
         if f.default_factory is not dataclasses.MISSING and f.name not in values:
             default = f.default_factory()
@@ -177,7 +176,7 @@ def build_parser(
             parser.add_argument(f.name, nargs="+" if is_tuple else None, help=text, metavar=f.name.upper())
             continue
         flags = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
-        state = "required" if required else f"default: {_shown(default)}"
+        state = "required" if _required(f) else f"default: {_shown(default)}"
         kwargs: dict[str, object] = {"dest": f.name, "help": f"{text} ({state})"}
         if hints[f.name] is bool:
             kwargs.update(nargs="?", const="true", metavar="true|false")
@@ -208,7 +207,7 @@ def parse_config(
         extra(parser)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        flags = [s for action in parser._actions for s in action.option_strings]
+        flags = [action.option_strings[0] for action in parser._actions if action.option_strings]  # one spelling
         word = unknown[0].split("=")[0]
         if not word.startswith("-"):
             raise InputError(f"unexpected argument {word!r}: options are written --key value (see --help)")
