@@ -10,9 +10,9 @@ barely uses. Then Monte Carlo over fresh anchors gives mu_k and sigma_k of ||T_k
 All units train in one run (`joint=True`): every step draws the anchors and renders g(z) once and
 shares them, where the paper's code ran one level at a time. A walker stays at T = identity until its
 critic has brought InfoNCE below gamma (a fresh critic starts near log(2B - 1)): only then does a rise
-back to gamma measure the walker's work. Verdicts: `under-used` (gamma not reached and InfoNCE flat,
-or a walker whose gradient is exactly zero: the images do not depend on the unit), `over-used` (mu
-below a quarter of the median mu of the units that reached gamma), `normal` otherwise.
+back to gamma measure the walker's work. The verdicts (over-used, normal, under-used, or undetermined
+with the reason and, where the budget ran out on the way, the budget that would get there) follow the
+rule written down in mlvgm.verdicts.
 
     table = mlvgm.quantify(load_generator("shapes"), gamma=1.0)      # a pandas.DataFrame
     python -m mlvgm.quantify --generator shapes --out results/quantify/shapes
@@ -52,13 +52,13 @@ from mlvgm.progress import Progress
 from mlvgm.provenance import provenance, provenance_line
 from mlvgm.streams import Stream
 from mlvgm.testing import check_mlvgm
+from mlvgm.verdicts import CRITIC_NEVER_LEARNT, ZERO_GRADIENT, advice, judge
 from mlvgm.walkers import LevelWalkers, monte_carlo
 
 _log = logging.getLogger("mlvgm.quantify")  # a literal: run as python -m, __name__ is __main__
 
 CRITICS = ("resnet18", "resnet50", "tiny")
 SUPCON_BASE_TEMPERATURE = 0.07  # the paper's code (SupCon) scales its logged loss by tau / 0.07
-ZERO_GRADIENT = "zero gradient: the images do not depend on this unit"
 
 
 @dataclass(frozen=True)
@@ -253,32 +253,12 @@ def train_walkers(
                 elif not state.moved and state.samples >= config.min_samples:  # it never will move: stop now
                     state.stop = ZERO_GRADIENT
                 elif state.samples >= config.max_samples:
-                    state.stop = "budget" if state.armed else "budget: the critic never got below gamma"
+                    state.stop = "budget" if state.armed else CRITIC_NEVER_LEARNT
             step += 1
             unit_step += 1
             bar.update(len(active), **{s.label: round(s.ema, 2) if s.ema is not None else "-" for s in group})
     bar.close()
     return walkers, states, rows
-
-
-def verdicts(table, gamma: float) -> list[str]:
-    """over-used / normal / under-used (or undetermined) per row of a table with columns reached, stop,
-    infonce and mu."""
-    reached = table[table["reached"]]
-    median = float(reached["mu"].median()) if len(reached) else float("nan")
-    out = []
-    for _, row in table.iterrows():
-        if row["stop"] == ZERO_GRADIENT:
-            out.append("under-used")  # not used at all: no perturbation of it changes a pixel
-        elif row["stop"].startswith("budget:"):
-            out.append("undetermined")  # the critic never learned: nothing to read from this unit
-        elif not row["reached"]:
-            out.append("under-used" if row["infonce"] < gamma / 2 else "normal")
-        elif len(reached) >= 2 and row["mu"] < 0.25 * median:
-            out.append("over-used")
-        else:
-            out.append("normal")
-    return out
 
 
 def run(g, config: QuantifyConfig, *, progress: bool = True) -> QuantifyResult:
@@ -306,9 +286,16 @@ def run(g, config: QuantifyConfig, *, progress: bool = True) -> QuantifyResult:
         "samples": [s.samples for s in states],
         "reached": [s.stop == "gamma" for s in states],
         "stop": [s.stop for s in states],
+        "z_norm": mc["z_norm"],
     })  # fmt: skip
-    table["verdict"] = verdicts(table, config.gamma)
-    return QuantifyResult(table, pd.DataFrame(rows), walkers,
+    dynamics = pd.DataFrame(rows, columns=["unit", "step", "samples", "infonce", "infonce_ema", "norm"])
+    judged = judge(table, dynamics, config.gamma, batch_size=config.batch_size)
+    table["verdict"] = [v.verdict for v in judged]
+    table["reason"] = [v.reason for v in judged]
+    table["mu_lower_bound"] = [v.mu_lower_bound for v in judged]
+    table["suggested_samples"] = [v.suggested_samples or 0 for v in judged]
+    table["suggestion_timed"] = [v.timed for v in judged]
+    return QuantifyResult(table, dynamics, walkers,
                           {"training": trained, "monte_carlo": time.perf_counter() - start})  # fmt: skip
 
 
@@ -325,8 +312,9 @@ def quantify(
     **options,  # any other QuantifyConfig field (critic, lr_walk, min_samples, joint, ...)
 ):
     """Table 1 for `generator`: a pandas.DataFrame, one row per level (or group), with columns level,
-    infonce, loss_paper, mu, sigma, ci95, samples, reached, stop and verdict. The dynamics (InfoNCE and
-    mean perturbation norm against samples) are in `table.attrs["dynamics"]`."""
+    levels, infonce, loss_paper, mu, sigma, ci95, samples, reached, stop, z_norm (the unit's typical
+    latent norm), verdict, reason, mu_lower_bound and suggested_samples (0: none; mlvgm.verdicts). The
+    dynamics (InfoNCE and mean perturbation norm against samples) are in `table.attrs["dynamics"]`."""
     names = {f.name for f in dataclasses.fields(QuantifyConfig)}
     bad = sorted(set(options) - names)
     if bad:
@@ -373,16 +361,20 @@ def suggested_views(result: QuantifyResult, config: QuantifyConfig) -> dict[str,
 
 
 def table_markdown(table, config: QuantifyConfig) -> str:
+    """Table 1 as markdown (mu written >= X where it is a lower bound), then each verdict's reason."""
     lines = [
         f"| level | InfoNCE | paper's loss (x {config.temperature / SUPCON_BASE_TEMPERATURE:.2f}) | mu | sigma | "
         "95% CI of mu | samples | stop | verdict |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in table.iterrows():
+        mu = f"{'>= ' if r['mu_lower_bound'] else ''}{r['mu']:.3g}"
         lines.append(
-            f"| {r['level']} | {r['infonce']:.2f} | {r['loss_paper']:.2f} | {r['mu']:.3g} | {r['sigma']:.3g} | "
+            f"| {r['level']} | {r['infonce']:.2f} | {r['loss_paper']:.2f} | {mu} | {r['sigma']:.3g} | "
             f"+-{r['ci95']:.2g} | {r['samples']:,} | {r['stop']} | {r['verdict']} |"
         )
+    lines.append("")
+    lines += [f"- {r['level']}: {r['verdict']}: {r['reason']}" for _, r in table.iterrows()]
     return "\n".join(lines) + "\n"
 
 
@@ -396,7 +388,11 @@ def write_outputs(result: QuantifyResult, config: QuantifyConfig, out, record: d
     walker_dynamics(result.dynamics, config.gamma, f"{config.generator}: walkers against their critics",
                     out / "dynamics.png")  # fmt: skip
     result.walkers.save(out / "walkers", generator=config.generator, gamma=config.gamma)
-    atomic_write_json(out / "views.json", suggested_views(result, config))
+    views = suggested_views(result, config)
+    if views:
+        atomic_write_json(out / "views.json", views)
+    else:  # a views.json of an earlier run in this folder would no longer describe these results
+        (out / "views.json").unlink(missing_ok=True)
     atomic_write_json(out / "quantify.json", {**record, "seconds": result.seconds,
                                               "table": result.table.to_dict("records")})  # fmt: skip
 
@@ -421,8 +417,11 @@ def main(argv: Sequence[str] | None = None) -> object:
     print(f"trained in {result.seconds['training']:.0f} s, Monte Carlo {result.seconds['monte_carlo']:.0f} s")
     if config.out:
         write_outputs(result, config, config.out, record)
-        print(f"wrote {config.out}/: table1.csv, table1.md, dynamics.png, views.json "
-              "(python -m mlvgm.train --config .../views.json)")  # fmt: skip
+        views = (f"views.json (python -m mlvgm.train --config {config.out}/views.json)"
+                 if (Path(config.out) / "views.json").exists()
+                 else "no views.json: no unit has a normal verdict to make views of")  # fmt: skip
+        print(f"wrote {config.out}/: table1.csv, table1.md, dynamics.csv, dynamics.png, walkers, {views}")
+    print(advice(result.table, max_samples=config.max_samples))
     return result
 
 

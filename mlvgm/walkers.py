@@ -181,14 +181,16 @@ def monte_carlo(
     """Per unit: mu and sigma of ||T_k(z_k) - z_k|| over M fresh anchors, with a 95% interval for mu.
 
     Returns a pandas.DataFrame with columns unit, levels, mu, sigma, ci95 (half-width, 1.96 sigma /
-    sqrt(M)), samples. Batches are merged in float64 with Chan et al.'s pairwise update, which keeps
-    sigma exact even when it is tiny next to mu.
+    sqrt(M)), samples, and z_norm: the mean ||z_k|| of the anchors themselves, the unit's typical latent
+    norm that a perturbation is measured against (mlvgm.verdicts). Batches are merged in float64 with
+    Chan et al.'s pairwise update, which keeps sigma exact even when it is tiny next to mu.
     """
     check_positive_int("samples", samples)
     check_positive_int("batch_size", batch_size)
     stream = Stream(seed, purpose="monte-carlo")
     mean = torch.zeros(len(walkers), dtype=torch.float64)
     m2 = torch.zeros(len(walkers), dtype=torch.float64)  # sum of squared deviations from the mean
+    z_sum = torch.zeros(len(walkers), dtype=torch.float64)  # sum of the anchors' ||z_k||
     done = 0
     bar = Progress(samples, desc="Monte Carlo", unit="z", enabled=progress)
     with torch.no_grad():
@@ -203,6 +205,7 @@ def monte_carlo(
                 delta = batch_mean - mean[k]
                 m2[k] += ((norms - batch_mean) ** 2).sum() + delta * delta * done * n / (done + n)
                 mean[k] += delta * n / (done + n)
+                z_sum[k] += walkers.unit_latent(anchors, k).double().norm(dim=1).sum().cpu()
             done += n
             bar.update(n)
     bar.close()
@@ -216,5 +219,6 @@ def monte_carlo(
             "sigma": sigma.tolist(),
             "ci95": (1.96 * sigma / math.sqrt(samples)).tolist(),
             "samples": samples,
+            "z_norm": (z_sum / samples).tolist(),
         }
     )
