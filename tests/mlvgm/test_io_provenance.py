@@ -24,6 +24,34 @@ def test_atomic_path_replaces_only_on_success(tmp_path):
     assert target.read_text() == '{\n  "a": 1\n}\n' and [p.name for p in tmp_path.iterdir()] == ["table.csv"]
 
 
+def test_written_files_get_the_mode_open_would_give_even_from_writers_that_recreate_them(tmp_path):
+    """mkstemp makes 0600 files, and safetensors' save_file recreates the file it is given as 0600: a
+    checkpoint or walkers file must still be readable by the group and others, as open() would make it."""
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    with atomic_path(tmp_path / "weights.safetensors") as tmp:
+        save_file({"w": torch.zeros(2)}, str(tmp))
+    atomic_write_json(tmp_path / "record.json", {})
+    for name in ("weights.safetensors", "record.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_creatable_checks_without_creating(tmp_path):
+    from mlvgm.io import check_creatable, make_output_dir
+
+    assert check_creatable(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert list(tmp_path.iterdir()) == []  # checked, nothing made
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        check_creatable(tmp_path / "file" / "sub")
+    assert make_output_dir(tmp_path / "a" / "b").is_dir()
+
+
 def test_output_checks(tmp_path):
     assert check_output_dir(tmp_path) == tmp_path
     with pytest.raises(InputError, match="does not exist"):
