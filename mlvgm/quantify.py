@@ -256,6 +256,9 @@ def train_walkers(
                     state.stop = "budget" if state.armed else CRITIC_NEVER_LEARNT
             step += 1
             unit_step += 1
+            stopped_early = sum(1 for s in active if s.stop) * (steps_per_unit - unit_step)
+            if stopped_early:  # their unused budget leaves the total, so the time left stays honest
+                bar.set_total(bar.total - stopped_early)
             bar.update(len(active), **{s.label: round(s.ema, 2) if s.ema is not None else "-" for s in group})
     bar.close()
     return walkers, states, rows

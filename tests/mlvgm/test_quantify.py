@@ -113,6 +113,27 @@ def test_stops_at_gamma_only_after_the_critic_got_below_it(monkeypatch):
     assert states[0].stop == "gamma" and states[0].samples == 16 * 6
 
 
+def test_the_progress_total_drops_the_budget_of_units_that_stopped_early(monkeypatch):
+    """A unit at gamma after 6 of its 40 steps takes its 34 unused steps out of the total, so the time
+    left that the progress shows is that of the work still to do."""
+    import mlvgm.quantify as q
+    from mlvgm.progress import Progress
+
+    script = iter([3.0, 3.0, 0.5, 0.5, 0.5, 2.0] + [2.0] * 100)
+    monkeypatch.setattr(q, "_step_unit", lambda *a: (next(script), 1.0, True))
+    seen = []
+
+    class Recording(Progress):
+        def close(self) -> None:
+            seen.append((self.total, self.done))
+            super().close()
+
+    monkeypatch.setattr(q, "Progress", Recording)
+    config = QuantifyConfig(levels=("1",), min_samples=16 * 4, max_samples=16 * 40, smoothing=0.0, **FAST)
+    q.train_walkers(Toy(), config, progress=False)
+    assert seen == [(6, 6)]
+
+
 def test_a_critic_that_never_learns_is_undetermined_not_a_verdict(monkeypatch):
     import mlvgm.quantify as q
 
