@@ -111,9 +111,9 @@ def train(
     total = planned = config.epochs * steps_per_epoch
     start_step, elapsed_before = 0, 0.0
     if resume and has_checkpoint(run_dir):
-        record = load_checkpoint(run_dir, method, optimizer)
-        start_step, elapsed_before = record["step"], float(record.get("elapsed_s", 0.0))
-        total = int(record.get("total_steps", planned))
+        saved = load_checkpoint(run_dir, method, optimizer)
+        start_step, elapsed_before = saved["step"], float(saved.get("elapsed_s", 0.0))
+        total = int(saved.get("total_steps", planned))
     elif resume:
         _log.info(f"{run_dir} has no checkpoint yet: starting its run again from step 0")
     model: nn.Module = method
