@@ -284,10 +284,9 @@ def kernels_used(config: TrainConfig, device: torch.device) -> dict[str, str]:
 
 def build_source(config: TrainConfig, *, rank: int, world: int, device: torch.device):
     """The config's data source on `device`: Continuous Sampling from its generator, or its image folder."""
+    check_inputs(config)  # the same one-line errors for a missing folder, checkpoint or walkers file
     local_batch = config.batch_size // world
     if config.source == "imagefolder":
-        if not config.data:
-            raise InputError("--source imagefolder needs --data PATH (an ImageFolder of class subfolders)")
         resolution = config.crop or 64
         augment = PixelAugment(config.augment, config.crop or resolution).to(device)
         return ImageFolderSource(config.data, augment, local_batch, seed=config.seed, rank=rank, world_size=world,
