@@ -43,7 +43,7 @@ from mlvgm.config import option, parse_config
 from mlvgm.encoders import backbone, mlp
 from mlvgm.errors import InputError
 from mlvgm.generators import generator_spec, load_generator
-from mlvgm.generators.base import device_of
+from mlvgm.generators.base import device_of, sample_anchors
 from mlvgm.hostmem import retain_freed_memory
 from mlvgm.io import atomic_write_json, atomic_write_text, check_creatable
 from mlvgm.losses import info_nce
@@ -227,8 +227,8 @@ def train_walkers(
     for group in schedule:
         unit_step = 0
         while any(not s.stop for s in group):
-            anchors = g.sample_latents(config.batch_size, truncation=config.truncation,
-                                       generator=anchors_stream.at(step))  # fmt: skip
+            anchors = sample_anchors(g, config.batch_size, truncation=config.truncation,
+                                     generator=anchors_stream.at(step))  # fmt: skip
             with torch.no_grad():
                 images = g(anchors)  # rendered once, shared by every unit of the group
             active = [state for state in group if not state.stop]

@@ -33,7 +33,7 @@ from mlvgm.cli import resolve_device, run
 from mlvgm.config import option, parse_config
 from mlvgm.errors import InputError, check_positive_int
 from mlvgm.generators import load_generator
-from mlvgm.generators.base import device_of, level_label, resolve_levels
+from mlvgm.generators.base import device_of, level_label, resolve_levels, sample_anchors
 from mlvgm.io import atomic_write_json, check_output_file
 from mlvgm.kernels.dispatch import IMPLS
 from mlvgm.kernels.perturb import LevelParams, perturb, perturb_reference
@@ -282,8 +282,8 @@ def main(argv: Sequence[str] | None = None) -> ViewGrid:
     record = provenance(dataclasses.asdict(args))
     print(provenance_line(record))
 
-    anchors = g.sample_latents(
-        args.anchors, truncation=args.truncation, generator=Stream(args.seed, purpose="anchors").at(0)
+    anchors = sample_anchors(
+        g, args.anchors, truncation=args.truncation, generator=Stream(args.seed, purpose="anchors").at(0)
     )
     first = resolve_levels(g, columns[0] if columns else 1)[0]
     noise_source = Stream(args.seed, purpose="view-grid").at(0)

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from mlvgm.errors import InputError, check_positive_int
-from mlvgm.generators.base import device_of, level_label, resolve_levels
+from mlvgm.generators.base import device_of, level_label, resolve_levels, sample_anchors
 from mlvgm.io import atomic_path, atomic_write_json
 from mlvgm.progress import Progress
 from mlvgm.streams import Stream
@@ -196,7 +196,7 @@ def monte_carlo(
     with torch.no_grad():
         for step in range(math.ceil(samples / batch_size)):
             n = min(batch_size, samples - done)
-            anchors = g.sample_latents(n, truncation=truncation, generator=stream.at(step))
+            anchors = sample_anchors(g, n, truncation=truncation, generator=stream.at(step))
             for k in range(len(walkers)):
                 norms = walkers.norms(anchors, k).double().cpu()
                 if not torch.isfinite(norms).all():

@@ -30,6 +30,7 @@ from torchvision.transforms import v2
 
 from mlvgm.augment import PixelAugment
 from mlvgm.errors import InputError, check_positive_int
+from mlvgm.generators.base import sample_anchors
 from mlvgm.streams import Stream
 
 
@@ -86,7 +87,8 @@ class ContinuousSampling:
     @torch.no_grad()
     def images(self, step: int) -> tuple[Tensor, Tensor]:
         """The generated anchor and positive images of a step, before T_x: (B, 3, H, W) each."""
-        z = self.generator.sample_latents(self.batch_size, truncation=self.truncation, generator=self.anchors.at(step))
+        z = sample_anchors(self.generator, self.batch_size, truncation=self.truncation,
+                           generator=self.anchors.at(step))  # fmt: skip
         pair = self.views(z, self.positives.at(step))
         both = [torch.cat([a, p]) for a, p in zip(pair.anchors, pair.positives, strict=True)]  # (2B, d_i)
         with torch.autocast(both[0].device.type, dtype=torch.bfloat16, enabled=self.amp):

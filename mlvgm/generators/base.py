@@ -15,17 +15,35 @@ z_1..z_n, and indexed 0..n-1 in code. `resolve_levels` converts the former into 
 A generator does not have to subclass `MLVGM`: any torch module with these attributes works, and
 `mlvgm.testing.check_mlvgm` tells whether it conforms. Subclassing gives the default
 `sample_latents` (standard normal per level, truncated on request) and the helpers below.
+
+Random sources. mlvgm draws its numbers from counter-based streams (`mlvgm.streams.Draws`), which a
+user's `sample_latents` has never heard of. The library therefore calls it through `sample_anchors`:
+
+- a `sample_latents` marked `@accepts_draws` (the library's own) receives the `Draws` itself;
+- any other receives a `torch.Generator` on the module's device, seeded from the draws (their next
+  64 random bits), so `torch.randn(n, d, generator=generator)` works and runs stay reproducible;
+- a module without `sample_latents` gets the default: N^t(0, 1, t) per level, drawn by the library.
+
+`forward` should use every level; a level it ignores (no graph edge, or multiplied by 0) is not an
+error but a finding: `check_mlvgm` reports it and `mlvgm.quantify` calls it under-used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from mlvgm.errors import InputError
 from mlvgm.latents import RandomSource, truncated_normal
+from mlvgm.streams import Draws
+
+
+def accepts_draws(method: Callable) -> Callable:
+    """Mark a `sample_latents` that takes an `mlvgm.streams.Draws` as its generator (see `sample_anchors`)."""
+    method.accepts_draws = True
+    return method
 
 
 class MLVGM(nn.Module):
@@ -47,6 +65,7 @@ class MLVGM(nn.Module):
             return tensor.device
         return torch.device("cpu")
 
+    @accepts_draws
     def sample_latents(
         self,
         n: int,  # number of anchors
@@ -58,12 +77,37 @@ class MLVGM(nn.Module):
 
         All levels come from one draw, split by level, so a Draws source spends one counter.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise InputError(f"n must be a positive integer, got {n!r}")
-        z = truncated_normal((n, sum(self.level_dims)), t=truncation, generator=generator, device=self.device)
-        return list(torch.split(z, list(self.level_dims), dim=1))
+        return default_latents(self, n, truncation=truncation, generator=generator)
 
     # forward(latents: Sequence[Tensor]) -> Tensor is each generator's own (nn.Module requires it).
+
+
+def default_latents(g, n: int, *, truncation: float | None = None, generator: RandomSource = None) -> list[Tensor]:
+    """n anchors z ~ N^t(0, 1, t) per level of g, from one draw split by level (a Draws spends one counter)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise InputError(f"n must be a positive integer, got {n!r}")
+    z = truncated_normal((n, sum(g.level_dims)), t=truncation, generator=generator, device=device_of(g))
+    return list(torch.split(z, list(g.level_dims), dim=1))
+
+
+def sample_anchors(g, n: int, *, truncation: float | None = None, generator: RandomSource = None) -> list[Tensor]:
+    """g's n anchors from any random source: how the library calls a generator's `sample_latents`.
+
+    A `Draws` reaches only a `sample_latents` marked `@accepts_draws`; any other gets a torch.Generator
+    seeded from the draws, and a module without `sample_latents` gets `default_latents`.
+    """
+    sample = getattr(g, "sample_latents", None)
+    if sample is None:
+        return default_latents(g, n, truncation=truncation, generator=generator)
+    if isinstance(generator, Draws) and not getattr(sample, "accepts_draws", False):
+        generator = torch_generator(generator, device_of(g))
+    return sample(n, truncation=truncation, generator=generator)
+
+
+def torch_generator(draws: Draws, device: torch.device | str) -> torch.Generator:
+    """A torch.Generator on `device` seeded with the next 63 bits of `draws`: the same draws, the same numbers."""
+    low, high = draws.uint32(2).tolist()
+    return torch.Generator(device=device).manual_seed((high & 0x7FFFFFFF) << 32 | low)
 
 
 def device_of(g) -> torch.device:

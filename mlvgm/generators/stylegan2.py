@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mlvgm.errors import InputError, check_positive_int
-from mlvgm.generators.base import MLVGM
+from mlvgm.generators.base import MLVGM, accepts_draws
 from mlvgm.latents import RandomSource, truncated_normal
 
 GROUP_SIZE = 4  # w's per group: the paper's 16 w's in 4 groups of 4
@@ -510,6 +510,7 @@ class StyleGAN2(MLVGM):
 
     # --- protocol
 
+    @accepts_draws
     @torch.no_grad()
     def sample_latents(
         self,

@@ -78,7 +78,7 @@ class BadGroups(Good):
 def test_a_conforming_generator_passes():
     report = check_mlvgm(Good())
     assert len(report.checks) == 4 and len(report.grad_norms) == 2 and report.zero_grad_levels == []
-    assert "gradients reach every latent level" in str(report)
+    assert report.unconnected_levels == [] and "gradients are finite" in str(report)
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,6 @@ def test_a_conforming_generator_passes():
         (WrongShape, "forward must return (4, 3, 8, 8)"),
         (OutOfRange, "images must lie in [0, 1]"),
         (Noisy, "forward is not deterministic"),
-        (Detached, "no gradient reaches latent z2"),
         (BatchDependent, "each image must depend only on its own latents"),
         (InPlace, "modified its input latents in place"),
         (IgnoresGenerator, "ignores its generator argument"),
@@ -108,4 +107,21 @@ def test_a_zero_gradient_level_is_reported_not_failed():
             return super().forward([latents[0], 0.0 * latents[1]])
 
     report = check_mlvgm(Unused())
-    assert report.zero_grad_levels == [2]
+    assert report.zero_grad_levels == [2] and report.unconnected_levels == []
+
+
+def test_a_level_forward_never_uses_is_a_finding_not_a_violation():
+    """No graph edge reaches z2 (detached): the same finding as a zero gradient, named as such."""
+    report = check_mlvgm(Detached())
+    assert report.zero_grad_levels == [2] and report.unconnected_levels == [2] and report.grad_norms[1] == 0.0
+    assert "levels forward never uses (no graph edge): [2]" in str(report)
+
+
+class NonFinite(Good):
+    def forward(self, latents):
+        return super().forward([latents[0], torch.sqrt(latents[1] - 10.0).nan_to_num(0.5)])
+
+
+def test_a_non_finite_gradient_is_still_a_violation():
+    with pytest.raises(MLVGMConformanceError, match="the gradient of latent z2 has non-finite values"):
+        check_mlvgm(NonFinite())
