@@ -47,8 +47,10 @@ import collections
 import hashlib
 import io
 import math
+import mmap
 import os
 import pickle
+import pickletools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -369,8 +371,21 @@ def _array_from_bytes(raw: object, dtype: object, shape: object, order: object) 
     return np.frombuffer(raw, dt).reshape(shape, order=order).copy()  # copy: writable, owns its memory
 
 
+class _NdarrayType:
+    """Marks numpy.ndarray where a pickle names the class: an argument of _reconstruct, never callable (calling
+    the real class would allocate whatever shape the file asks for)."""
+
+    __slots__ = ()
+
+    def __call__(self, *args: object, **kwargs: object) -> None:
+        raise _refuse("a call of numpy.ndarray (an array of whatever shape the file asks for)")
+
+
+_NDARRAY_TYPE = _NdarrayType()
+
+
 def _numpy_reconstruct(subtype: object, shape: object = (0,), dtype: object = b"b") -> _ArraySpec:
-    if subtype is not np.ndarray:
+    if subtype is not _NDARRAY_TYPE:
         raise _refuse("a numpy array subclass")
     return _ArraySpec()
 
@@ -406,7 +421,7 @@ _ALLOWED: dict[tuple[str, str], object] = {
     ("torch.nn.parameter", "Parameter"): _TENSOR_TYPE,
     ("torch", "Size"): torch.Size,
     ("torch", "device"): torch.device,
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _NDARRAY_TYPE,
     ("numpy", "dtype"): _numpy_dtype,
     ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
@@ -520,7 +535,11 @@ def _check_header(path: Path, head: bytes) -> None:
 
 
 def safe_load_pickle(path: str | os.PathLike) -> object:
-    """Unpickle `path` with SafeUnpickler: plain containers, tensors, numpy arrays and records, nothing else."""
+    """Unpickle `path` with SafeUnpickler: plain containers, tensors, numpy arrays and records, nothing else.
+
+    The file is read through a read-only memory map, and its opcodes are checked before anything is built
+    (`_check_opcodes`), so what the unpickler allocates is bounded by what the file holds.
+    """
     path = Path(path)
     _check_file(path)
     try:
@@ -529,11 +548,47 @@ def safe_load_pickle(path: str | os.PathLike) -> object:
         raise InputError(f"cannot read network pickle {path} ({exc.strerror}): check its permissions") from None
     with f:
         _check_header(path, f.read(len(_LEGACY_TORCH_SAVE_MAGIC)))
-        f.seek(0)
-        return _unpickle(path, f)
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            _check_opcodes(path, data)
+            data.seek(0)
+            return _unpickle(path, data)
 
 
-def _unpickle(path: Path, f: BinaryIO) -> object:
+def _check_opcodes(path: Path, data: mmap.mmap) -> None:
+    """Refuse a pickle whose opcodes ask for more than the file holds, before the unpickler acts on them.
+
+    CPython's unpickler allocates a declared length before reading it (BINBYTES8 claiming 2**50 bytes is
+    a MemoryError, 2**34 reserves 16 GiB) and grows its memo to the largest index a PUT names. Here every
+    length must fit in the bytes that follow it (pickletools reads them from the map, never past its end),
+    and every PUT must name an existing memo slot or the next one, as a pickler writes them.
+    """
+    memo_size = 0
+    try:
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                if not isinstance(arg, int) or not 0 <= arg <= memo_size:
+                    raise InputError(
+                        f"{path} puts memo slot {arg} of {memo_size}: the pickle is corrupt; re-download or "
+                        "re-export it"
+                    )
+                memo_size = max(memo_size, arg + 1)
+            elif opcode.name == "MEMOIZE":
+                memo_size += 1
+            elif opcode.name == "FRAME" and arg > len(data) - data.tell():
+                raise InputError(
+                    f"{path} is not a complete pickle (a frame of {arg} bytes runs past its end): re-download or "
+                    "re-export it"
+                )
+    except ValueError as exc:  # pickletools: a length past the end, a bad opcode or argument, no STOP
+        if isinstance(exc, InputError):
+            raise
+        detail = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "unreadable opcodes"
+        truncated = any(word in detail for word in ("remain", "exhausted", "not enough data"))
+        kind = "not a complete pickle" if truncated else "a corrupt pickle"
+        raise InputError(f"{path} is {kind} ({detail}): re-download or re-export it") from None
+
+
+def _unpickle(path: Path, f: BinaryIO | mmap.mmap) -> object:
     try:
         return SafeUnpickler(f).load()
     except InputError:
@@ -555,17 +610,30 @@ def _unpickle(path: Path, f: BinaryIO) -> object:
 # From records to a flat state_dict.
 
 
-def _plain(value: Any) -> Any:
-    """EasyDicts, OrderedDicts and numpy scalars as plain dicts and Python numbers, recursively."""
+def _plain(value: Any, memo: dict[int, Any] | None = None) -> Any:
+    """EasyDicts, OrderedDicts and numpy scalars as plain dicts and Python numbers, recursively.
+
+    Memoised by identity: a value shared n times is converted once (linear in the pickle, where an
+    unmemoised walk of `x = [x, x]` nested k deep takes 2**k steps), and a cycle ends at its own copy.
+    """
+    memo = {} if memo is None else memo
+    key = id(value)
+    if key in memo:
+        return memo[key]
+    out: Any
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, tuple) and type(value) is tuple:
-        return tuple(_plain(v) for v in value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+        out = memo[key] = {}
+        out.update((k, _plain(v, memo)) for k, v in value.items())
+    elif isinstance(value, list):
+        out = memo[key] = []
+        out.extend(_plain(v, memo) for v in value)
+    elif isinstance(value, tuple) and type(value) is tuple:
+        out = memo[key] = tuple(_plain(v, memo) for v in value)
+    elif isinstance(value, np.generic):
+        out = memo[key] = value.item()
+    else:
+        out = value
+    return out
 
 
 def module_state_dict(record: PersistentRecord | TorchModuleRecord) -> dict[str, Tensor]:
@@ -575,14 +643,19 @@ def module_state_dict(record: PersistentRecord | TorchModuleRecord) -> dict[str,
     return out
 
 
-def _flatten(record: object, prefix: str, out: dict[str, Tensor], path: set[int]) -> None:
+def _flatten(record: object, prefix: str, out: dict[str, Tensor], seen: set[int]) -> None:
+    """Walk the module tree once per module: a module reached twice (a cycle, or a child shared by two
+    parents, which NVIDIA's networks never have) is refused, so the walk is linear in the pickle."""
     where = prefix[:-1] or "the network"
     state = getattr(record, "state", None)
     if not isinstance(state, dict):
         raise InputError(f"{where} is a {type(record).__name__}, not a network module: the pickle is corrupt")
-    if id(record) in path:
-        raise InputError(f"{where} contains itself: the pickle is corrupt")
-    path = path | {id(record)}
+    if id(record) in seen:
+        raise InputError(
+            f"{where} is a module the network already holds (a shared or cyclic reference): the pickle is corrupt "
+            "or not a plain network pickle"
+        )
+    seen.add(id(record))
     skip = state.get("_non_persistent_buffers_set") or set()
     if not isinstance(skip, set | frozenset):
         raise InputError(f"{where}._non_persistent_buffers_set is not a set: the pickle is corrupt")
@@ -601,7 +674,7 @@ def _flatten(record: object, prefix: str, out: dict[str, Tensor], path: set[int]
         raise InputError(f"{where}._modules is a {type(children).__name__}, not a dict: the pickle is corrupt")
     for name, child in children.items():
         if child is not None:
-            _flatten(child, f"{prefix}{name}.", out, path)
+            _flatten(child, f"{prefix}{name}.", out, seen)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -660,15 +733,22 @@ def _tf_generator_kwargs(net: TFNetworkRecord) -> dict[str, Any]:
     }
 
 
-def _tf_variables(net: TFNetworkRecord, prefix: str = "", depth: int = 0) -> dict[str, np.ndarray]:
-    """All variables of a network and its components: {"mapping/Dense0/weight": array, "dlatent_avg": ...}."""
+def _tf_variables(
+    net: TFNetworkRecord, prefix: str = "", depth: int = 0, seen: set[int] | None = None
+) -> dict[str, np.ndarray]:
+    """All variables of a network and its components: {"mapping/Dense0/weight": array, "dlatent_avg": ...}.
+    Each component is visited once (a shared one is refused), so the walk is linear in the pickle."""
+    seen = set() if seen is None else seen
     if depth > 8:
         raise InputError("TensorFlow network components nest too deeply: the pickle is corrupt")
+    if id(net) in seen:
+        raise InputError(f"TensorFlow component {prefix[:-1] or net.name!r} appears twice: the pickle is corrupt")
+    seen.add(id(net))
     found = {prefix + name: value for name, value in net.variables.items()}
     for name, component in net.components.items():
         if not isinstance(component, TFNetworkRecord):
             raise InputError(f"TensorFlow component {prefix}{name} is not a network: the pickle is corrupt")
-        found |= _tf_variables(component, f"{prefix}{name}/", depth + 1)
+        found |= _tf_variables(component, f"{prefix}{name}/", depth + 1, seen)
     return found
 
 

@@ -74,6 +74,7 @@ SYNTHESIS_KWARGS = (
     "channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture",
     "resample_filter", "use_noise", "activation", "fp16_channels_last",
 )  # fmt: skip
+MAX_RESOLUTION = 2**16  # beyond any released model; bounds the blocks a checkpoint's kwargs can ask for
 OPTIONS = ("space", "truncation_psi", "truncation_cutoff", "noise_mode", "output_resolution")
 
 
@@ -222,6 +223,8 @@ class MappingNetwork(nn.Module):
             raise InputError(f"conditional StyleGAN2 (c_dim={c_dim}) is not supported: use an unconditional model")
         check_positive_int("z_dim", z_dim)
         check_positive_int("mapping num_layers", num_layers)
+        if layer_features is not None:
+            check_positive_int("mapping layer_features", layer_features)
         _check_activation("mapping activation", activation)
         del embed_features  # sizes only the label embedding, which an unconditional model lacks
         self.z_dim, self.c_dim, self.w_dim, self.num_ws, self.num_layers = z_dim, c_dim, w_dim, num_ws, num_layers
@@ -390,8 +393,15 @@ class SynthesisNetwork(nn.Module):
             raise InputError(f"conv_clamp must be >= 0 or None, got {conv_clamp!r}")
         self.w_dim, self.img_resolution, self.img_channels = w_dim, img_resolution, img_channels
         self.num_fp16_res, self.fp16_channels_last = num_fp16_res, fp16_channels_last  # recorded, not used
+        check_positive_int("synthesis channel_base", channel_base)
+        check_positive_int("synthesis channel_max", channel_max)
         self.block_resolutions = [2**i for i in range(2, int(math.log2(img_resolution)) + 1)]
         channels = {res: min(channel_base // res, channel_max) for res in self.block_resolutions}
+        if channels[img_resolution] < 1:
+            raise InputError(
+                f"channel_base {channel_base} gives 0 channels at {img_resolution} px (channel_base // resolution): "
+                f"channel_base must be at least img_resolution ({img_resolution})"
+            )
         self.num_ws = 0
         for res in self.block_resolutions:
             block = SynthesisBlock(
@@ -458,8 +468,8 @@ class StyleGAN2(MLVGM):
         super().__init__()
         for name, value in (("z_dim", z_dim), ("w_dim", w_dim), ("img_resolution", img_resolution)):
             check_positive_int(name, value)
-        if img_resolution < 4 or img_resolution & (img_resolution - 1):
-            raise InputError(f"img_resolution must be a power of two >= 4, got {img_resolution}")
+        if img_resolution < 4 or img_resolution & (img_resolution - 1) or img_resolution > MAX_RESOLUTION:
+            raise InputError(f"img_resolution must be a power of two from 4 to {MAX_RESOLUTION}, got {img_resolution}")
         if img_channels != 3:
             raise InputError(f"img_channels={img_channels} is not supported: an MLVGM renders RGB (img_channels=3)")
         mapping_kwargs = _checked_kwargs("mapping_kwargs", mapping_kwargs, MAPPING_KWARGS)
@@ -568,7 +578,9 @@ def from_kwargs_and_state(
     """A StyleGAN2 with the checkpoint's architecture and weights, in eval mode with frozen weights.
 
     Every mismatch between `state` and the architecture `init_kwargs` describes is one InputError line:
-    a missing tensor, an unexpected tensor, a wrong shape (each naming the first offending key).
+    a missing tensor, an unexpected tensor, a wrong shape (each naming the first offending key). The
+    architecture is built on the meta device and checked against `state` first, so kwargs that ask for a
+    network larger than the checkpoint's tensors are refused before anything is allocated.
     """
     if not isinstance(init_kwargs, Mapping):
         raise InputError(f"StyleGAN2 init_kwargs must be a dict, got {type(init_kwargs).__name__}")
@@ -584,10 +596,26 @@ def from_kwargs_and_state(
     bad = sorted(set(options) - set(OPTIONS))
     if bad:
         raise InputError(f"unknown StyleGAN2 options {bad}: valid options are {', '.join(OPTIONS)}")
-    g = StyleGAN2(**dict(init_kwargs), **options)
-    check_state(g, state)
+    with torch.device("meta"):
+        shapes = _build(init_kwargs, options)
+    check_state(shapes, state)
+    g = _build(init_kwargs, options)
     g.load_state_dict(dict(state), strict=True)
     return g.eval().requires_grad_(False)
+
+
+def _build(init_kwargs: Mapping[str, object], options: Mapping[str, object]) -> StyleGAN2:
+    """StyleGAN2(**init_kwargs, **options); kwargs of the wrong type (a checkpoint's, so anything) are one line."""
+    try:
+        return StyleGAN2(**dict(init_kwargs), **options)
+    except InputError:
+        raise
+    except (TypeError, ValueError, ArithmeticError, RuntimeError, KeyError, IndexError, AttributeError) as exc:
+        detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else "no detail"
+        raise InputError(
+            f"StyleGAN2 init_kwargs do not describe a network ({type(exc).__name__}: {detail}): the checkpoint is "
+            "corrupt or not a stylegan2-ada-pytorch Generator"
+        ) from None
 
 
 def check_state(g: nn.Module, state: Mapping[str, Tensor]) -> None:
@@ -614,6 +642,13 @@ def check_state(g: nn.Module, state: Mapping[str, Tensor]) -> None:
         if tuple(value.shape) != expected[name]:
             raise InputError(
                 f"StyleGAN2 tensor {name!r} has shape {tuple(value.shape)}, expected {expected[name]}: {hint}"
+            )
+        if not value.is_floating_point():
+            raise InputError(f"StyleGAN2 tensor {name!r} is {value.dtype}, not floating point: {hint}")
+        if value.device.type != "meta" and value.numel() * value.element_size() > value.untyped_storage().nbytes():
+            raise InputError(  # an expanded or overlapping view: loading it would allocate what the file lacks
+                f"StyleGAN2 tensor {name!r} of shape {tuple(value.shape)} reuses the bytes of a smaller storage: "
+                "the checkpoint is corrupt"
             )
 
 
