@@ -300,13 +300,54 @@ def baseline_record(data: dict, figures: dict[str, Figure], source: str) -> dict
     }
 
 
-def read_json(path: Path, what: str) -> dict:
+BENCH_FIX = "give the file pytest --benchmark-json wrote"
+
+
+def read_json(path: Path, what: str, fix: str = BENCH_FIX) -> object:
+    """The JSON in `path`, or InputError naming `what` it should be and the `fix`."""
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise InputError(f"{what} {path} does not exist") from None
+        raise InputError(f"{what} {path} does not exist: {fix}") from None
+    except OSError as exc:  # a folder, a file we may not read
+        raise InputError(f"cannot read {what} {path} ({exc.strerror}): {fix}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{what} {path} is not JSON ({exc})") from None
+        raise InputError(f"{what} {path} is not JSON ({exc}): {fix}") from None
+
+
+def check_benchmark_json(data: object, path: str | Path, stats: tuple[str, ...] = ("median",)) -> dict:
+    """`data` if it is what pytest --benchmark-json writes, as far as the bench scripts read it: an object
+    whose "benchmarks" each have a name and numbers for `stats`; else InputError."""
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise InputError(f"{path} is not a pytest-benchmark JSON (no list of 'benchmarks'): {BENCH_FIX}")
+    for index, b in enumerate(data["benchmarks"]):
+        named, numbers = (isinstance(b.get("name"), str), b.get("stats")) if isinstance(b, dict) else (False, None)
+        if (
+            not named
+            or not isinstance(numbers, dict)
+            or not all(isinstance(numbers.get(k), int | float) for k in stats)
+        ):
+            raise InputError(f"{path}: benchmark {index} lacks a name or its {'/'.join(stats)} stats: {BENCH_FIX}")
+    return data
+
+
+def is_baseline(record: object) -> bool:
+    """Whether `record` is a baseline of this SCHEMA, as baseline_record writes it."""
+    if not isinstance(record, dict) or record.get("schema") != SCHEMA or not isinstance(record.get("machine"), dict):
+        return False
+    figures = record.get("figures")
+    return isinstance(figures, dict) and all(
+        isinstance(f, dict) and isinstance(f.get("value"), int | float) and isinstance(f.get("higher_is_better"), bool)
+        for f in figures.values()
+    )
+
+
+def read_baseline(path: Path) -> dict:
+    """The baseline in `path`, or InputError saying to rewrite it."""
+    old = read_json(path, "baseline", "rewrite it with --write_baseline")
+    if not is_baseline(old):
+        raise InputError(f"{path} is not a baseline of schema {SCHEMA}: rewrite it with --write_baseline")
+    return old
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -327,18 +368,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         CompareConfig, None, argv, prog="python -m bench.compare",
         description="Compare the same-run ratios of a pytest-benchmark JSON with a baseline; exit 1 on a regression.",
     )  # fmt: skip
-    data = read_json(Path(args.bench_json), "benchmark JSON")
-    if not isinstance(data, dict) or "benchmarks" not in data:
-        raise InputError(f"{args.bench_json} is not a pytest-benchmark JSON (no 'benchmarks'): use --benchmark-json")
+    data = check_benchmark_json(read_json(Path(args.bench_json), "benchmark JSON"), args.bench_json)
     figures, untracked = extract(data)
     baseline_path = Path(args.baseline)
     old = None
-    if not baseline_path.exists() and not args.write_baseline:
+    if args.write_baseline:
+        check_output_file(baseline_path, flag="--baseline", suffixes=(".json",))
+    elif not baseline_path.exists():
         raise InputError(f"baseline {baseline_path} does not exist: write one from a trusted run with --write_baseline")
     if baseline_path.exists():
-        old = read_json(baseline_path, "baseline")
-        if not isinstance(old, dict) or old.get("schema") != SCHEMA or "figures" not in old:
-            raise InputError(f"{baseline_path} is not a baseline of schema {SCHEMA}: rewrite it with --write_baseline")
+        try:
+            old = read_baseline(baseline_path)
+        except InputError:
+            if not args.write_baseline:
+                raise
+            print(f"{baseline_path} is not a readable baseline: --write_baseline replaces it")
 
     print(f"now:      {machine_summary(data)}, {commit_summary(data)}, run {data.get('datetime', '?')[:19]}")
     if old is not None:
@@ -357,7 +401,6 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"(tolerance {args.tolerance:.0%})")  # fmt: skip
 
     if args.write_baseline:
-        check_output_file(baseline_path, flag="--baseline", suffixes=(".json",))
         atomic_write_json(baseline_path, baseline_record(data, figures, str(args.bench_json)))
         print(f"wrote the baseline {baseline_path} ({len(figures)} figures)")
         return 0

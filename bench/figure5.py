@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.compare import commit_summary, machine_summary, read_json
+from bench.compare import check_benchmark_json, commit_summary, machine_summary, read_json
 from mlvgm.cli import run
 from mlvgm.config import option, parse_config
 from mlvgm.errors import InputError
@@ -82,8 +82,8 @@ def rows(data: dict) -> list[dict]:
         row = dict.fromkeys(COLUMNS)
         row.update(run)
         row.update({k: info.get(k) for k in COLUMNS if k in info})
-        row.update(benchmark=kind, median_s=stats["median"], min_s=stats["min"], max_s=stats["max"],
-                   rounds=stats["rounds"])  # fmt: skip
+        row.update(benchmark=kind, median_s=stats["median"], min_s=stats.get("min"), max_s=stats.get("max"),
+                   rounds=stats.get("rounds"))  # fmt: skip
         if kind == "epoch_time":
             energy = info.get("energy") or {}
             steps = info.get("steps_timed")
@@ -269,8 +269,7 @@ def log_scale(values: Sequence[float | None]) -> bool:
 def merged(files: list, names: Sequence[str]) -> dict:
     """One pytest-benchmark record from several: the first's machine, commit and date, every benchmark."""
     for data, name in zip(files, names, strict=True):
-        if not isinstance(data, dict) or not isinstance(data.get("benchmarks", []), list):
-            raise InputError(f"{name} is not a pytest-benchmark JSON: give the file --benchmark-json wrote")
+        check_benchmark_json(data, name)
     return {**files[0], "benchmarks": [b for data in files for b in data.get("benchmarks", [])]}
 
 

@@ -26,7 +26,7 @@ from bench.kernels.baselines import paper_supcon
 from mlvgm.cli import run
 from mlvgm.config import option, parse_config
 from mlvgm.errors import InputError
-from mlvgm.io import atomic_write_json, atomic_write_text
+from mlvgm.io import atomic_write_json, atomic_write_text, check_creatable
 from mlvgm.kernels.infonce import infonce
 from mlvgm.kernels.perturb import LevelParams, perturb
 from mlvgm.provenance import provenance
@@ -206,6 +206,7 @@ class GpuCheckConfig:
 def main(argv: Sequence[str] | None = None) -> dict:
     args, _, _ = parse_config(GpuCheckConfig, None, argv, prog="python bench/gpu_check.py",
                               description=__doc__.splitlines()[0])  # fmt: skip
+    out = check_creatable(args.out)  # before minutes of checks, not after them
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.smoke:
         raise InputError("no CUDA device here: use --smoke to exercise the script on CPU")
@@ -218,7 +219,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "infonce_time": time_infonce([8] if smoke else [1024, 4096, 16384, 65536], 128, device, 1 if smoke else 10),
         "perturb_time": time_perturb(device, 1 if smoke else 50, 8 if smoke else 1024),
     }
-    out = Path(args.out)
     atomic_write_json(out / "gpu-check.json", record)
     atomic_write_text(out / "gpu-check.md", markdown(record))
     print(markdown(record))

@@ -56,11 +56,15 @@ def save_checkpoint(
 def read_record(run_dir: str | Path) -> dict:
     path = Path(run_dir) / RECORD
     if not path.exists():
-        raise InputError(f"{run_dir} has no {RECORD}: it is not a run folder with a checkpoint")
+        raise InputError(f"{run_dir} has no {RECORD}, so no checkpoint yet: python -m mlvgm.train --resume {run_dir} "
+                         "trains it")  # fmt: skip
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path} is not valid JSON ({exc.msg}): the run folder is damaged") from None
+        raise InputError(f"{path} is not valid JSON ({exc.msg}): the run folder is damaged, start a new run") from None
+    if not isinstance(record, dict) or not isinstance(record.get("file"), str) or type(record.get("step")) is not int:
+        raise InputError(f"{path} names no checkpoint file and step: the run folder is damaged, start a new run")
+    return record
 
 
 def load_checkpoint(
@@ -74,7 +78,9 @@ def load_checkpoint(
     try:
         tensors = load_file(str(path))
     except Exception as exc:  # noqa: BLE001 -- safetensors raises its own error types for damaged files
-        raise InputError(f"{path} is not a readable safetensors file ({exc}): the checkpoint is damaged") from None
+        raise InputError(
+            f"{path} is not a readable safetensors file ({exc}): the checkpoint is damaged, start a new run"
+        ) from None
     state = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

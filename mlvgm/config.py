@@ -102,15 +102,35 @@ def _type_name(annotation) -> str:
     return {int: "an integer", float: "a number", str: "a string"}.get(annotation, str(annotation))
 
 
-def coerce(cls, values: Mapping[str, object]) -> dict[str, object]:
-    """JSON-loaded values back to the field types (lists -> tuples)."""
+def coerce(
+    cls, values: Mapping[str, object], *, source: str = "config", fix: str = "fix the file"
+) -> dict[str, object]:
+    """JSON-loaded values back to the field types (lists -> tuples); a value of another type (a string where
+    a number goes) is an InputError naming `source`, the file the values came from, and the `fix`."""
     hints = typing.get_type_hints(cls)
     out = {}
     for key, value in values.items():
         if typing.get_origin(hints.get(key)) is tuple and isinstance(value, list):
             value = tuple(value)
+        if key in hints and not _fits(hints[key], value):
+            raise InputError(f"{source}: {key} must be {_type_name(hints[key])}, got {value!r}: {fix}")
         out[key] = value
     return out
+
+
+def _fits(annotation, value: object) -> bool:
+    """Whether a JSON-loaded value has the field's type (an int does for a float field)."""
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation in (int, str):
+        return isinstance(value, annotation) and not isinstance(value, bool)
+    if typing.get_origin(annotation) is tuple:
+        return isinstance(value, tuple) and all(_fits(typing.get_args(annotation)[0], v) for v in value)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return value is None or any(_fits(a, value) for a in typing.get_args(annotation) if a is not type(None))
+    return True
 
 
 def did_you_mean(word: str, choices: Sequence[str], *, what: str) -> str:
@@ -246,7 +266,7 @@ def _config_file(cls, path: str) -> dict[str, object]:
     try:
         data = json.loads(Path(path).read_text())
     except OSError as error:
-        raise InputError(f"--config {path}: cannot read it ({error.strerror})") from error
+        raise InputError(f"--config {path}: cannot read it ({error.strerror}): give a JSON file of keys") from error
     except ValueError as error:
         raise InputError(f"--config {path} is not valid JSON ({error}): fix the file") from error
     if not isinstance(data, dict):
@@ -255,7 +275,7 @@ def _config_file(cls, path: str) -> dict[str, object]:
     bad = [key for key in data if key not in names]
     if bad:
         raise InputError(f"--config {path}: " + did_you_mean(bad[0], names, what="key"))
-    return coerce(cls, data)
+    return coerce(cls, data, source=f"--config {path}")
 
 
 def make_config(cls, presets: Mapping[str | None, Mapping[str, object]], preset: str | None, overrides: Mapping):

@@ -20,13 +20,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch import nn
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from mlvgm.checkpoint import load_checkpoint
 from mlvgm.cli import resolve_device, run
 from mlvgm.config import option, parse_config
+from mlvgm.data.sources import check_images
 from mlvgm.errors import InputError
 from mlvgm.generators import load_generator
-from mlvgm.io import atomic_write_text
+from mlvgm.io import atomic_write_text, check_output_dir
 from mlvgm.probes import evaluate_backbones, folder_probe_set, generated_probe_set, probes_markdown
 from mlvgm.provenance import provenance, provenance_line
 from mlvgm.recipe import TrainConfig, build_method, initial_backbone, spec
@@ -70,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
                               description=__doc__.split("\n\n")[0])  # fmt: skip
     run_dir = Path(args.run)
     config, _ = load_run_config(run_dir, **({"source": "imagefolder", "data": args.data} if args.data else {}))
+    for name in ("probes.csv", "probes.md"):  # written after the evaluation, so checked before it
+        if (run_dir / name).is_dir():
+            raise InputError(f"{run_dir / name} is a folder, where the evaluation writes its table: move it away")
+    check_output_dir(run_dir, flag="--run (or evaluate a copy of the run in a writable folder)")
+    if args.data:
+        check_images(p for p in sorted(Path(args.data).rglob("*")) if p.suffix.lower() in IMG_EXTENSIONS)
     device = resolve_device(args.device)
     record = provenance({**dataclasses.asdict(args), "run_config": dataclasses.asdict(config)})
     print(provenance_line(record))

@@ -220,8 +220,8 @@ def check_inputs(config: TrainConfig) -> None:
         if config.views == "learned" and not config.walkers:
             raise InputError("--views learned needs --walkers PATH: the walkers.safetensors python -m mlvgm.quantify "
                              "writes (--single true for the single-latent baseline)")  # fmt: skip
-        if config.views == "learned" and not Path(config.walkers).with_suffix(".safetensors").exists():
-            raise InputError(f"walkers file {config.walkers} does not exist: run python -m mlvgm.quantify --out DIR")
+        if config.views == "learned" and not (walkers := Path(config.walkers).with_suffix(".safetensors")).exists():
+            raise InputError(f"walkers file {walkers} does not exist: run python -m mlvgm.quantify --out DIR")
     elif not config.data:
         raise InputError("--source imagefolder needs --data PATH (an ImageFolder of class subfolders)")
     elif not Path(config.data).is_dir():

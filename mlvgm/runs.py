@@ -7,6 +7,7 @@ RUN/metrics.csv, loss.png, probes.csv, probes.md, summary.json
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 from pathlib import Path
@@ -38,7 +39,14 @@ def load_run_config(run_dir: str | Path, **changes) -> tuple[TrainConfig, str]:
         values = saved["config"]
     except (ValueError, KeyError, TypeError):
         raise InputError(f"{path} is not a run's config (damaged?): start a new run") from None
-    return TrainConfig(**coerce(TrainConfig, {**values, **changes})), saved.get("preset", "")
+    if not isinstance(values, dict):
+        raise InputError(f"{path} is not a run's config (damaged?): start a new run")
+    unknown = [key for key in values if key not in {f.name for f in dataclasses.fields(TrainConfig)}]
+    if unknown:
+        raise InputError(f"{path} has the config key {unknown[0]!r}, which this version of mlvgm does not know: use "
+                         "the version that made the run, or start a new run")  # fmt: skip
+    values = coerce(TrainConfig, {**values, **changes}, source=str(path), fix="the run is damaged, start a new run")
+    return TrainConfig(**values), saved.get("preset", "")
 
 
 def check_new_run_dir(run_dir: Path) -> None:

@@ -6,22 +6,22 @@ python -m bench.kernels.report results/kernels/cpu.json        # writes results/
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.compare import check_benchmark_json, read_json
 from mlvgm.cli import run
 from mlvgm.config import option, parse_config
 from mlvgm.errors import InputError
-from mlvgm.io import atomic_write_text
+from mlvgm.io import atomic_write_text, check_output_dir
 
 
 def _by_group(benchmarks: list[dict]) -> dict[str, list[dict]]:
     groups: dict[str, list[dict]] = {}
     for b in benchmarks:
-        groups.setdefault(b["group"], []).append(b)
+        groups.setdefault(b.get("group") or b["name"], []).append(b)
     return groups
 
 
@@ -34,7 +34,7 @@ def _spread(b: dict) -> str:
 
 
 def report(data: dict) -> str:
-    machine, commit = data["machine_info"], data.get("commit_info", {})
+    machine, commit = data.get("machine_info") or {}, data.get("commit_info") or {}
     groups = _by_group(data["benchmarks"])
     ceiling = max((b["extra_info"]["gflops_per_s"] for b in groups.get("matmul-ceiling", [])), default=None)
     lines = [
@@ -111,14 +111,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     path = Path(args.bench_json)
     if path.suffix != ".json":
         raise InputError(f"{path} is not a .json file: give the JSON pytest --benchmark-json wrote")
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise InputError(f"cannot read {path} ({exc.strerror})") from None
-    except ValueError as exc:
-        raise InputError(f"{path} is not JSON ({exc})") from None
+    data = check_benchmark_json(read_json(path, "benchmark JSON"), path, stats=("median", "min", "max"))
+    out = path.with_suffix(".md")  # beside the JSON: checked now, so that bad input writes nothing
+    if out.is_dir():
+        raise InputError(f"{out} is a folder, where the tables would go: move it, or the JSON, elsewhere")
+    check_output_dir(path.parent, flag="folder for BENCH_JSON (the tables go beside it)")
     text = report(data)
-    atomic_write_text(path.with_suffix(".md"), text)
+    atomic_write_text(out, text)
     print(text)
 
 

@@ -19,10 +19,11 @@ Both are pure functions of the step: a resumed run gets exactly the batches the 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 from torchvision import datasets
@@ -168,6 +169,7 @@ class ImageFolderSource:
             raise InputError(
                 f"{root} is not an ImageFolder ({exc}): it needs one subfolder of images per class"
             ) from None
+        check_images(path for path, _ in self.dataset.samples)
         if len(self.dataset) < batch_size * world_size:
             raise InputError(
                 f"{root} has {len(self.dataset)} images, fewer than one global batch ({batch_size * world_size})"
@@ -200,6 +202,16 @@ class ImageFolderSource:
         x = images.to(self.device, non_blocking=True).float().div_(255.0)  # (B, 3, R, R) in [0, 1]
         first, second = (stream.at(step) for stream in self.pixels)
         return self.augment(x, first), self.augment(x, second)
+
+
+def check_images(paths: Iterable[str | Path]) -> None:
+    """Every file opens as an image (its header only: about 50 us a file, 6 s for ImageNet-100), so that a
+    file that is not one stops the run now, in one line, rather than a DataLoader worker mid-epoch."""
+    for path in paths:
+        try:
+            Image.open(path).close()
+        except OSError:  # PIL's UnidentifiedImageError included
+            raise InputError(f"{path} is not an image Pillow can read: remove or replace it") from None
 
 
 def folder_transform(size: int):
