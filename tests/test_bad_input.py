@@ -186,12 +186,7 @@ def kernels_md_is_a_folder(work: Path) -> None:
     (work / "kernels.md").mkdir()
 
 
-def xfail(reason: str):
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 REPORT = "bench.kernels.report"
-GENERATOR_SPEC = "mlvgm/generators/__init__.py:generator_spec (not ours to edit now)"
 
 # (module, argv, the text the one error line must hold, damage to do first)
 CASES = [
@@ -228,9 +223,8 @@ CASES = [
     ("mlvgm.train", ["--resume", "{work}/run"], "epochs must be an integer, got 'four'",
      config_with_a_string_for_a_number),
     ("mlvgm.train", ["--resume", "{work}/run", "--epochs", "9"], "was made with epochs=4, not 9", None),
-    pytest.param("mlvgm.train", ["--generator", "stylegan2", "--checkpoint", "{work}/folder", "--out", "{work}/new"],
-                 "folder is a folder", None, marks=xfail(f"a folder is said not to exist: {GENERATOR_SPEC}"),
-                 id="train-checkpoint-is-a-folder"),
+    ("mlvgm.train", ["--generator", "stylegan2", "--checkpoint", "{work}/folder", "--out", "{work}/new"],
+     "folder is a folder: give the weights file inside it", None),
     # mlvgm.evaluate
     ("mlvgm.evaluate", ["--rnu", "{work}/run"], "unknown option '--rnu': did you mean --run", None),
     ("mlvgm.evaluate", ["--run", "{work}/run", "--device", "gpu"], "unknown device 'gpu'", None),
@@ -259,9 +253,7 @@ CASES = [
     ("mlvgm.quantify", ["--out", "{readonly}/q"], "cannot write in folder", None),
     ("mlvgm.quantify", ["--levels", "9", "--critic", "tiny"], "level 9 is out of range: choose levels 1-6", None),
     ("mlvgm.quantify", ["--config", "{work}/garbage.json"], "garbage.json is not valid JSON", None),
-    pytest.param("mlvgm.quantify", ["--checkpoint", "{work}/text.pkl"], "takes no checkpoint", None,
-                 marks=xfail(f"a checkpoint for the shapes world is read as a spec option: {GENERATOR_SPEC}"),
-                 id="quantify-checkpoint-for-shapes"),
+    ("mlvgm.quantify", ["--checkpoint", "{work}/text.pkl"], "the shapes generator takes no checkpoint: drop", None),
     # mlvgm.views (tests/mlvgm/test_cli.py has the value checks)
     ("mlvgm.views", ["--out", "{work}/g.png", "--anchor", "2"], "did you mean --anchors", None),
     ("mlvgm.views", ["--out", "{work}/g.png", "--seed", "-1"], "--seed must be >= 0", None),

@@ -71,16 +71,27 @@ def load_generator(spec: str, *, device: torch.device | str | None = None) -> to
     return g.eval().to(device) if device is not None else g.eval()
 
 
+_CHECKPOINT_GENERATORS = ("stylegan2", "bigbigan")  # built-in generators whose spec argument is a path
+_BUILT_IN_WORLDS = ("shapes",)  # built-in generators without weights: their argument is options
+
+
 def generator_spec(name: str, checkpoint: str = "") -> str:
     """The spec of a config's `generator` and `checkpoint` keys: NAME, or NAME:PATH when a checkpoint is
     given (it must exist); the checkpoint generators refuse to run without one."""
     if not checkpoint:
-        if name in ("bigbigan", "stylegan2"):
+        if name in _CHECKPOINT_GENERATORS:
             raise InputError(
                 f"the {name} generator needs its weights: pass --checkpoint PATH "
                 "(BigBiGAN_x1.pth or an NVIDIA StyleGAN2 .pkl)"
             )
         return name
+    if name in _BUILT_IN_WORLDS:
+        raise InputError(
+            f"the {name} generator takes no checkpoint: drop --checkpoint (only "
+            f"{' and '.join(_CHECKPOINT_GENERATORS)} load weights)"
+        )
+    if Path(checkpoint).is_dir():
+        raise InputError(f"checkpoint {checkpoint} is a folder: give the weights file inside it")
     if not Path(checkpoint).is_file():
         raise InputError(f"checkpoint {checkpoint} does not exist: give the path of the generator's weights")
     return f"{name}:{checkpoint}"
