@@ -138,7 +138,12 @@ class TFNetworkRecord:
 
     @property
     def components(self) -> dict[str, TFNetworkRecord]:
-        return dict(self._get("components", {}) or {})
+        components = self._get("components", None)
+        if components is None:
+            return {}
+        if not isinstance(components, dict):
+            raise InputError(f"TensorFlow network {self.name!r} has malformed components: the pickle is corrupt")
+        return dict(components)
 
     @property
     def build_func_name(self) -> str:
@@ -262,7 +267,7 @@ def _load_storage_bytes(data: object) -> torch.TypedStorage | torch.UntypedStora
         raise _refuse(f"a storage built from {type(data).__name__}")
     try:
         storage = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, KeyError) as exc:
+    except Exception as exc:  # noqa: BLE001 -- a damaged blob makes torch.load raise any of a dozen types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
             f"a tensor storage in the pickle does not load with torch.load(weights_only=True) ({first}): "
@@ -554,27 +559,106 @@ def safe_load_pickle(path: str | os.PathLike) -> object:
             return _unpickle(path, data)
 
 
+MAX_UNFOLDED = 1_000_000  # objects in the loaded tree with shared references unfolded; NVIDIA's pickles hold ~10**5
+MAX_INT_BITS = 1024  # wider integers are no network's: their decimal text alone can take seconds
+
+
+class _Node:
+    """An object the pickle builds, as the opcode check sees it: its size with shared references unfolded
+    (what a walk over it, a repr, or the hash of a tuple costs), and whether a container holds it yet."""
+
+    __slots__ = ("held", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size, self.held = size, False
+
+
+_MARK = object()
+_GROWS = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}  # change stack_before[0] in place
+_PASSES = {"MEMOIZE", "READONLY_BUFFER", "DUP"}  # push back the object they take (DUP: twice)
+
+
 def _check_opcodes(path: Path, data: mmap.mmap) -> None:
     """Refuse a pickle whose opcodes ask for more than the file holds, before the unpickler acts on them.
 
-    CPython's unpickler allocates a declared length before reading it (BINBYTES8 claiming 2**50 bytes is
-    a MemoryError, 2**34 reserves 16 GiB) and grows its memo to the largest index a PUT names. Here every
-    length must fit in the bytes that follow it (pickletools reads them from the map, never past its end),
-    and every PUT must name an existing memo slot or the next one, as a pickler writes them.
+    - CPython's unpickler allocates a declared length before reading it (BINBYTES8 claiming 2**50 bytes is
+      a MemoryError, 2**34 reserves 16 GiB): every length must fit in the bytes that follow it (pickletools
+      reads them from the map, never past its end);
+    - it grows its memo to the largest index a PUT names: a PUT must name a slot in use or the next one;
+    - a few bytes of GETs build `x = (x, x)` nested 40 deep, whose hash (a dict key), repr or walk takes
+      2**40 steps inside C code that no timeout interrupts: the stack is simulated with each object's
+      unfolded size, which may not pass MAX_UNFOLDED, and a container may not change once another holds it
+      (its holders' sizes would be stale; a pickler fills each container before using it).
     """
-    memo_size = 0
+
+    def corrupt(why: str) -> InputError:
+        return InputError(f"{path} {why}: the pickle is corrupt or not a plain network pickle; re-download it")
+
+    def pop() -> _Node:
+        if not stack or stack[-1] is _MARK:
+            raise corrupt("takes an object from an empty stack")
+        return stack.pop()
+
+    stack: list = []
+    memo: dict[int, _Node] = {}
     try:
         for opcode, arg, _ in pickletools.genops(data):
-            if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                if not isinstance(arg, int) or not 0 <= arg <= memo_size:
-                    raise InputError(
-                        f"{path} puts memo slot {arg} of {memo_size}: the pickle is corrupt; re-download or "
-                        "re-export it"
-                    )
-                memo_size = max(memo_size, arg + 1)
-            elif opcode.name == "MEMOIZE":
-                memo_size += 1
-            elif opcode.name == "FRAME" and arg > len(data) - data.tell():
+            name, before = opcode.name, opcode.stack_before
+            if name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                slot = len(memo) if name == "MEMOIZE" else arg
+                if not isinstance(slot, int) or not 0 <= slot <= len(memo):
+                    raise corrupt(f"puts memo slot {slot} of {len(memo)}")
+                if not stack or stack[-1] is _MARK:
+                    raise corrupt("memoises an empty stack")
+                memo[slot] = stack[-1]
+                continue
+            if name in ("GET", "BINGET", "LONG_BINGET"):
+                if arg not in memo:
+                    raise corrupt(f"gets memo slot {arg}, which was never put")
+                stack.append(memo[arg])
+                continue
+            if name == "FRAME" and arg > len(data) - data.tell():
+                raise InputError(
+                    f"{path} is not a complete pickle (a frame of {arg} bytes runs past its end): re-download or "
+                    "re-export it"
+                )
+            if isinstance(arg, int) and abs(arg).bit_length() > MAX_INT_BITS:
+                raise corrupt(f"holds an integer of {abs(arg).bit_length()} bits")
+            if name == "MARK":
+                stack.append(_MARK)
+                continue
+            taken: list[_Node] = []
+            fixed = len(before)
+            if pickletools.markobject in before:  # the items above the last MARK, then the mark
+                fixed = before.index(pickletools.markobject)
+                while stack and stack[-1] is not _MARK:
+                    taken.append(stack.pop())
+                if not stack:
+                    raise corrupt("closes a MARK it never opened")
+                stack.pop()
+            if name == "POP" and stack and stack[-1] is _MARK:
+                stack.pop()
+                continue
+            taken += [pop() for _ in range(fixed)]  # the deepest last: stack_before[0] for _GROWS
+            if name in _GROWS:
+                target, parts = taken[-1], taken[:-1]
+                if target.held:
+                    raise corrupt("changes a container after another object took it")
+                target.size += sum(part.size for part in parts)
+                for part in parts:
+                    part.held = True
+                new = [target]
+            elif name in _PASSES:
+                new = taken * (2 if name == "DUP" else 1)
+            else:
+                new = [_Node(1 + sum(part.size for part in taken))] * len(opcode.stack_after)
+                for part in taken:
+                    part.held = True
+            if any(node.size > MAX_UNFOLDED for node in new):
+                raise corrupt(f"builds an object of more than {MAX_UNFOLDED:,} objects once shared references unfold")
+            stack += new
+            if name == "STOP":
+                break
                 raise InputError(
                     f"{path} is not a complete pickle (a frame of {arg} bytes runs past its end): re-download or "
                     "re-export it"
@@ -643,6 +727,12 @@ def module_state_dict(record: PersistentRecord | TorchModuleRecord) -> dict[str,
     return out
 
 
+def _field(state: dict, name: str, empty: object) -> object:
+    """state[name], or `empty` when absent or None (not `or`: a file's tensor or array has no truth value)."""
+    value = state.get(name)
+    return empty if value is None else value
+
+
 def _flatten(record: object, prefix: str, out: dict[str, Tensor], seen: set[int]) -> None:
     """Walk the module tree once per module: a module reached twice (a cycle, or a child shared by two
     parents, which NVIDIA's networks never have) is refused, so the walk is linear in the pickle."""
@@ -656,11 +746,11 @@ def _flatten(record: object, prefix: str, out: dict[str, Tensor], seen: set[int]
             "or not a plain network pickle"
         )
     seen.add(id(record))
-    skip = state.get("_non_persistent_buffers_set") or set()
+    skip = _field(state, "_non_persistent_buffers_set", set())
     if not isinstance(skip, set | frozenset):
         raise InputError(f"{where}._non_persistent_buffers_set is not a set: the pickle is corrupt")
     for field in ("_parameters", "_buffers"):
-        entries = state.get(field) or {}
+        entries = _field(state, field, {})
         if not isinstance(entries, dict):
             raise InputError(f"{where}.{field} is a {type(entries).__name__}, not a dict: the pickle is corrupt")
         for name, tensor in entries.items():
@@ -669,7 +759,7 @@ def _flatten(record: object, prefix: str, out: dict[str, Tensor], seen: set[int]
             if not isinstance(name, str) or not isinstance(tensor, Tensor):
                 raise InputError(f"{where}.{field}[{name!r}] is not a tensor: the pickle is corrupt")
             out[prefix + name] = tensor.detach()
-    children = state.get("_modules") or {}
+    children = _field(state, "_modules", {})
     if not isinstance(children, dict):
         raise InputError(f"{where}._modules is a {type(children).__name__}, not a dict: the pickle is corrupt")
     for name, child in children.items():
@@ -783,8 +873,8 @@ def _tf_generator_state(net: TFNetworkRecord) -> tuple[dict[str, Any], dict[str,
             raise InputError(f"TensorFlow variable {name!r} is a {type(value).__name__}: the pickle is corrupt")
         return value
 
-    def t(array: np.ndarray) -> Tensor:
-        return torch.from_numpy(array.copy(order="C"))  # not ascontiguousarray: it turns 0-d into 1-d
+    def t(array: np.ndarray | np.generic) -> Tensor:
+        return torch.from_numpy(np.array(array, order="C"))  # a copy; 0-d stays 0-d (ascontiguousarray: 1-d)
 
     def conv(weight: np.ndarray, flip: bool = False) -> Tensor:
         # TF stores [kh, kw, in, out]; transposed convolutions ran with a flipped kernel
@@ -860,7 +950,7 @@ def load_network_pickle(path: str | os.PathLike, key: str = "G_ema") -> NetworkS
             "network pickle"
         )
     keys = tuple(str(k) for k in data)
-    networks = [str(k) for k, v in data.items() if isinstance(v, PersistentRecord)]
+    networks = [k for k, v in data.items() if isinstance(v, PersistentRecord) and str(k).isidentifier()]
     if not networks:
         raise InputError(
             f"{path} is a pickled dict without networks (keys: {', '.join(keys) or 'none'}): it is not an NVIDIA "
@@ -899,7 +989,7 @@ def _tf_network_state(path: Path, networks: dict[str, TFNetworkRecord], key: str
     net = networks[key]
     try:
         init_kwargs, state_dict = _tf_generator_state(net)
-    except (IndexError, ValueError) as exc:
+    except (IndexError, ValueError, TypeError) as exc:
         if isinstance(exc, InputError):
             raise
         raise InputError(

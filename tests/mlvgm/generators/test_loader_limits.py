@@ -21,6 +21,8 @@ import pytest
 import torch
 from test_safe_pickle import Persistent, dump, mirror
 
+from mlvgm.errors import InputError
+from mlvgm.generators.safe_pickle import TorchModuleRecord, _plain, module_state_dict
 from mlvgm.generators.stylegan2 import StyleGAN2
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -134,12 +136,29 @@ def shared_modules(folder: Path) -> str:
     return f"stylegan2:{dump(folder / 'shared-modules.pkl', {'G_ema': g_ema})}"
 
 
-def test_a_shared_reference_structure_in_init_kwargs_is_walked_once(outcomes):
-    assert_refused(outcomes, "shared_init_kwargs", "unknown StyleGAN2 init_kwargs ['junk']")
+UNFOLDS = "builds an object of more than 1,000,000 objects once shared references unfold"
 
 
-def test_a_module_shared_by_two_parents_is_refused_in_linear_time(outcomes):
-    assert_refused(outcomes, "shared_modules", "a module the network already holds (a shared or cyclic reference)")
+def test_a_shared_reference_structure_is_refused_before_it_is_built(outcomes):
+    """x = [x, x] nested 40 deep is 40 list opcodes; unfolded (any walk, repr or hash of it) 2**40 objects."""
+    assert_refused(outcomes, "shared_init_kwargs", UNFOLDS)
+    assert_refused(outcomes, "shared_modules", UNFOLDS)
+
+
+def test_the_walks_after_loading_are_linear_in_the_objects_too():
+    """Behind the opcode check: converting init_kwargs visits each shared object once, and a module held
+    by two parents is refused at once (NVIDIA's networks never share one)."""
+    deep = shared_list(60)
+    plain = _plain({"junk": deep})
+    assert plain["junk"][0] is plain["junk"][1]  # converted once, shared as in the file
+    leaf = TorchModuleRecord()
+    leaf.__setstate__({"_parameters": {"w": torch.zeros(1)}})
+    for _ in range(60):
+        parent = TorchModuleRecord()
+        parent.__setstate__({"_modules": {"a": leaf, "b": leaf}})
+        leaf = parent
+    with pytest.raises(InputError, match=r"a\.b is a module the network already holds"):
+        module_state_dict(leaf)
 
 
 KWARGS = {  # case: (init_kwargs that differ from SMALL's, the message)
