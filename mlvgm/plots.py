@@ -94,3 +94,18 @@ def view_grid(grid, title: str, path: str | Path) -> None:
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     save_png(fig, path)
+
+
+def error_bars(labels: list[str], means, stds, path: str | Path, *, ylabel: str, title: str) -> None:
+    """One bar per label at its mean, with +- std whiskers (a seed's spread; none drawn where std is NaN)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6.0, 0.75 * len(labels)), 3.8))
+    ax = fig.subplots()
+    whiskers = [0.0 if s != s else s for s in stds]  # NaN (one seed) draws no whisker
+    ax.bar(range(len(labels)), list(means), yerr=whiskers, capsize=3, color="tab:blue", alpha=0.8)
+    ax.set_xticks(range(len(labels)), labels, fontsize=7)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_png(fig, path)

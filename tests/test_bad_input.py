@@ -29,7 +29,7 @@ PROGS = {
     "mlvgm.evaluate": "python -m mlvgm.evaluate", "mlvgm.views": "python -m mlvgm.views",
     "mlvgm.data.export": "python -m mlvgm.data.export", "bench.compare": "python -m bench.compare",
     "bench.figure5": "python -m bench.figure5", "bench.kernels.report": "python -m bench.kernels.report",
-    "bench.gpu_check": "python bench/gpu_check.py",
+    "bench.gpu_check": "python bench/gpu_check.py", "mlvgm.experiments": "python -m mlvgm.experiments",
 }  # fmt: skip
 
 
@@ -257,6 +257,12 @@ CASES = [
     # mlvgm.views (tests/mlvgm/test_cli.py has the value checks)
     ("mlvgm.views", ["--out", "{work}/g.png", "--anchor", "2"], "did you mean --anchors", None),
     ("mlvgm.views", ["--out", "{work}/g.png", "--seed", "-1"], "--seed must be >= 0", None),
+    # mlvgm.experiments
+    ("mlvgm.experiments", ["table9", "--out", "{work}/paper"], "unknown experiment 'table9': choose one of", None),
+    ("mlvgm.experiments", ["table2", "--budgte", "5"], "unknown option '--budgte': did you mean --budget", None),
+    ("mlvgm.experiments", ["table2", "--seeds", "0", "--out", "{work}/paper"], "--seeds must be > 0", None),
+    ("mlvgm.experiments", ["table2", "--rows", "synth,ml", "--out", "{work}/paper"], "--rows must be some of", None),
+    ("mlvgm.experiments", ["table2", "--out", "{work}/text.pkl/paper", "--runs", "{work}/runs"], "text.pkl", None),
     ("mlvgm.views", ["--out", "{work}/folder.png"], "folder.png is a folder: give a file name", None),
     ("mlvgm.views", ["--out", "{work}/text.pkl/g.png"], "text.pkl is a file, not a folder", None),
     ("mlvgm.views", ["--out", "{work}/g.png", "--generator", "stylegan2:{work}/text.pkl"], "not a network pickle",

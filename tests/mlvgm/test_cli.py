@@ -21,7 +21,7 @@ from mlvgm.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY_POINTS = ["mlvgm.train", "mlvgm.quantify", "mlvgm.evaluate", "mlvgm.views", "mlvgm.data.export",
-                "bench.compare", "bench.figure5", "bench.kernels.report"]  # fmt: skip
+                "bench.compare", "bench.figure5", "bench.kernels.report", "mlvgm.experiments"]  # fmt: skip
 
 
 def call(module, argv: list[str], capsys) -> tuple[int, str, str]:

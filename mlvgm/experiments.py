@@ -1,0 +1,430 @@
+"""`python -m mlvgm.experiments NAME`: the paper's Tables 1-3 in miniature, on the shapes world.
+
+    python -m mlvgm.experiments table1     # quantification with 3 seeds: mu +- std per level, verdicts' agreement
+    python -m mlvgm.experiments table2     # real / synth / random / learned / ml-random / ml-learned rows
+    python -m mlvgm.experiments figure5    # the data-loader benchmark (bench/figure5.py, from a checkout)
+    python -m mlvgm.experiments all        # all three; --seeds, --budget (steps per run), --out override
+
+An experiment is data: a list of jobs (export a dataset, quantify, train) derived from the presets, each
+named by a hash of its config and of the jobs it reads. Runs live in RUNS/<job>-<hash>/: a finished job is
+never redone, an interrupted training resumes from its last checkpoint, and with nothing left to do a
+command only re-aggregates the tables into OUT (CSV, markdown, a plot each, README.md).
+Every Table 2 row trains for the same steps x batch and is probed on the same held-out ground truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from mlvgm import train as training
+from mlvgm.checkpoint import load_checkpoint
+from mlvgm.cli import resolve_device, run
+from mlvgm.config import option, parse_config
+from mlvgm.data.export import export_dataset
+from mlvgm.errors import InputError
+from mlvgm.evaluate import evaluate_run
+from mlvgm.generators import load_generator
+from mlvgm.io import atomic_write_text, check_creatable, make_output_dir
+from mlvgm.plots import error_bars
+from mlvgm.progress import duration
+from mlvgm.provenance import hardware, provenance
+from mlvgm.quantify import PRESETS as QUANTIFY_PRESETS
+from mlvgm.quantify import QuantifyConfig, write_outputs
+from mlvgm.quantify import run as quantify_run
+from mlvgm.recipe import PRESETS as TRAIN_PRESETS
+from mlvgm.recipe import TrainConfig, build_method
+
+NAMES = ("table1", "table2", "figure5", "all")
+ROWS = ("real", "synth", "random", "learned", "ml-random", "ml-learned")
+METHODS = ("simclr", "simsiam", "byol")
+SINGLE_ROWS = ("synth", "random", "ml-random")  # the rows SimSiam and BYOL train (the issue's minimum)
+WORLD = "shapes:resolution=32"
+
+# Every Table 2 run: the quickstart's encoder and optimiser at 32 px, trained for --budget steps of 64 pairs.
+_TRAIN_BASE = {key: TRAIN_PRESETS["quickstart"][key] for key in ("generator", "batch_size", "optimizer", "base_lr",
+                                                                  "temperature", "width")}  # fmt: skip
+_ROW_VIEWS = {  # the T_z and T_x of each row (ml-random and ml-learned take their levels from quantification)
+    "real": {"source": "imagefolder", "views": "none", "augment": "simclr"},
+    "synth": {"views": "none", "augment": "simclr"},
+    "random": {"views": "random", "view_levels": ("1", "2", "3", "4", "5", "6"), "view_sigma": (0.2,),
+               "augment": "simclr"},
+    "learned": {"views": "learned", "view_levels": ("1", "2", "3", "4", "5", "6"), "augment": "simclr"},
+    "ml-random": {"views": "random", "augment": "no_color"},
+    "ml-learned": {"views": "learned", "augment": "no_color"},
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExperimentsConfig:
+    name: str = option("all", f"experiment: {', '.join(NAMES)}", positional=True)
+    seeds: int = option(3, "seeds per row (and per Table 1 quantification)")
+    budget: int = option(500, "training steps per Table 2 run (64 pairs each): every row the same compute")
+    quantify_samples: int = option(64 * 2000, "walker budget per level (samples) of each quantification")
+    real_images: int = option(
+        8_000, "images in the finite 'real' dataset, exported from the shapes world (8,000: 4 epochs of 500 steps)"
+    )
+    methods: tuple[str, ...] = option(METHODS, "methods of Table 2 (SimSiam and BYOL train synth, random, ml-random)")
+    rows: tuple[str, ...] = option(ROWS, "rows of Table 2")
+    eval_train: int = option(4000, "labelled images the probes are fitted on")
+    eval_test: int = option(1000, "labelled images the probes are scored on")
+    out: str = option("results/paper", "folder of the tables, plots and README.md")
+    runs: str = option("runs/paper", "folder of the runs (resumable; delete it to start over)")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+
+    def __post_init__(self) -> None:
+        if self.name not in NAMES:
+            raise InputError(f"unknown experiment {self.name!r}: choose one of {', '.join(NAMES)}")
+        for key in ("seeds", "budget", "quantify_samples", "real_images", "eval_train", "eval_test"):
+            if getattr(self, key) <= 0:
+                raise InputError(f"--{key} must be > 0, got {getattr(self, key)}")
+        if self.real_images < 64:
+            raise InputError(f"--real_images must be at least one batch (64), got {self.real_images}")
+        for key, valid in (("methods", METHODS), ("rows", ROWS)):
+            bad = [v for v in getattr(self, key) if v not in valid]
+            if bad or not getattr(self, key):
+                raise InputError(f"--{key} must be some of {','.join(valid)}, got {','.join(getattr(self, key))}")
+
+
+@dataclass
+class MissingInput(InputError):
+    """A job's input that an earlier job did not make (quantification found no normal level): the job is skipped."""
+
+
+@dataclass
+class Job:
+    """One unit of work: `kind` export | quantify | train, its config fields, and the jobs whose outputs it reads."""
+
+    kind: str
+    name: str  # what it is, e.g. "table2/simclr/ml-random/s0"
+    config: dict[str, object]
+    needs: dict[str, Job] = field(default_factory=dict)  # role ("data", "walkers", "views") -> job
+
+    @property
+    def key(self) -> str:
+        """A hash of the config and of everything it reads: the same job in any experiment has the same key."""
+        text = json.dumps([self.kind, self.config, {role: job.key for role, job in sorted(self.needs.items())}],
+                          sort_keys=True, default=str)  # fmt: skip
+        return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+    def folder(self, runs: Path) -> Path:
+        return runs / f"{self.name.replace('/', '-')}-{self.key}"
+
+
+def quantify_job(config: ExperimentsConfig, seed: int, *, single: bool = False) -> Job:
+    fields = {**QUANTIFY_PRESETS["shapes-quick"], "max_samples": config.quantify_samples, "seed": seed,
+              "single": single, "mc_samples": 20_000}  # fmt: skip
+    fields["min_samples"] = min(int(fields["min_samples"]), config.quantify_samples)
+    return Job("quantify", f"{'single' if single else 'table1'}/quantify/s{seed}", fields)
+
+
+def plan(config: ExperimentsConfig) -> list[Job]:
+    """Every job of the experiment, each after the jobs it reads."""
+    names = ("table1", "table2", "figure5") if config.name == "all" else (config.name,)
+    jobs: list[Job] = []
+    quantified = {s: quantify_job(config, s) for s in range(config.seeds)}
+    if "table1" in names or ("table2" in names and {"ml-random", "ml-learned"} & set(config.rows)):
+        jobs += quantified.values()
+    if "table2" in names:
+        data = Job("export", "table2/real-data", {"n": config.real_images, "val_fraction": 0.0, "seed": 10_000})
+        single = {s: quantify_job(config, s, single=True) for s in range(config.seeds)}
+        if "real" in config.rows:
+            jobs.append(data)
+        if "learned" in config.rows:
+            jobs += single.values()
+        for method in config.methods:
+            rows = [r for r in config.rows if method == "simclr" or r in SINGLE_ROWS]
+            batch = int(_TRAIN_BASE["batch_size"])
+            for row in rows:
+                for seed in range(config.seeds):
+                    fields = {**_TRAIN_BASE, **_ROW_VIEWS[row], "method": method, "seed": seed, "epochs": 1,
+                              "epoch_images": config.budget * batch, "evaluate": False,
+                              "budget_minutes": 0.0, "checkpoint_minutes": 5.0,
+                              "checkpoint_every": max(1, config.budget // 5)}  # fmt: skip
+                    needs = {"data": data} if row == "real" else {}
+                    if row == "real":  # a finite dataset: whole epochs of it, as near the budget as they come
+                        fields["epochs"] = max(1, round(config.budget / (config.real_images // batch)))
+                    if row in ("ml-random", "ml-learned"):
+                        needs = {"views": quantified[seed]} | ({"walkers": quantified[seed]} if row == "ml-learned"
+                                                               else {})  # fmt: skip
+                    if row == "learned":
+                        needs = {"walkers": single[seed]}
+                    jobs.append(Job("train", f"table2/{method}/{row}/s{seed}", fields, needs))
+    return jobs
+
+
+# --- running one job ---------------------------------------------------------------------------------
+
+
+def done(job: Job, runs: Path) -> bool:
+    folder = job.folder(runs)
+    marker = {"export": "manifest.json", "quantify": "quantify.json", "train": "probes.csv"}[job.kind]
+    return (folder / marker).exists()
+
+
+def train_config(job: Job, runs: Path, config: ExperimentsConfig) -> TrainConfig:
+    """The job's TrainConfig, with what it reads from other jobs filled in."""
+    fields = dict(job.config)
+    if "data" in job.needs:
+        fields["data"] = str(job.needs["data"].folder(runs) / "train")
+    if "walkers" in job.needs:
+        fields["walkers"] = str(job.needs["walkers"].folder(runs) / "walkers.safetensors")
+    if "views" in job.needs:
+        views = job.needs["views"].folder(runs) / "views.json"
+        if not views.exists():
+            raise MissingInput(f"{views} is missing: quantification found no normal level to make views of")
+        suggested = json.loads(views.read_text())
+        fields["view_levels"] = tuple(suggested["view_levels"])
+        if job.config["views"] == "random":
+            fields["view_sigma"] = tuple(suggested["view_sigma"])
+            fields["view_t"] = suggested["view_t"]
+    fields.update(device=config.device, eval_train=config.eval_train, eval_test=config.eval_test)
+    return TrainConfig(**fields)
+
+
+def probe_config(trained: TrainConfig) -> TrainConfig:
+    """Every row is probed alike: the shapes world's held-out ground truth, whatever the row trained on."""
+    return dataclasses.replace(trained, source="cs", data="", generator=WORLD, views="none", walkers="")
+
+
+def run_job(job: Job, runs: Path, config: ExperimentsConfig) -> None:
+    folder = job.folder(runs)
+    device = resolve_device(config.device)
+    if job.kind == "export":
+        export_dataset(load_generator(WORLD), folder, overwrite=True, spec=WORLD, progress=False, **job.config)
+    elif job.kind == "quantify":
+        quantify = QuantifyConfig(**{**job.config, "device": config.device, "out": str(folder)})
+        result = quantify_run(load_generator(WORLD, device=device), quantify, progress=False)
+        write_outputs(result, quantify, folder, provenance(dataclasses.asdict(quantify)))
+    else:
+        trained = train_config(job, runs, config)
+        summary_path = folder / "summary.json"
+        finished = summary_path.exists() and json.loads(summary_path.read_text())["steps"] == trained.epochs * (
+            trained.epoch_images // trained.batch_size
+        )
+        if not finished:
+            training.train(trained, folder, resume=folder.exists(), preset=job.name, progress=False)
+        torch.manual_seed(trained.seed)
+        method = build_method(trained).to(device)
+        load_checkpoint(folder, method)
+        table = evaluate_run(probe_config(trained), method.backbone, device=device, progress=False)
+        atomic_write_text(folder / "probes.csv", table.to_csv(index=False))
+
+
+# --- aggregation -------------------------------------------------------------------------------------
+
+
+def table1(jobs: list[Job], runs: Path) -> pd.DataFrame:
+    """mu and sigma per level: mean +- std over seeds, and the share of seeds giving the modal verdict."""
+    frames = []
+    for job in jobs:
+        if job.kind == "quantify" and job.name.startswith("table1/") and done(job, runs):
+            frame = pd.read_csv(job.folder(runs) / "table1.csv")
+            frames.append(frame.assign(seed=job.config["seed"]))
+    if not frames:
+        return pd.DataFrame()
+    runs_ = pd.concat(frames)
+    rows = []
+    for level, group in runs_.groupby("level", sort=False):
+        verdicts = group["verdict"].value_counts()
+        rows.append({"level": level, "seeds": len(group), "mu_mean": group["mu"].mean(), "mu_std": group["mu"].std(),
+                     "sigma_mean": group["sigma"].mean(), "verdict": verdicts.index[0],
+                     "agreement": verdicts.iloc[0] / len(group),
+                     "verdicts": ", ".join(f"{v} x{n}" for v, n in verdicts.items())})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def table2(jobs: list[Job], runs: Path) -> pd.DataFrame:
+    """One row per (method, row, seed, factor, encoder): linear and kNN top-1 of that run's probes."""
+    frames = []
+    for job in jobs:
+        if job.kind == "train" and done(job, runs):
+            _, method, row, seed = job.name.split("/")
+            probes = pd.read_csv(job.folder(runs) / "probes.csv")
+            steps = json.loads((job.folder(runs) / "summary.json").read_text())["steps"]
+            frames.append(probes.assign(method=method, row=row, seed=int(seed[1:]), steps=steps))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def summarise_table2(per_run: pd.DataFrame) -> pd.DataFrame:
+    """Mean +- std over seeds of each (method, row) and factor; 'random init' is the untrained network."""
+    trained = per_run[per_run["encoder"] == "trained"]
+    baseline = per_run[(per_run["encoder"] == "random init") & (per_run["row"] == "synth")].assign(row="random init")
+    both = pd.concat([trained, baseline])
+    grouped = both.groupby(["method", "row", "factor"], sort=False)[["linear_top1", "knn_top1"]]
+    out = grouped.agg(["mean", "std", "count"])
+    out.columns = [f"{metric}_{stat}" for metric, stat in out.columns]
+    return out.reset_index()
+
+
+def paired_differences(per_run: pd.DataFrame) -> pd.DataFrame:
+    """ML minus single-latent per seed (same method, same seed): the paper's central comparison."""
+    trained = per_run[per_run["encoder"] == "trained"].set_index(["method", "row", "seed", "factor"])
+    rows = []
+    for ours, theirs in (("ml-random", "random"), ("ml-learned", "learned")):
+        for (method, row, seed, factor), value in trained["linear_top1"].items():
+            if row != ours or (method, theirs, seed, factor) not in trained.index:
+                continue
+            rows.append({"method": method, "comparison": f"{ours} - {theirs}", "seed": seed, "factor": factor,
+                         "linear_top1": value - trained.loc[(method, theirs, seed, factor), "linear_top1"],
+                         "knn_top1": trained.loc[(method, row, seed, factor), "knn_top1"]
+                         - trained.loc[(method, theirs, seed, factor), "knn_top1"]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def table1_markdown(table: pd.DataFrame) -> str:
+    lines = [
+        "| level | seeds | mu (mean +- std) | sigma | verdict | agreement | verdicts |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for _, r in table.iterrows():
+        lines.append(f"| {r['level']} | {r['seeds']} | {r['mu_mean']:.3g} +- {r['mu_std']:.2g} | "
+                     f"{r['sigma_mean']:.3g} | {r['verdict']} | {r['agreement']:.0%} | {r['verdicts']} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def table2_markdown(summary: pd.DataFrame, paired: pd.DataFrame) -> str:
+    """Linear top-1 per factor (mean +- std over seeds); `shape` is the downstream class, the rest transfer."""
+    factors = list(dict.fromkeys(summary["factor"]))
+    lines = ["| method | row | " + " | ".join(factors) + " |", "|---|---|" + "---|" * len(factors)]
+    for (method, row), group in summary.groupby(["method", "row"], sort=False):
+        cells = group.set_index("factor")
+        values = [f"{cells.loc[f, 'linear_top1_mean']:.3f} +- {cells.loc[f, 'linear_top1_std']:.3f}"
+                  if f in cells.index else "" for f in factors]  # fmt: skip
+        lines.append(f"| {method} | {row} | " + " | ".join(values) + " |")
+    if not paired.empty:
+        lines += [
+            "",
+            "Paired differences (linear top-1, per seed, same method):",
+            "",
+            "| method | comparison | factor | mean | std | seeds | within noise |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for (method, comparison, factor), group in paired.groupby(["method", "comparison", "factor"], sort=False):
+            mean, std = group["linear_top1"].mean(), group["linear_top1"].std()
+            noise = "yes" if len(group) < 2 or abs(mean) <= 2 * std / len(group) ** 0.5 else "no"
+            lines.append(f"| {method} | {comparison} | {factor} | {mean:+.3f} | {std:.3f} | {len(group)} | {noise} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_table1(table: pd.DataFrame, path: Path) -> None:
+    error_bars(list(table["level"]), table["mu_mean"], table["mu_std"], path, ylabel="mu: mean ||T(z) - z||",
+               title=f"Table 1, shapes world: mu +- std over {int(table['seeds'].max())} seeds")  # fmt: skip
+
+
+def plot_table2(summary: pd.DataFrame, path: Path) -> None:
+    shape = summary[summary["factor"] == "shape"]
+    labels = [f"{m}\n{r}" for m, r in zip(shape["method"], shape["row"], strict=True)]
+    error_bars(labels, shape["linear_top1_mean"], shape["linear_top1_std"], path, ylabel="linear top-1 on shape",
+               title="Table 2, shapes world: the downstream class (mean +- std over seeds)")  # fmt: skip
+
+
+def aggregate(jobs: list[Job], config: ExperimentsConfig, runs: Path, out: Path, wall_s: float,
+              skipped: dict[str, str]) -> list[str]:  # fmt: skip
+    """Write the tables, plots and README.md of what is done; returns the files written."""
+    written = []
+    t1 = table1(jobs, runs)
+    if not t1.empty:
+        atomic_write_text(out / "table1.csv", t1.to_csv(index=False))
+        atomic_write_text(out / "table1.md", table1_markdown(t1))
+        plot_table1(t1, out / "table1.png")
+        first = next(j for j in jobs if j.name == "table1/quantify/s0")
+        if (first.folder(runs) / "dynamics.png").exists():
+            shutil.copyfile(first.folder(runs) / "dynamics.png", out / "table1-dynamics-s0.png")
+        written += ["table1.csv", "table1.md", "table1.png"]
+    per_run = table2(jobs, runs)
+    if not per_run.empty:
+        summary, paired = summarise_table2(per_run), paired_differences(per_run)
+        atomic_write_text(out / "table2-runs.csv", per_run.to_csv(index=False))
+        atomic_write_text(out / "table2.csv", summary.to_csv(index=False))
+        atomic_write_text(out / "table2.md", table2_markdown(summary, paired))
+        plot_table2(summary, out / "table2.png")
+        written += ["table2.csv", "table2-runs.csv", "table2.md", "table2.png"]
+    record = provenance(dataclasses.asdict(config))
+    machine = hardware()
+    readme = [
+        "# The paper in miniature (shapes world)", "",
+        f"Command: `python -m mlvgm.experiments {config.name} --seeds {config.seeds} --budget {config.budget}`",
+        f"Commit: {record['git']['sha']}; hardware: {machine}",
+        f"Wall time of the last invocation: {duration(wall_s)} ({len(jobs)} jobs, runs in `{runs}`)", "",
+    ]  # fmt: skip
+    for name in ("table1.md", "table2.md"):
+        if (out / name).exists():
+            readme += [f"## {name[:-3].capitalize()}", "", (out / name).read_text(), ""]
+    if skipped:
+        readme += ["## Skipped", "", *(f"- {name}: {why}" for name, why in skipped.items()), ""]
+    atomic_write_text(out / "README.md", "\n".join(readme))
+    return [*written, "README.md"]
+
+
+# --- the command -------------------------------------------------------------------------------------
+
+
+def run_experiments(config: ExperimentsConfig) -> dict:
+    """Run every job not yet done (in plan order), then aggregate; returns counts and the wall time."""
+    started = time.perf_counter()
+    runs, out = Path(config.runs), Path(config.out)
+    check_creatable(runs, flag="--runs")
+    check_creatable(out, flag="--out")
+    jobs = plan(config)
+    todo = [job for job in jobs if not done(job, runs)]
+    print(f"{config.name}: {len(jobs)} jobs, {len(jobs) - len(todo)} done, {len(todo)} to run (runs in {runs})")
+    make_output_dir(runs, flag="--runs")
+    times: list[float] = []
+    skipped: dict[str, str] = {}
+    for i, job in enumerate(todo, 1):
+        eta = f", about {duration(sum(times) / len(times) * (len(todo) - i + 1))} left" if times else ""
+        print(f"[{i}/{len(todo)}] {job.kind} {job.name} -> {job.folder(runs)}{eta}", flush=True)
+        start = time.perf_counter()
+        try:
+            run_job(job, runs, config)
+        except MissingInput as exc:
+            skipped[job.name] = str(exc)
+            print(f"skipped {job.name}: {exc}")
+        times.append(time.perf_counter() - start)
+    if config.name in ("figure5", "all"):
+        figure5(runs, out)
+    make_output_dir(out, flag="--out")
+    written = aggregate(jobs, config, runs, out, time.perf_counter() - started, skipped)
+    print(f"wrote {out}/: {', '.join(written)}")
+    return {"jobs": len(jobs), "ran": len(todo) - len(skipped), "skipped": skipped,
+            "wall_s": time.perf_counter() - started}  # fmt: skip
+
+
+def figure5(runs: Path, out: Path) -> None:
+    """The data-loader benchmark (bench/bench_sources.py, once: its JSON is kept in RUNS), then bench/figure5.py's
+    tables and figure into OUT/figure5. Both live in a source checkout: bench/ is not installed."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "figure5.py").exists():
+        raise InputError("figure5 runs bench/figure5.py, which only a source checkout has: run from a clone")
+    measured = runs / "figure5" / "bench_sources.json"
+    if not measured.exists():
+        print(f"figure5: benchmarking the data sources (pytest bench/bench_sources.py) -> {measured}", flush=True)
+        partial = measured.with_suffix(".partial.json")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pytest", "bench/bench_sources.py", "-q", "-p", "no:cacheprovider",
+                        f"--benchmark-json={partial.resolve()}"], cwd=root, check=True)  # fmt: skip
+        partial.rename(measured)
+    subprocess.run([sys.executable, "-m", "bench.figure5", str(measured.resolve()), "--out", str((out / "figure5")
+                    .resolve())], cwd=root, check=True)  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    config, _, _ = parse_config(ExperimentsConfig, None, argv, prog="python -m mlvgm.experiments",
+                                description=__doc__.split("\n\n")[0])  # fmt: skip
+    return run_experiments(config)
+
+
+if __name__ == "__main__":
+    sys.exit(run(main, "python -m mlvgm.experiments"))

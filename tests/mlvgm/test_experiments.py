@@ -1,0 +1,125 @@
+"""python -m mlvgm.experiments: the plan (jobs as data, keyed by config), the aggregation against literal
+computations, and a smoke run of two tiny trainings that is killed, resumed and re-aggregated."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pandas as pd
+import pytest
+
+from mlvgm import experiments
+from mlvgm.errors import InputError
+from mlvgm.experiments import ExperimentsConfig, paired_differences, plan, summarise_table2, table1
+
+
+def test_the_plan_of_table2_is_every_row_at_the_same_compute():
+    jobs = plan(ExperimentsConfig(name="table2"))
+    trains = [j for j in jobs if j.kind == "train"]
+    assert len(trains) == (6 + 3 + 3) * 3  # SimCLR every row, SimSiam and BYOL three, 3 seeds
+    assert {j.kind for j in jobs} == {"train", "quantify", "export"}
+    assert len({j.key for j in jobs}) == len(jobs)  # every job its own folder
+    cs = [j for j in trains if j.config.get("source") != "imagefolder"]
+    assert {j.config["epochs"] * j.config["epoch_images"] for j in cs} == {500 * 64}
+    real = next(j for j in trains if j.name == "table2/simclr/real/s0")
+    assert real.config["epochs"] * (8_000 // 64) == 500  # whole epochs of the finite set: 4 x 125 steps
+    index = {j.name: i for i, j in enumerate(jobs)}
+    for job in jobs:  # each job after the jobs it reads
+        assert all(index[need.name] < index[job.name] for need in job.needs.values())
+
+
+def test_a_job_key_follows_its_config_and_its_inputs():
+    one = {j.name: j.key for j in plan(ExperimentsConfig(name="table2"))}
+    again = {j.name: j.key for j in plan(ExperimentsConfig(name="table2"))}
+    other = {j.name: j.key for j in plan(ExperimentsConfig(name="table2", quantify_samples=1000))}
+    assert one == again
+    assert one["table2/simclr/synth/s0"] == other["table2/simclr/synth/s0"]  # reads no quantification
+    assert one["table2/simclr/ml-random/s0"] != other["table2/simclr/ml-random/s0"]  # reads one that changed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["table9"], "unknown experiment 'table9'"), (["table2", "--rows", "synth,nope"], "--rows must be some of"),
+     (["table2", "--real_images", "10"], "--real_images must be at least one batch"),
+     (["table2", "--seeds", "0"], "--seeds must be > 0")],
+)  # fmt: skip
+def test_bad_options_are_one_line(argv, message):
+    with pytest.raises(InputError, match=None) as info:
+        experiments.main(argv)
+    assert message in str(info.value)
+
+
+def fake_runs() -> pd.DataFrame:
+    rows = []
+    for method, row, seed, shape in [("simclr", "random", 0, 0.50), ("simclr", "random", 1, 0.60),
+                                     ("simclr", "ml-random", 0, 0.70), ("simclr", "ml-random", 1, 0.65),
+                                     ("simclr", "synth", 0, 0.40), ("simclr", "synth", 1, 0.42)]:  # fmt: skip
+        for encoder, value in (("trained", shape), ("random init", 0.2 + seed / 100)):
+            rows.append({"factor": "shape", "encoder": encoder, "linear_top1": value, "knn_top1": value / 2,
+                         "method": method, "row": row, "seed": seed})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_table2_statistics_match_a_literal_computation():
+    summary = summarise_table2(fake_runs()).set_index(["method", "row", "factor"])
+    ml = summary.loc[("simclr", "ml-random", "shape")]
+    assert ml["linear_top1_mean"] == pytest.approx(statistics.mean([0.70, 0.65]))
+    assert ml["linear_top1_std"] == pytest.approx(statistics.stdev([0.70, 0.65]))
+    assert summary.loc[("simclr", "random init", "shape")]["linear_top1_mean"] == pytest.approx(0.205)
+    paired = paired_differences(fake_runs())
+    assert sorted(paired["linear_top1"].round(6)) == sorted([round(0.70 - 0.50, 6), round(0.65 - 0.60, 6)])
+    assert set(paired["comparison"]) == {"ml-random - random"}
+
+
+def test_table1_statistics_match_a_literal_computation(tmp_path):
+    jobs = [j for j in plan(ExperimentsConfig(name="table1", seeds=3))]
+    for job, (mu, verdict) in zip(jobs, [(1.0, "normal"), (2.0, "normal"), (4.0, "under-used")], strict=True):
+        job.folder(tmp_path).mkdir(parents=True)
+        pd.DataFrame({"level": ["z1"], "mu": [mu], "sigma": [0.1], "verdict": [verdict]}).to_csv(
+            job.folder(tmp_path) / "table1.csv", index=False
+        )
+        (job.folder(tmp_path) / "quantify.json").write_text("{}")
+    row = table1(jobs, tmp_path).iloc[0]
+    assert row["mu_mean"] == pytest.approx(statistics.mean([1, 2, 4]))
+    assert row["mu_std"] == pytest.approx(statistics.stdev([1, 2, 4]))
+    assert row["verdict"] == "normal" and row["agreement"] == pytest.approx(2 / 3)
+
+
+def test_smoke_two_runs_killed_resumed_and_reaggregated(tmp_path, monkeypatch, capsys):
+    """Two 4-step runs; the second is killed after its checkpoint at step 2. The rerun trains only the
+    second, from step 2; the third invocation trains nothing and only re-aggregates."""
+    from mlvgm import train as train_module
+
+    real_train = train_module.train
+    calls = []
+
+    def killed_at_2(config, run_dir, **kwargs):
+        calls.append((run_dir.name, kwargs.get("resume")))
+        if "random" in run_dir.name and len(calls) == 2:
+            real_train(config, run_dir, stop_at=2, **kwargs)
+            raise KeyboardInterrupt
+        return real_train(config, run_dir, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", killed_at_2)
+    argv = ["table2", "--seeds", "1", "--budget", "4", "--rows", "synth,random", "--methods", "simclr",
+            "--eval_train", "64", "--eval_test", "32", "--out", str(tmp_path / "out"), "--runs",
+            str(tmp_path / "runs"), "--device", "cpu"]  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        experiments.main(argv)
+    synth, random = sorted(p for p in (tmp_path / "runs").iterdir() if p.name.startswith("table2"))[::-1]
+    assert (synth / "probes.csv").exists() and not (random / "probes.csv").exists()
+    assert json.loads((random / "checkpoint.json").read_text())["step"] == 2
+
+    calls.clear()
+    result = experiments.main(argv)
+    assert calls == [(random.name, True)] and result["ran"] == 1
+    assert json.loads((random / "summary.json").read_text())["steps_this_session"] == 2
+    table = (tmp_path / "out" / "table2.md").read_text()
+    assert "| simclr | synth |" in table and "| simclr | random |" in table and "random init" in table
+
+    calls.clear()
+    (tmp_path / "out" / "table2.md").unlink()
+    result = experiments.main(argv)
+    assert calls == [] and result["ran"] == 0 and (tmp_path / "out" / "table2.md").read_text() == table
+    assert "0 to run" in capsys.readouterr().out
