@@ -1104,6 +1104,7 @@ class Grammar:
         self.network(0)
         below = self.put()
         for _ in range(levels):
+            self.out += POP  # the level below lives on in the memo only
             pair = [("a", self.emit(op_get(below))), ("b", self.emit(op_get(below)))]
             self.network(1, children=pair)
             below = self.put()
