@@ -9,7 +9,20 @@ from __future__ import annotations
 
 
 class InputError(ValueError):
-    """Bad input from a user: the message is one line naming the problem and how to fix it."""
+    """Bad input from a user: the message is one line naming the problem and how to fix it.
+
+    The one line is kept whatever a message quotes (a value read from a file may hold newlines or be
+    long): line breaks become spaces, and past MAX_CHARS the middle gives way to " ... ", keeping the
+    problem at the start and the fix at the end.
+    """
+
+    MAX_CHARS = 600
+
+    def __init__(self, message: object = "") -> None:
+        text = " ".join(line.strip() for line in str(message).splitlines())
+        if len(text) > self.MAX_CHARS:
+            text = f"{text[: self.MAX_CHARS - 200]} ... {text[-195:]}"
+        super().__init__(text)
 
 
 def check_positive_int(name: str, value: object) -> int:

@@ -271,7 +271,7 @@ class BigBiGAN(MLVGM):
                 f"BigBiGAN state dict lacks {len(missing)} key(s), first {missing[0]!r}: is it a BigBiGAN "
                 f"generator with {self.describe()}? pass the options it was built with"
             )
-        extra = sorted(k for k in state if k not in expected)
+        extra = sorted((k for k in state if k not in expected), key=str)
         if extra:
             raise InputError(
                 f"BigBiGAN state dict has {len(extra)} unexpected key(s), first {extra[0]!r}: is it a BigBiGAN "

@@ -797,7 +797,10 @@ _TF_RUNTIME_KWARGS = {"truncation_psi", "truncation_cutoff", "style_mixing_prob"
 
 def _tf_generator_kwargs(net: TFNetworkRecord) -> dict[str, Any]:
     tf_kwargs = net.static_kwargs
-    unknown = sorted(set(tf_kwargs) - set(_TF_GENERATOR_KWARGS) - _TF_RUNTIME_KWARGS)
+    if not isinstance(tf_kwargs, dict):
+        raise InputError(f"TensorFlow generator {net.name!r} has static_kwargs of type {type(tf_kwargs).__name__}: "
+                         "the pickle is corrupt")  # fmt: skip
+    unknown = sorted(set(tf_kwargs) - set(_TF_GENERATOR_KWARGS) - _TF_RUNTIME_KWARGS, key=str)
     if unknown:
         raise InputError(
             f"TensorFlow generator {net.name!r} has kwarg {unknown[0]!r}, which has no stylegan2-ada-pytorch "

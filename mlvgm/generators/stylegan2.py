@@ -74,6 +74,7 @@ SYNTHESIS_KWARGS = (
     "channel_base", "channel_max", "num_fp16_res", "conv_clamp", "architecture",
     "resample_filter", "use_noise", "activation", "fp16_channels_last",
 )  # fmt: skip
+MAX_MAPPING_LAYERS = 64  # StyleGAN2 has 8; bounds the layers a checkpoint's kwargs can ask for
 MAX_RESOLUTION = 2**16  # beyond any released model; bounds the blocks a checkpoint's kwargs can ask for
 OPTIONS = ("space", "truncation_psi", "truncation_cutoff", "noise_mode", "output_resolution")
 
@@ -223,6 +224,10 @@ class MappingNetwork(nn.Module):
             raise InputError(f"conditional StyleGAN2 (c_dim={c_dim}) is not supported: use an unconditional model")
         check_positive_int("z_dim", z_dim)
         check_positive_int("mapping num_layers", num_layers)
+        if num_layers > MAX_MAPPING_LAYERS:
+            raise InputError(
+                f"mapping num_layers must be at most {MAX_MAPPING_LAYERS} (StyleGAN2's is 8), got {num_layers}"
+            )
         if layer_features is not None:
             check_positive_int("mapping layer_features", layer_features)
         _check_activation("mapping activation", activation)
@@ -584,7 +589,7 @@ def from_kwargs_and_state(
     """
     if not isinstance(init_kwargs, Mapping):
         raise InputError(f"StyleGAN2 init_kwargs must be a dict, got {type(init_kwargs).__name__}")
-    unknown = sorted(set(init_kwargs) - set(GENERATOR_KWARGS))
+    unknown = sorted(set(init_kwargs) - set(GENERATOR_KWARGS), key=str)
     if unknown:
         raise InputError(
             f"unknown StyleGAN2 init_kwargs {unknown}: expected stylegan2-ada-pytorch Generator arguments "
@@ -593,7 +598,7 @@ def from_kwargs_and_state(
     missing = [key for key in GENERATOR_KWARGS[:5] if key not in init_kwargs]
     if missing:
         raise InputError(f"StyleGAN2 init_kwargs lack {missing}: the pickle's G_ema init_kwargs name all of them")
-    bad = sorted(set(options) - set(OPTIONS))
+    bad = sorted(set(options) - set(OPTIONS), key=str)
     if bad:
         raise InputError(f"unknown StyleGAN2 options {bad}: valid options are {', '.join(OPTIONS)}")
     with torch.device("meta"):
@@ -632,7 +637,7 @@ def check_state(g: nn.Module, state: Mapping[str, Tensor]) -> None:
     missing = sorted(set(expected) - set(state))
     if missing:
         raise InputError(f"StyleGAN2 state lacks tensor {first(missing)}: {hint}")
-    extra = sorted(set(state) - set(expected))
+    extra = sorted(set(state) - set(expected), key=str)
     if extra:
         raise InputError(f"StyleGAN2 state has unexpected tensor {first(extra)}: {hint}")
     for name in sorted(expected):
@@ -657,7 +662,7 @@ def _checked_kwargs(name: str, kwargs: Mapping[str, object] | None, allowed: tup
         return {}
     if not isinstance(kwargs, Mapping):
         raise InputError(f"{name} must be a dict, got {type(kwargs).__name__}")
-    unknown = sorted(set(kwargs) - set(allowed))
+    unknown = sorted(set(kwargs) - set(allowed), key=str)
     if unknown:
         raise InputError(f"unknown {name} {unknown}: supported keys are {', '.join(allowed)}")
     return dict(kwargs)

@@ -241,3 +241,14 @@ def test_views_command_records_itself_and_prints_no_noise(tmp_path):
     assert record["command"].startswith("python -m mlvgm.views --out")
     assert record["columns"]["z6 unused"] == 0.0
     assert "CUDA_HOME" not in result.stdout + result.stderr
+
+
+def test_an_input_error_is_one_line_whatever_it_quotes():
+    """A value read from a file may hold newlines (a tensor's repr) or be huge: the message stays one line
+    and keeps its start (the problem) and its end (the fix)."""
+    quoted = repr(torch.arange(40.0).reshape(20, 2))
+    error = InputError(f"refused to load {quoted}: use the original file")
+    assert "\n" not in str(error) and str(error).startswith("refused to load tensor([[ 0.,  1.], [ 2.,")
+    long = InputError("problem " + "x" * 5000 + " the fix")
+    assert len(str(long)) <= InputError.MAX_CHARS and str(long).startswith("problem x")
+    assert str(long).endswith("x the fix") and " ... " in str(long)

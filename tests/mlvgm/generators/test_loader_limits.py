@@ -102,7 +102,9 @@ def snapshot(folder: Path, init_kwargs: dict, name: str) -> str:
     """The spec of a G_ema pickle holding a small generator's weights under `init_kwargs`."""
     torch.manual_seed(0)
     g = StyleGAN2(**SMALL)
-    return f"stylegan2:{dump(folder / name, {'G_ema': mirror(g, 'Generator', init_kwargs)})}"
+    record = mirror(g, "Generator")
+    record._init_kwargs = init_kwargs  # as pickled: any keys, not only names a Python call accepts
+    return f"stylegan2:{dump(folder / name, {'G_ema': record})}"
 
 
 def raw_pickle(folder: Path, body: bytes, name: str) -> str:
@@ -171,6 +173,9 @@ KWARGS = {  # case: (init_kwargs that differ from SMALL's, the message)
     "kwargs_list_features": ({"mapping_kwargs": {"num_layers": 2, "layer_features": [0]}},
                              "mapping layer_features must be a positive integer, got [0]"),
     "kwargs_resolution_2_70": ({"img_resolution": 2**70}, "img_resolution must be a power of two from 4 to 65536"),
+    "kwargs_mapping_layers_1e9": ({"mapping_kwargs": {"num_layers": 10**9}},
+                                  "mapping num_layers must be at most 64 (StyleGAN2's is 8), got 1000000000"),
+    "kwargs_int_key": ({32: 1, "components": 2}, "unknown StyleGAN2 init_kwargs [32, 'components']"),
     "kwargs_string_clamp": ({"synthesis_kwargs": {"channel_base": 64, "conv_clamp": "x"}},
                             "StyleGAN2 init_kwargs do not describe a network (TypeError"),
 }  # fmt: skip
