@@ -71,7 +71,7 @@ class ExperimentsConfig:
     name: str = option("all", f"experiment: {', '.join(NAMES)}", positional=True)
     seeds: int = option(3, "seeds per row (and per Table 1 quantification)")
     budget: int = option(500, "training steps per Table 2 run (64 pairs each): every row the same compute")
-    quantify_samples: int = option(64 * 2000, "walker budget per level (samples) of each quantification")
+    quantify_samples: int = option(64 * 4000, "walker budget per level (samples), as the shapes-quick preset's")
     real_images: int = option(
         8_000, "images in the finite 'real' dataset, exported from the shapes world (8,000: 4 epochs of 500 steps)"
     )
