@@ -238,7 +238,9 @@ def table1(jobs: list[Job], runs: Path) -> pd.DataFrame:
     rows = []
     for level, group in runs_.groupby("level", sort=False):
         verdicts = group["verdict"].value_counts()
+        lower = int(group["mu_lower_bound"].astype(bool).sum()) if "mu_lower_bound" in group else 0
         rows.append({"level": level, "seeds": len(group), "mu_mean": group["mu"].mean(), "mu_std": group["mu"].std(),
+                     "mu_lower_bounds": lower,
                      "sigma_mean": group["sigma"].mean(), "verdict": verdicts.index[0],
                      "agreement": verdicts.iloc[0] / len(group),
                      "verdicts": ", ".join(f"{v} x{n}" for v, n in verdicts.items())})  # fmt: skip
@@ -289,8 +291,12 @@ def table1_markdown(table: pd.DataFrame) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for _, r in table.iterrows():
-        lines.append(f"| {r['level']} | {r['seeds']} | {r['mu_mean']:.3g} +- {r['mu_std']:.2g} | "
+        bound = ">= " if r.get("mu_lower_bounds", 0) else ""  # a seed's budget ran out on the way to gamma
+        lines.append(f"| {r['level']} | {r['seeds']} | {bound}{r['mu_mean']:.3g} +- {r['mu_std']:.2g} | "
                      f"{r['sigma_mean']:.3g} | {r['verdict']} | {r['agreement']:.0%} | {r['verdicts']} |")  # fmt: skip
+    if "mu_lower_bounds" in table and table["mu_lower_bounds"].any():
+        lines += ["", ">= : in at least one seed the walker's budget ran out before InfoNCE reached gamma, so that "
+                  "seed's mu is a lower bound (mlvgm.verdicts)."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from mlvgm import experiments
 from mlvgm.errors import InputError
-from mlvgm.experiments import ExperimentsConfig, paired_differences, plan, summarise_table2, table1
+from mlvgm.experiments import ExperimentsConfig, paired_differences, plan, summarise_table2, table1, table1_markdown
 
 
 def test_the_plan_of_table2_is_every_row_at_the_same_compute():
@@ -76,14 +76,16 @@ def test_table1_statistics_match_a_literal_computation(tmp_path):
     jobs = [j for j in plan(ExperimentsConfig(name="table1", seeds=3))]
     for job, (mu, verdict) in zip(jobs, [(1.0, "normal"), (2.0, "normal"), (4.0, "under-used")], strict=True):
         job.folder(tmp_path).mkdir(parents=True)
-        pd.DataFrame({"level": ["z1"], "mu": [mu], "sigma": [0.1], "verdict": [verdict]}).to_csv(
-            job.folder(tmp_path) / "table1.csv", index=False
-        )
+        bound = verdict == "under-used"
+        pd.DataFrame(
+            {"level": ["z1"], "mu": [mu], "sigma": [0.1], "verdict": [verdict], "mu_lower_bound": [bound]}
+        ).to_csv(job.folder(tmp_path) / "table1.csv", index=False)
         (job.folder(tmp_path) / "quantify.json").write_text("{}")
     row = table1(jobs, tmp_path).iloc[0]
     assert row["mu_mean"] == pytest.approx(statistics.mean([1, 2, 4]))
     assert row["mu_std"] == pytest.approx(statistics.stdev([1, 2, 4]))
     assert row["verdict"] == "normal" and row["agreement"] == pytest.approx(2 / 3)
+    assert row["mu_lower_bounds"] == 1 and "| z1 | 3 | >= 2.33 +- 1.5 |" in table1_markdown(table1(jobs, tmp_path))
 
 
 def test_smoke_two_runs_killed_resumed_and_reaggregated(tmp_path, monkeypatch, capsys):
