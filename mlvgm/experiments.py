@@ -36,10 +36,10 @@ from mlvgm.data.export import export_dataset
 from mlvgm.errors import InputError
 from mlvgm.evaluate import evaluate_run
 from mlvgm.generators import load_generator
-from mlvgm.io import atomic_write_text, check_creatable, make_output_dir
+from mlvgm.io import atomic_write_json, atomic_write_text, check_creatable, make_output_dir
 from mlvgm.plots import error_bars
 from mlvgm.progress import duration
-from mlvgm.provenance import hardware, provenance
+from mlvgm.provenance import provenance, provenance_line
 from mlvgm.quantify import PRESETS as QUANTIFY_PRESETS
 from mlvgm.quantify import QuantifyConfig, write_outputs
 from mlvgm.quantify import run as quantify_run
@@ -358,12 +358,15 @@ def aggregate(jobs: list[Job], config: ExperimentsConfig, runs: Path, out: Path,
         plot_table2(summary, out / "table2.png")
         written += ["table2.csv", "table2-runs.csv", "table2.md", "table2.png"]
     record = provenance(dataclasses.asdict(config))
-    machine = hardware()
+    finished = [j for j in jobs if (j.folder(runs) / "job.json").exists()]
+    compute = sum(json.loads((j.folder(runs) / "job.json").read_text())["seconds"] for j in finished)
     readme = [
         "# The paper in miniature (shapes world)", "",
-        f"Command: `python -m mlvgm.experiments {config.name} --seeds {config.seeds} --budget {config.budget}`",
-        f"Commit: {record['git']['sha']}; hardware: {machine}",
-        f"Wall time of the last invocation: {duration(wall_s)} ({len(jobs)} jobs, runs in `{runs}`)", "",
+        f"- command of the last invocation: `{record['command']}` (seeds {config.seeds}, budget {config.budget} "
+        f"steps, rows {','.join(config.rows)}, methods {','.join(config.methods)})",
+        f"- machine and commit: {provenance_line(record)}",
+        f"- time: {duration(compute)} for the {len(finished)} jobs of this experiment run so far; the last "
+        f"invocation took {duration(wall_s)} (runs in `{runs}`)", "",
     ]  # fmt: skip
     for name in ("table1.md", "table2.md"):
         if (out / name).exists():
@@ -395,6 +398,9 @@ def run_experiments(config: ExperimentsConfig) -> dict:
         start = time.perf_counter()
         try:
             run_job(job, runs, config)
+            seconds = round(time.perf_counter() - start, 1)
+            atomic_write_json(job.folder(runs) / "job.json",
+                              {"name": job.name, "key": job.key, "kind": job.kind, "seconds": seconds})  # fmt: skip
         except MissingInput as exc:
             skipped[job.name] = str(exc)
             print(f"skipped {job.name}: {exc}")
