@@ -336,6 +336,18 @@ def plot_table2(summary: pd.DataFrame, path: Path) -> None:
                title="Table 2, shapes world: the downstream class (mean +- std over seeds)")  # fmt: skip
 
 
+def job_seconds(job: Job, runs: Path) -> float:
+    """How long a finished job took: its job.json, else what its own outputs record (0 for an export)."""
+    folder = job.folder(runs)
+    if (folder / "job.json").exists():
+        return float(json.loads((folder / "job.json").read_text())["seconds"])
+    if job.kind == "quantify":
+        return float(sum(json.loads((folder / "quantify.json").read_text()).get("seconds", {}).values()))
+    if job.kind == "train" and (folder / "summary.json").exists():
+        return float(json.loads((folder / "summary.json").read_text()).get("elapsed_s", 0.0))
+    return 0.0
+
+
 def aggregate(jobs: list[Job], config: ExperimentsConfig, runs: Path, out: Path, wall_s: float,
               skipped: dict[str, str]) -> list[str]:  # fmt: skip
     """Write the tables, plots and README.md of what is done; returns the files written."""
@@ -358,8 +370,8 @@ def aggregate(jobs: list[Job], config: ExperimentsConfig, runs: Path, out: Path,
         plot_table2(summary, out / "table2.png")
         written += ["table2.csv", "table2-runs.csv", "table2.md", "table2.png"]
     record = provenance(dataclasses.asdict(config))
-    finished = [j for j in jobs if (j.folder(runs) / "job.json").exists()]
-    compute = sum(json.loads((j.folder(runs) / "job.json").read_text())["seconds"] for j in finished)
+    finished = [j for j in jobs if done(j, runs)]
+    compute = sum(job_seconds(j, runs) for j in finished)
     readme = [
         "# The paper in miniature (shapes world)", "",
         f"- command of the last invocation: `{record['command']}` (seeds {config.seeds}, budget {config.budget} "
