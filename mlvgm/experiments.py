@@ -326,7 +326,7 @@ def table2_markdown(summary: pd.DataFrame, paired: pd.DataFrame) -> str:
 
 def plot_table1(table: pd.DataFrame, path: Path) -> None:
     error_bars(list(table["level"]), table["mu_mean"], table["mu_std"], path, ylabel="mu: mean ||T(z) - z||",
-               title=f"Table 1, shapes world: mu +- std over {int(table['seeds'].max())} seeds")  # fmt: skip
+               title=f"Table 1, shapes world: mu +- std over {int(table['seeds'].max())} seeds", log=True)  # fmt: skip
 
 
 def plot_table2(summary: pd.DataFrame, path: Path) -> None:

@@ -96,8 +96,9 @@ def view_grid(grid, title: str, path: str | Path) -> None:
     save_png(fig, path)
 
 
-def error_bars(labels: list[str], means, stds, path: str | Path, *, ylabel: str, title: str) -> None:
-    """One bar per label at its mean, with +- std whiskers (a seed's spread; none drawn where std is NaN)."""
+def error_bars(labels: list[str], means, stds, path: str | Path, *, ylabel: str, title: str, log: bool = False) -> None:
+    """One bar per label at its mean, with +- std whiskers (a seed's spread; none drawn where std is NaN);
+    log: a logarithmic axis, for values spanning decades (Table 1's mu)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(max(6.0, 0.75 * len(labels)), 3.8))
@@ -106,6 +107,8 @@ def error_bars(labels: list[str], means, stds, path: str | Path, *, ylabel: str,
     ax.bar(range(len(labels)), list(means), yerr=whiskers, capsize=3, color="tab:blue", alpha=0.8)
     ax.set_xticks(range(len(labels)), labels, fontsize=7)
     ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     save_png(fig, path)
