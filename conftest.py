@@ -33,3 +33,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason="Triton without a GPU needs TRITON_INTERPRET=1 before import"))
     # run_last: after every other test, in their own order (a benchmark that leaves the process changed)
     items[:] = [i for i in items if "run_last" not in i.keywords] + [i for i in items if "run_last" in i.keywords]
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path):
+    """read_only_folder(): a folder this process cannot write in, even as root (root ignores chmod: then the
+    read-only sysfs); skips the test where there is none."""
+
+    def make() -> Path:
+        folder = tmp_path / "locked"
+        folder.mkdir(exist_ok=True)
+        folder.chmod(0o555)
+        try:
+            (folder / "probe").touch()
+        except OSError:
+            return folder
+        (folder / "probe").unlink()
+        if os.path.isdir("/sys") and _cannot_write("/sys"):  # sysfs is mounted read-only in containers
+            return Path("/sys")
+        pytest.skip("no read-only folder available to this user")
+
+    return make
+
+
+def _cannot_write(folder: str) -> bool:
+    try:
+        with open(os.path.join(folder, ".mlvgm-probe"), "w"):
+            pass
+    except OSError:
+        return True
+    os.unlink(os.path.join(folder, ".mlvgm-probe"))
+    return False

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import os
 import pickle
 import shutil
 from pathlib import Path
@@ -51,31 +50,6 @@ def snapshot(root: Path) -> dict[str, tuple]:
         stat = path.stat()
         tree[str(path.relative_to(root))] = ("dir",) if path.is_dir() else (stat.st_size, stat.st_mtime_ns)
     return tree
-
-
-def read_only_folder(tmp_path: Path) -> Path:
-    """A folder this process cannot write in, even as root (root ignores chmod: then read-only sysfs)."""
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        (folder / "probe").touch()
-    except OSError:
-        return folder
-    (folder / "probe").unlink()
-    if os.path.isdir("/sys") and _cannot_write("/sys"):  # sysfs is mounted read-only in containers
-        return Path("/sys")
-    pytest.skip("no read-only folder available to this user")
-
-
-def _cannot_write(folder: str) -> bool:
-    try:
-        with open(os.path.join(folder, ".mlvgm-probe"), "w"):
-            pass
-    except OSError:
-        return True
-    os.unlink(os.path.join(folder, ".mlvgm-probe"))
-    return False
 
 
 # --- the work tree every case starts from ------------------------------------------------------------
@@ -339,10 +313,12 @@ def _id(case) -> str:
     ("module", "argv", "message", "damage"),
     [c if hasattr(c, "marks") else pytest.param(*c, id=_id(c)) for c in CASES],  # pytest.param: as written
 )
-def test_bad_input_is_one_line_exit_2_and_nothing_written(module, argv, message, damage, work, tmp_path, capsys):
+def test_bad_input_is_one_line_exit_2_and_nothing_written(
+    module, argv, message, damage, work, tmp_path, capsys, read_only_folder
+):
     if damage is not None:
         damage(work)
-    readonly = read_only_folder(tmp_path) if any("{readonly}" in a for a in argv) else tmp_path
+    readonly = read_only_folder() if any("{readonly}" in a for a in argv) else tmp_path
     argv = [a.format(work=work, readonly=readonly) for a in argv]
     before = snapshot(work)
     code, _, err = call(module, argv, capsys)

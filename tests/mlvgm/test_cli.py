@@ -34,31 +34,6 @@ def call(module, argv: list[str], capsys) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-def read_only_folder(tmp_path: Path) -> Path:
-    """A folder this process cannot write in, even as root (root ignores chmod)."""
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        (folder / "probe").touch()
-    except OSError:
-        return folder
-    (folder / "probe").unlink()
-    if os.path.isdir("/sys") and _cannot_write("/sys"):  # sysfs is mounted read-only in containers
-        return Path("/sys")
-    pytest.skip("no read-only folder available to this user")
-
-
-def _cannot_write(folder: str) -> bool:
-    try:
-        with open(os.path.join(folder, ".mlvgm-probe"), "w"):
-            pass
-    except OSError:
-        return True
-    os.unlink(os.path.join(folder, ".mlvgm-probe"))
-    return False
-
-
 @pytest.fixture(scope="module")
 def views():
     from mlvgm import views
@@ -91,12 +66,14 @@ def views():
         ("export", ["--n", "5", "--out", "{tmp}/ds", "--format", "tar"], "--format must be imagefolder or ffcv"),
     ],
 )
-def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, views, command, args, message):
+def test_bad_input_is_one_line_exit_2_and_nothing_written(
+    tmp_path, capsys, views, command, args, message, read_only_folder
+):
     module = {"views": views, "export": export}[command]
     work = tmp_path / "work"
     work.mkdir()
     needs_readonly = any("{readonly}" in a for a in args)
-    readonly = read_only_folder(tmp_path) if needs_readonly else tmp_path
+    readonly = read_only_folder() if needs_readonly else tmp_path
     args = [a.format(tmp=work, readonly=readonly) for a in args]
     code, _, err = call(module, args, capsys)
     assert code == 2, err
