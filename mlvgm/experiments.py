@@ -37,7 +37,14 @@ from mlvgm.errors import InputError
 from mlvgm.evaluate import evaluate_run
 from mlvgm.generators import load_generator
 from mlvgm.io import atomic_write_json, atomic_write_text, check_creatable, make_output_dir
-from mlvgm.plots import error_bars
+from mlvgm.paper_tables import (
+    paired_differences,
+    plot_table1,
+    plot_table2,
+    summarise_table2,
+    table1_markdown,
+    table2_markdown,
+)
 from mlvgm.progress import duration
 from mlvgm.provenance import provenance, provenance_line
 from mlvgm.quantify import PRESETS as QUANTIFY_PRESETS
@@ -255,85 +262,9 @@ def table2(jobs: list[Job], runs: Path) -> pd.DataFrame:
             _, method, row, seed = job.name.split("/")
             probes = pd.read_csv(job.folder(runs) / "probes.csv")
             steps = json.loads((job.folder(runs) / "summary.json").read_text())["steps"]
-            frames.append(probes.assign(method=method, row=row, seed=int(seed[1:]), steps=steps))
+            frames.append(probes.assign(method=method, row=row, seed=int(seed[1:]), steps=steps,
+                                        minutes=job_seconds(job, runs) / 60))  # fmt: skip
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def summarise_table2(per_run: pd.DataFrame) -> pd.DataFrame:
-    """Mean +- std over seeds of each (method, row) and factor; 'random init' is the untrained network."""
-    trained = per_run[per_run["encoder"] == "trained"]
-    baseline = per_run[(per_run["encoder"] == "random init") & (per_run["row"] == "synth")].assign(row="random init")
-    both = pd.concat([trained, baseline])
-    grouped = both.groupby(["method", "row", "factor"], sort=False)[["linear_top1", "knn_top1"]]
-    out = grouped.agg(["mean", "std", "count"])
-    out.columns = [f"{metric}_{stat}" for metric, stat in out.columns]
-    return out.reset_index()
-
-
-def paired_differences(per_run: pd.DataFrame) -> pd.DataFrame:
-    """ML minus single-latent per seed (same method, same seed): the paper's central comparison."""
-    trained = per_run[per_run["encoder"] == "trained"].set_index(["method", "row", "seed", "factor"])
-    rows = []
-    for ours, theirs in (("ml-random", "random"), ("ml-learned", "learned")):
-        for (method, row, seed, factor), value in trained["linear_top1"].items():
-            if row != ours or (method, theirs, seed, factor) not in trained.index:
-                continue
-            rows.append({"method": method, "comparison": f"{ours} - {theirs}", "seed": seed, "factor": factor,
-                         "linear_top1": value - trained.loc[(method, theirs, seed, factor), "linear_top1"],
-                         "knn_top1": trained.loc[(method, row, seed, factor), "knn_top1"]
-                         - trained.loc[(method, theirs, seed, factor), "knn_top1"]})  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def table1_markdown(table: pd.DataFrame) -> str:
-    lines = [
-        "| level | seeds | mu (mean +- std) | sigma | verdict | agreement | verdicts |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for _, r in table.iterrows():
-        bound = ">= " if r.get("mu_lower_bounds", 0) else ""  # a seed's budget ran out on the way to gamma
-        lines.append(f"| {r['level']} | {r['seeds']} | {bound}{r['mu_mean']:.3g} +- {r['mu_std']:.2g} | "
-                     f"{r['sigma_mean']:.3g} | {r['verdict']} | {r['agreement']:.0%} | {r['verdicts']} |")  # fmt: skip
-    if "mu_lower_bounds" in table and table["mu_lower_bounds"].any():
-        lines += ["", ">= : in at least one seed the walker's budget ran out before InfoNCE reached gamma, so that "
-                  "seed's mu is a lower bound (mlvgm.verdicts)."]  # fmt: skip
-    return "\n".join(lines) + "\n"
-
-
-def table2_markdown(summary: pd.DataFrame, paired: pd.DataFrame) -> str:
-    """Linear top-1 per factor (mean +- std over seeds); `shape` is the downstream class, the rest transfer."""
-    factors = list(dict.fromkeys(summary["factor"]))
-    lines = ["| method | row | " + " | ".join(factors) + " |", "|---|---|" + "---|" * len(factors)]
-    for (method, row), group in summary.groupby(["method", "row"], sort=False):
-        cells = group.set_index("factor")
-        values = [f"{cells.loc[f, 'linear_top1_mean']:.3f} +- {cells.loc[f, 'linear_top1_std']:.3f}"
-                  if f in cells.index else "" for f in factors]  # fmt: skip
-        lines.append(f"| {method} | {row} | " + " | ".join(values) + " |")
-    if not paired.empty:
-        lines += [
-            "",
-            "Paired differences (linear top-1, per seed, same method):",
-            "",
-            "| method | comparison | factor | mean | std | seeds | within noise |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for (method, comparison, factor), group in paired.groupby(["method", "comparison", "factor"], sort=False):
-            mean, std = group["linear_top1"].mean(), group["linear_top1"].std()
-            noise = "yes" if len(group) < 2 or abs(mean) <= 2 * std / len(group) ** 0.5 else "no"
-            lines.append(f"| {method} | {comparison} | {factor} | {mean:+.3f} | {std:.3f} | {len(group)} | {noise} |")
-    return "\n".join(lines) + "\n"
-
-
-def plot_table1(table: pd.DataFrame, path: Path) -> None:
-    error_bars(list(table["level"]), table["mu_mean"], table["mu_std"], path, ylabel="mu: mean ||T(z) - z||",
-               title=f"Table 1, shapes world: mu +- std over {int(table['seeds'].max())} seeds", log=True)  # fmt: skip
-
-
-def plot_table2(summary: pd.DataFrame, path: Path) -> None:
-    shape = summary[summary["factor"] == "shape"]
-    labels = [f"{m}\n{r}" for m, r in zip(shape["method"], shape["row"], strict=True)]
-    error_bars(labels, shape["linear_top1_mean"], shape["linear_top1_std"], path, ylabel="linear top-1 on shape",
-               title="Table 2, shapes world: the downstream class (mean +- std over seeds)")  # fmt: skip
 
 
 def job_seconds(job: Job, runs: Path) -> float:
@@ -346,6 +277,22 @@ def job_seconds(job: Job, runs: Path) -> float:
     if job.kind == "train" and (folder / "summary.json").exists():
         return float(json.loads((folder / "summary.json").read_text()).get("elapsed_s", 0.0))
     return 0.0
+
+
+def estimate(todo: list[Job], timed: dict[str, tuple[str, float]]) -> float:
+    """Seconds the jobs in `todo` should take, from `timed` (finished job name -> (kind, seconds)): each job is
+    priced as the mean of its siblings (its name but the seed, e.g. table2/simclr/real/*), else of its kind; a job
+    of a kind that nothing timed yet counts 0."""
+
+    def family(name: str) -> str:
+        return name.rsplit("/", 1)[0]
+
+    total = 0.0
+    for job in todo:
+        alike = [s for n, (_, s) in timed.items() if family(n) == family(job.name) and s > 0]
+        alike = alike or [s for kind, s in timed.values() if kind == job.kind and s > 0]
+        total += sum(alike) / len(alike) if alike else 0.0
+    return total
 
 
 def aggregate(jobs: list[Job], config: ExperimentsConfig, runs: Path, out: Path, wall_s: float,
@@ -402,21 +349,22 @@ def run_experiments(config: ExperimentsConfig) -> dict:
     todo = [job for job in jobs if not done(job, runs)]
     print(f"{config.name}: {len(jobs)} jobs, {len(jobs) - len(todo)} done, {len(todo)} to run (runs in {runs})")
     make_output_dir(runs, flag="--runs")
-    times: list[float] = []
     skipped: dict[str, str] = {}
+    timed = {job.name: (job.kind, job_seconds(job, runs)) for job in jobs if done(job, runs)}
     for i, job in enumerate(todo, 1):
-        eta = f", about {duration(sum(times) / len(times) * (len(todo) - i + 1))} left" if times else ""
+        left = estimate(todo[i - 1 :], timed)
+        eta = f", about {duration(left)} left" if left else ""
         print(f"[{i}/{len(todo)}] {job.kind} {job.name} -> {job.folder(runs)}{eta}", flush=True)
         start = time.perf_counter()
         try:
             run_job(job, runs, config)
             seconds = round(time.perf_counter() - start, 1)
+            timed[job.name] = (job.kind, seconds)
             atomic_write_json(job.folder(runs) / "job.json",
                               {"name": job.name, "key": job.key, "kind": job.kind, "seconds": seconds})  # fmt: skip
         except MissingInput as exc:
             skipped[job.name] = str(exc)
             print(f"skipped {job.name}: {exc}")
-        times.append(time.perf_counter() - start)
     if config.name in ("figure5", "all"):
         figure5(runs, out)
     make_output_dir(out, flag="--out")

@@ -11,7 +11,15 @@ import pytest
 
 from mlvgm import experiments
 from mlvgm.errors import InputError
-from mlvgm.experiments import ExperimentsConfig, paired_differences, plan, summarise_table2, table1, table1_markdown
+from mlvgm.experiments import ExperimentsConfig, Job, estimate, plan, table1
+from mlvgm.paper_tables import (
+    paired_differences,
+    summarise_paired,
+    summarise_table2,
+    t_critical,
+    table1_markdown,
+    table2_markdown,
+)
 
 
 def test_the_plan_of_table2_is_every_row_at_the_same_compute():
@@ -68,8 +76,52 @@ def test_table2_statistics_match_a_literal_computation():
     assert ml["linear_top1_std"] == pytest.approx(statistics.stdev([0.70, 0.65]))
     assert summary.loc[("simclr", "random init", "shape")]["linear_top1_mean"] == pytest.approx(0.205)
     paired = paired_differences(fake_runs())
-    assert sorted(paired["linear_top1"].round(6)) == sorted([round(0.70 - 0.50, 6), round(0.65 - 0.60, 6)])
-    assert set(paired["comparison"]) == {"ml-random - random"}
+    ml = paired[paired["comparison"] == "ml-random - random"]
+    assert sorted(ml["linear_top1"].round(6)) == sorted([round(0.70 - 0.50, 6), round(0.65 - 0.60, 6)])
+    assert set(paired["comparison"]) == {"ml-random - random", "random - random init", "ml-random - random init",
+                                         "synth - random init"}  # fmt: skip
+    init = paired[paired["comparison"] == "synth - random init"].sort_values("seed")
+    assert list(init["linear_top1"].round(6)) == [round(0.40 - 0.20, 6), round(0.42 - 0.21, 6)]  # same seed's net
+
+
+def test_t_critical_matches_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    for df in range(1, 201):
+        assert t_critical(df) == pytest.approx(stats.t.ppf(0.975, df), abs=2e-3), df
+
+
+def test_paired_intervals_match_a_literal_computation():
+    stats = pytest.importorskip("scipy.stats")
+    diffs = [0.10, 0.12, 0.07]  # clearly away from 0 ...
+    noisy = [0.05, -0.04, 0.02]  # ... and not
+    rows = [(c, s, v) for c, vs in (("a", diffs), ("b", noisy)) for s, v in enumerate(vs)]
+    paired = pd.DataFrame(rows, columns=["comparison", "seed", "linear_top1"]).assign(method="simclr", factor="shape")
+    out = summarise_paired(paired).set_index("comparison")
+    for name, values in (("a", diffs), ("b", noisy)):
+        low, high = stats.t.interval(0.95, len(values) - 1, loc=statistics.mean(values),
+                                     scale=statistics.stdev(values) / len(values) ** 0.5)  # fmt: skip
+        assert out.loc[name, "mean"] == pytest.approx(statistics.mean(values))
+        assert out.loc[name, "ci95"] == pytest.approx((high - low) / 2, rel=1e-3)
+        assert out.loc[name, "resolved"] == (low > 0 or high < 0)
+    assert out.loc["a", "resolved"] and not out.loc["b", "resolved"]
+
+
+def test_table2_markdown_bolds_only_differences_outside_the_noise():
+    text = table2_markdown(summarise_table2(fake_runs()), paired_differences(fake_runs()))
+    assert "kNN" in text and "| simclr | random init |" in text
+    ml_line = next(line for line in text.splitlines() if "| ml-random - random |" in line)
+    assert "**" not in ml_line  # +0.20 and +0.05 over 2 seeds: t(1) = 12.7 makes the interval hold 0
+    init_line = next(line for line in text.splitlines() if "| synth - random init |" in line)
+    assert "**+0.205 +- " in init_line  # 0.20 and 0.21: a tiny spread, well away from 0
+
+
+def test_the_eta_prices_a_job_by_its_siblings_then_its_kind():
+    todo = [Job("train", "table2/simclr/real/s1", {}), Job("train", "table2/byol/synth/s0", {}),
+            Job("quantify", "table1/quantify/s0", {})]  # fmt: skip
+    timed = {"table2/simclr/real/s0": ("train", 600.0), "table2/simclr/synth/s0": ("train", 200.0),
+             "table2/simclr/synth/s1": ("train", 220.0), "table2/real-data": ("export", 5.0)}  # fmt: skip
+    # real/s1 as real/s0 (600); byol/synth as the mean of every train (340); quantify: nothing timed yet (0)
+    assert estimate(todo, timed) == pytest.approx(600 + (600 + 200 + 220) / 3)
 
 
 def test_table1_statistics_match_a_literal_computation(tmp_path):
