@@ -43,9 +43,8 @@ def evaluate_run(config: TrainConfig, backbone: nn.Module, *, device, progress: 
     backbones = {"trained": backbone, "random init": initial_backbone(config, device)}
     if config.source == "imagefolder":
         root = Path(config.data)
-        size = config.crop or 64
-        train_x, train_y, count = folder_probe_set(root, "train", size=size)
-        test_x, test_y, _ = folder_probe_set(root, "val", size=size)
+        train_x, train_y, count = folder_probe_set(root, "train", size=config.crop)  # 0: the images' own size
+        test_x, test_y, _ = folder_probe_set(root, "val", size=train_x.shape[-1])
         return evaluate_backbones(backbones, (train_x, train_y), (test_x, test_y), {"class": count}, device=device,
                                   progress=progress)  # fmt: skip
     g = load_generator(spec(config), device=device)

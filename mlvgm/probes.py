@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torchvision import datasets
 
 from mlvgm.augment import PixelAugment
-from mlvgm.data.sources import folder_transform
+from mlvgm.data.sources import folder_resolution, folder_transform
 from mlvgm.errors import InputError
 from mlvgm.progress import Progress
 from mlvgm.streams import Stream
@@ -146,10 +146,12 @@ def generated_probe_set(g, n: int, *, seed: int, purpose: str, size: int, trunca
 
 
 def folder_probe_set(root: Path, split: str, *, size: int) -> tuple[Tensor, dict[str, Tensor], int]:
-    """(images (n, 3, size, size) normalised, {"class": labels}, number of classes) of root/split."""
+    """(images (n, 3, size, size) normalised, {"class": labels}, number of classes) of root/split; size 0: the
+    short side of its first image."""
     folder = root / split
     if not folder.is_dir():
         raise InputError(f"{folder} does not exist: evaluation needs {root}/train and {root}/val class folders")
+    size = size or folder_resolution(folder)
     dataset = datasets.ImageFolder(str(folder), transform=folder_transform(size), allow_empty=True)
     to_input = PixelAugment("none", size)
     images = torch.stack([dataset[i][0] for i in range(len(dataset))]).float() / 255.0

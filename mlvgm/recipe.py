@@ -24,7 +24,7 @@ from torch import nn
 from mlvgm.augment import PRESETS as AUGMENTS
 from mlvgm.augment import PixelAugment
 from mlvgm.config import option
-from mlvgm.data.sources import ContinuousSampling, ImageFolderSource, steps_for
+from mlvgm.data.sources import ContinuousSampling, ImageFolderSource, folder_resolution, steps_for
 from mlvgm.encoders import ARCHS, BYOL, METHODS, SimCLR, SimSiam
 from mlvgm.errors import InputError
 from mlvgm.generators import generator_spec, load_generator
@@ -287,8 +287,8 @@ def build_source(config: TrainConfig, *, rank: int, world: int, device: torch.de
     check_inputs(config)  # the same one-line errors for a missing folder, checkpoint or walkers file
     local_batch = config.batch_size // world
     if config.source == "imagefolder":
-        resolution = config.crop or 64
-        augment = PixelAugment(config.augment, config.crop or resolution).to(device)
+        resolution = config.crop or folder_resolution(config.data)
+        augment = PixelAugment(config.augment, resolution).to(device)
         return ImageFolderSource(config.data, augment, local_batch, seed=config.seed, rank=rank, world_size=world,
                                  resolution=resolution, workers=config.workers, device=device)  # fmt: skip
     g = load_generator(spec(config), device=device)

@@ -19,6 +19,7 @@ Both are pure functions of the step: a resumed run gets exactly the batches the 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -212,6 +213,22 @@ def check_images(paths: Iterable[str | Path]) -> None:
             Image.open(path).close()
         except OSError:  # PIL's UnidentifiedImageError included
             raise InputError(f"{path} is not an image Pillow can read: remove or replace it") from None
+
+
+def folder_resolution(root: str | Path) -> int:
+    """The short side of the first image (in ImageFolder's order) under root: the size `--crop 0` means for an
+    image folder, so that 32 px images train at 32 px."""
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        for where, _, names in sorted(os.walk(folder, followlinks=True)):  # ImageFolder's own walk and order
+            for name in sorted(n for n in names if n.lower().endswith(datasets.folder.IMG_EXTENSIONS)):
+                try:
+                    with Image.open(Path(where) / name) as image:
+                        return min(image.size)
+                except OSError:  # PIL's UnidentifiedImageError included
+                    raise InputError(
+                        f"{Path(where) / name} is not an image Pillow can read: remove or replace it"
+                    ) from None
+    raise InputError(f"{root} holds no images in class subfolders: give the path of an ImageFolder")
 
 
 def folder_transform(size: int):

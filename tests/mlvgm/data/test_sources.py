@@ -153,3 +153,31 @@ def test_imagefolder_source_is_a_function_of_the_step(g, tmp_path):
 
 def test_steps_for():
     assert steps_for(126_789, 256) == 495 and steps_for(10, 256) == 1
+
+
+def test_an_image_folder_trains_at_its_own_size_unless_crop_says_otherwise(tmp_path):
+    """--crop 0 means "the images' own size" for a folder as for a generator: 20 px images give 20 px views."""
+    import numpy as np
+    from PIL import Image
+
+    from mlvgm.data.sources import folder_resolution
+    from mlvgm.probes import folder_probe_set
+    from mlvgm.recipe import TrainConfig, build_source
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for label in ("a", "b"):
+            (tmp_path / split / label).mkdir(parents=True)
+            for i in range(8):
+                pixels = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)  # 24 wide, 20 high: short side 20
+                Image.fromarray(pixels).save(tmp_path / split / label / f"{i}.png")
+    assert folder_resolution(tmp_path / "train") == 20
+    for crop, side in ((0, 20), (16, 16)):
+        config = TrainConfig(source="imagefolder", data=str(tmp_path / "train"), batch_size=8, workers=0, crop=crop)
+        first, second = next(build_source(config, rank=0, world=1, device=torch.device("cpu")).iterate(0))
+        assert first.shape == second.shape == (8, 3, side, side)
+    images, _, classes = folder_probe_set(tmp_path, "val", size=0)
+    assert images.shape == (16, 3, 20, 20) and classes == 2
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    with pytest.raises(InputError, match="holds no images in class subfolders"):
+        folder_resolution(tmp_path / "empty")
