@@ -86,6 +86,10 @@ class ExperimentsConfig:
     rows: tuple[str, ...] = option(ROWS, "rows of Table 2")
     eval_train: int = option(4000, "labelled images the probes are fitted on")
     eval_test: int = option(1000, "labelled images the probes are scored on")
+    figure5_json: str = option(
+        "", "tabulate this bench_sources JSON for Figure 5 instead of measuring (pytest bench/bench_sources.py, about "
+        "30 min on 2 cores); the README names its commit and date"
+    )  # fmt: skip
     out: str = option("results/paper", "folder of the tables, plots and README.md")
     runs: str = option("runs/paper", "folder of the runs (resumable; delete it to start over)")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
@@ -102,6 +106,9 @@ class ExperimentsConfig:
             bad = [v for v in getattr(self, key) if v not in valid]
             if bad or not getattr(self, key):
                 raise InputError(f"--{key} must be some of {','.join(valid)}, got {','.join(getattr(self, key))}")
+        if self.figure5_json and not Path(self.figure5_json).is_file():
+            raise InputError(f"--figure5_json {self.figure5_json} is not a file: give a pytest-benchmark JSON of "
+                             "bench/bench_sources.py, or leave it out to measure one")  # fmt: skip
 
 
 @dataclass
@@ -330,6 +337,12 @@ def aggregate(jobs: list[Job], config: ExperimentsConfig, runs: Path, out: Path,
     for name in ("table1.md", "table2.md"):
         if (out / name).exists():
             readme += [f"## {name[:-3].capitalize()}", "", (out / name).read_text(), ""]
+    if (out / "figure5" / "source.json").exists():
+        source = json.loads((out / "figure5" / "source.json").read_text())
+        made = f"commit {str(source['commit'])[:10]}{' (dirty)' if source['dirty'] else ''}, {source['datetime']}"
+        links = "[figure5/sources.md](figure5/sources.md), [figure5/figure5.png](figure5/figure5.png)"
+        readme += ["## Figure 5", "", f"The data-loader benchmark: {source['json']}, {made}, {source['cpu']}: {links}.",
+                   ""]  # fmt: skip
     if skipped:
         readme += ["## Skipped", "", *(f"- {name}: {why}" for name, why in skipped.items()), ""]
     atomic_write_text(out / "README.md", "\n".join(readme))
@@ -366,7 +379,7 @@ def run_experiments(config: ExperimentsConfig) -> dict:
             skipped[job.name] = str(exc)
             print(f"skipped {job.name}: {exc}")
     if config.name in ("figure5", "all"):
-        figure5(runs, out)
+        figure5(runs, out, Path(config.figure5_json) if config.figure5_json else None)
     make_output_dir(out, flag="--out")
     written = aggregate(jobs, config, runs, out, time.perf_counter() - started, skipped)
     print(f"wrote {out}/: {', '.join(written)}")
@@ -374,13 +387,14 @@ def run_experiments(config: ExperimentsConfig) -> dict:
             "wall_s": time.perf_counter() - started}  # fmt: skip
 
 
-def figure5(runs: Path, out: Path) -> None:
-    """The data-loader benchmark (bench/bench_sources.py, once: its JSON is kept in RUNS), then bench/figure5.py's
-    tables and figure into OUT/figure5. Both live in a source checkout: bench/ is not installed."""
+def figure5(runs: Path, out: Path, given: Path | None = None) -> None:
+    """The data-loader benchmark (bench/bench_sources.py, once: its JSON is kept in RUNS; or the `given` JSON of an
+    earlier run of it), then bench/figure5.py's tables and figure into OUT/figure5, and OUT/figure5/source.json
+    naming the measurement. Both live in a source checkout: bench/ is not installed."""
     root = Path(__file__).resolve().parents[1]
     if not (root / "bench" / "figure5.py").exists():
         raise InputError("figure5 runs bench/figure5.py, which only a source checkout has: run from a clone")
-    measured = runs / "figure5" / "bench_sources.json"
+    measured = given or runs / "figure5" / "bench_sources.json"
     if not measured.exists():
         print(f"figure5: benchmarking the data sources (pytest bench/bench_sources.py) -> {measured}", flush=True)
         partial = measured.with_suffix(".partial.json")
@@ -390,6 +404,12 @@ def figure5(runs: Path, out: Path) -> None:
         partial.rename(measured)
     subprocess.run([sys.executable, "-m", "bench.figure5", str(measured.resolve()), "--out", str((out / "figure5")
                     .resolve())], cwd=root, check=True)  # fmt: skip
+    run_info = json.loads(measured.read_text())
+    atomic_write_json(out / "figure5" / "source.json", {
+        "json": str(given) if given else "measured by this runner (pytest bench/bench_sources.py)",
+        "commit": run_info.get("commit_info", {}).get("id"), "dirty": run_info.get("commit_info", {}).get("dirty"),
+        "datetime": run_info.get("datetime"), "cpu": run_info.get("machine_info", {}).get("cpu", {}).get("brand_raw"),
+    })  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

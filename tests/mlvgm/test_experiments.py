@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -50,7 +51,8 @@ def test_a_job_key_follows_its_config_and_its_inputs():
     ("argv", "message"),
     [(["table9"], "unknown experiment 'table9'"), (["table2", "--rows", "synth,nope"], "--rows must be some of"),
      (["table2", "--real_images", "10"], "--real_images must be at least one batch"),
-     (["table2", "--seeds", "0"], "--seeds must be > 0")],
+     (["table2", "--seeds", "0"], "--seeds must be > 0"),
+     (["figure5", "--figure5_json", "nope.json"], "--figure5_json nope.json is not a file")],
 )  # fmt: skip
 def test_bad_options_are_one_line(argv, message):
     with pytest.raises(InputError, match=None) as info:
@@ -177,3 +179,17 @@ def test_smoke_two_runs_killed_resumed_and_reaggregated(tmp_path, monkeypatch, c
     result = experiments.main(argv)
     assert calls == [] and result["ran"] == 0 and (tmp_path / "out" / "table2.md").read_text() == table
     assert "0 to run" in capsys.readouterr().out
+
+
+def test_figure5_tabulates_a_given_benchmark_and_names_it(tmp_path):
+    """--figure5_json: bench/figure5.py's tables and figure from an earlier bench_sources run (here the committed
+    one), with its commit and date in README.md; nothing is measured."""
+    committed = Path(__file__).resolve().parents[2] / "results" / "bench" / "sources.json"
+    out = tmp_path / "out"
+    result = experiments.main(["figure5", "--figure5_json", str(committed), "--out", str(out), "--runs",
+                               str(tmp_path / "runs")])  # fmt: skip
+    assert result["ran"] == 0 and not (tmp_path / "runs" / "figure5").exists()
+    assert {"sources.md", "sources.csv", "figure5.png", "source.json"} <= {p.name for p in (out / "figure5").iterdir()}
+    commit = json.loads(committed.read_text())["commit_info"]["id"]
+    readme = (out / "README.md").read_text()
+    assert "## Figure 5" in readme and str(committed) in readme and commit[:10] in readme
