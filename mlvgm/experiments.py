@@ -321,7 +321,8 @@ def aggregate(jobs: list[Job], config: ExperimentsConfig, runs: Path, out: Path,
         atomic_write_text(out / "table2-runs.csv", per_run.to_csv(index=False))
         atomic_write_text(out / "table2.csv", summary.to_csv(index=False))
         atomic_write_text(out / "table2.md", table2_markdown(summary, paired))
-        plot_table2(summary, out / "table2.png")
+        classes = per_run.groupby("factor")["classes"].first() if "classes" in per_run else {}
+        plot_table2(summary, out / "table2.png", per_run, {str(f): 1 / int(n) for f, n in dict(classes).items()})
         written += ["table2.csv", "table2-runs.csv", "table2.md", "table2.png"]
     record = provenance(dataclasses.asdict(config))
     finished = [j for j in jobs if done(j, runs)]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlvgm.plots import error_bars
+from mlvgm.plots import error_bars, panels
 from mlvgm.probes import KNN_K
 
 # Two-sided 95% critical values of Student's t for 1..30 degrees of freedom (any statistics table).
@@ -155,8 +155,23 @@ def plot_table1(table: pd.DataFrame, path: Path) -> None:
                title=f"Table 1, shapes world: mu +- std over {int(table['seeds'].max())} seeds", log=True)  # fmt: skip
 
 
-def plot_table2(summary: pd.DataFrame, path: Path) -> None:
-    shape = summary[summary["factor"] == "shape"]
-    labels = [f"{m}\n{r}" for m, r in zip(shape["method"], shape["row"], strict=True)]
-    error_bars(labels, shape["linear_top1_mean"], shape["linear_top1_std"], path, ylabel="linear top-1 on shape",
-               title="Table 2, shapes world: the downstream class (mean +- std over seeds)")  # fmt: skip
+def plot_table2(summary: pd.DataFrame, path: Path, per_run: pd.DataFrame | None = None,
+                chance: dict[str, float] | None = None) -> None:  # fmt: skip
+    """Linear top-1 per factor, one panel each: every (method, row) as mean +- std with its seeds as dots, the
+    untrained networks grey, chance dashed."""
+    data = {}
+    for factor, group in summary.groupby("factor", sort=False):
+        bars = []
+        for _, r in group.iterrows():
+            values = []
+            if per_run is not None:
+                encoder = "random init" if r["row"] == "random init" else "trained"
+                row = "synth" if r["row"] == "random init" else r["row"]
+                match = per_run[(per_run["method"] == r["method"]) & (per_run["row"] == row)
+                                & (per_run["factor"] == factor) & (per_run["encoder"] == encoder)]  # fmt: skip
+                values = list(match["linear_top1"])
+            bars.append((f"{r['method']} {r['row']}", r["linear_top1_mean"], r["linear_top1_std"], values))
+        data[str(factor)] = bars
+    grey = tuple(f"{m} random init" for m in summary["method"].unique())
+    panels(data, path, ylabel="linear top-1", grey=grey, lines=chance,
+           title="Table 2, shapes world: linear top-1 per factor (mean +- std over seeds; dots: seeds)")  # fmt: skip

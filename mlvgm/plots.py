@@ -4,6 +4,8 @@ switch, so importing mlvgm never changes a user's matplotlib state), saved atomi
     loss_curve(metrics, path, title=..., chance=...)   a training run's loss and learning rate (loss.png)
     walker_dynamics(dynamics, gamma, title, path)      quantification's InfoNCE and ||T(z) - z|| (dynamics.png)
     view_grid(grid, title, path)                       the paper's Figure 4 for a generator (mlvgm.views)
+    error_bars(labels, means, stds, path, ...)         one bar per label, +- std (Table 1 of mlvgm.experiments)
+    panels(panels, path, ...)                          bars per label in one panel per quantity, seeds as dots
 
 matplotlib is imported when a figure is drawn, not when mlvgm is.
 """
@@ -110,5 +112,38 @@ def error_bars(labels: list[str], means, stds, path: str | Path, *, ylabel: str,
     if log:
         ax.set_yscale("log")
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def panels(data: dict[str, list[tuple[str, float, float, list[float]]]], path: str | Path, *, ylabel: str, title: str,
+           grey: tuple[str, ...] = (), lines: dict[str, float] | None = None) -> None:  # fmt: skip
+    """One panel per key of `data` (e.g. a factor), each with a bar per (label, mean, std, values): mean +- std,
+    every value as a dot (a seed); labels in `grey` are drawn grey (a baseline), `lines` draws a dashed
+    reference per panel (chance)."""
+    from matplotlib.figure import Figure
+
+    count = len(data)
+    columns = min(count, 2)
+    rows = -(-count // columns)
+    width = max(4.5, 0.55 * max(len(bars) for bars in data.values()))
+    fig = Figure(figsize=(width * columns, 3.4 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (name, bars) in zip(axes, data.items(), strict=False):
+        x = range(len(bars))
+        colors = ["0.6" if label in grey else "tab:blue" for label, *_ in bars]
+        whiskers = [0.0 if std != std else std for _, _, std, _ in bars]  # NaN (one seed) draws no whisker
+        ax.bar(x, [mean for _, mean, _, _ in bars], yerr=whiskers, capsize=3, color=colors, alpha=0.8)
+        for i, (*_, values) in enumerate(bars):
+            ax.plot([i] * len(values), values, "k.", markersize=3)
+        if lines and name in lines:
+            ax.axhline(lines[name], color="tab:red", linestyle="--", linewidth=1, label="chance")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_xticks(list(x), [label for label, *_ in bars], fontsize=6, rotation=90)
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=8)
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_png(fig, path)

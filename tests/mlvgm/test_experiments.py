@@ -193,3 +193,15 @@ def test_figure5_tabulates_a_given_benchmark_and_names_it(tmp_path):
     commit = json.loads(committed.read_text())["commit_info"]["id"]
     readme = (out / "README.md").read_text()
     assert "## Figure 5" in readme and str(committed) in readme and commit[:10] in readme
+
+
+def test_table2_plot_has_a_panel_per_factor(tmp_path):
+    from PIL import Image
+
+    from mlvgm.paper_tables import plot_table2
+
+    runs = pd.concat([fake_runs(), fake_runs().assign(factor="color")])
+    plot_table2(summarise_table2(runs), tmp_path / "t2.png", runs, {"shape": 1 / 12, "color": 1 / 8})
+    with Image.open(tmp_path / "t2.png") as image:
+        width, height = image.size
+    assert width > height  # two panels side by side
