@@ -19,9 +19,7 @@ from pathlib import Path
 
 import pytest
 from fuzz_loaders import (
-    BYTE_MUTATIONS,
     KIND_WEIGHTS,
-    STRUCTURE_MUTATIONS,
     TARGETS,
     Corpus,
     classify,
@@ -30,6 +28,7 @@ from fuzz_loaders import (
     run_campaign,
     write_corpus,
 )
+from fuzz_mutations import BYTE_MUTATIONS, STRUCTURE_MUTATIONS
 
 MASTER_SEED = 14  # the number: the short run's cases are always the same ones
 SHORT_CASES = 3000
