@@ -335,9 +335,11 @@ def aggregate(jobs: list[Job], config: ExperimentsConfig, runs: Path, out: Path,
         f"- time: {duration(compute)} for the {len(finished)} jobs of this experiment run so far; the last "
         f"invocation took {duration(wall_s)} (runs in `{runs}`)", "",
     ]  # fmt: skip
-    for name in ("table1.md", "table2.md"):
-        if (out / name).exists():
-            readme += [f"## {name[:-3].capitalize()}", "", (out / name).read_text(), ""]
+    figures = {"table1": ["table1.png", "table1-dynamics-s0.png"], "table2": ["table2.png"]}
+    for name, pngs in figures.items():
+        if (out / f"{name}.md").exists():
+            readme += [f"## Table {name[-1]}", "", (out / f"{name}.md").read_text(), ""]
+            readme += [f"![{png[:-4]}]({png})" for png in pngs if (out / png).exists()] + [""]
     if (out / "figure5" / "source.json").exists():
         source = json.loads((out / "figure5" / "source.json").read_text())
         made = f"commit {str(source['commit'])[:10]}{' (dirty)' if source['dirty'] else ''}, {source['datetime']}"
