@@ -36,8 +36,11 @@ from mlvgm.data.export import export_dataset
 from mlvgm.errors import InputError
 from mlvgm.evaluate import evaluate_run
 from mlvgm.generators import load_generator
+from mlvgm.generators.embedded import read_meta
 from mlvgm.io import atomic_write_json, atomic_write_text, check_creatable, make_output_dir
 from mlvgm.paper_tables import (
+    kl_agreement,
+    kl_markdown,
     paired_differences,
     plot_table1,
     plot_table2,
@@ -58,6 +61,11 @@ ROWS = ("real", "synth", "random", "learned", "ml-random", "ml-learned")
 METHODS = ("simclr", "simsiam", "byol")
 SINGLE_ROWS = ("synth", "random", "ml-random")  # the rows SimSiam and BYOL train (the issue's minimum)
 WORLD = "shapes:resolution=32"
+# Each generator's spec; jobs on any but the shapes world are named "<generator>/..." and write "-<generator>"
+# tables. The embedded VAE trains SimCLR's synth, random and ml-random rows, probed on the shapes world's ground
+# truth like every other row.
+GENERATORS = {"shapes": WORLD, "embedded": "embedded"}
+EMBEDDED_ROWS = ("synth", "random", "ml-random")
 
 # Every Table 2 run: the quickstart's encoder and optimiser at 32 px, trained for --budget steps of 64 pairs.
 _TRAIN_BASE = {key: TRAIN_PRESETS["quickstart"][key] for key in ("generator", "batch_size", "optimizer", "base_lr",
@@ -65,9 +73,8 @@ _TRAIN_BASE = {key: TRAIN_PRESETS["quickstart"][key] for key in ("generator", "b
 _ROW_VIEWS = {  # the T_z and T_x of each row (ml-random and ml-learned take their levels from quantification)
     "real": {"source": "imagefolder", "views": "none", "augment": "simclr"},
     "synth": {"views": "none", "augment": "simclr"},
-    "random": {"views": "random", "view_levels": ("1", "2", "3", "4", "5", "6"), "view_sigma": (0.2,),
-               "augment": "simclr"},
-    "learned": {"views": "learned", "view_levels": ("1", "2", "3", "4", "5", "6"), "augment": "simclr"},
+    "random": {"views": "random", "view_levels": "all", "view_sigma": (0.2,), "augment": "simclr"},
+    "learned": {"views": "learned", "view_levels": "all", "augment": "simclr"},
     "ml-random": {"views": "random", "augment": "no_color"},
     "ml-learned": {"views": "learned", "augment": "no_color"},
 }  # fmt: skip
@@ -84,6 +91,10 @@ class ExperimentsConfig:
     )
     methods: tuple[str, ...] = option(METHODS, "methods of Table 2 (SimSiam and BYOL train synth, random, ml-random)")
     rows: tuple[str, ...] = option(ROWS, "rows of Table 2")
+    generators: tuple[str, ...] = option(
+        tuple(GENERATORS), "generators: shapes (every row) and embedded (the hierarchical VAE: Table 1, and SimCLR's "
+        f"{', '.join(EMBEDDED_ROWS)} rows)"
+    )  # fmt: skip
     eval_train: int = option(4000, "labelled images the probes are fitted on")
     eval_test: int = option(1000, "labelled images the probes are scored on")
     figure5_json: str = option(
@@ -102,7 +113,7 @@ class ExperimentsConfig:
                 raise InputError(f"--{key} must be > 0, got {getattr(self, key)}")
         if self.real_images < 64:
             raise InputError(f"--real_images must be at least one batch (64), got {self.real_images}")
-        for key, valid in (("methods", METHODS), ("rows", ROWS)):
+        for key, valid in (("methods", METHODS), ("rows", ROWS), ("generators", tuple(GENERATORS))):
             bad = [v for v in getattr(self, key) if v not in valid]
             if bad or not getattr(self, key):
                 raise InputError(f"--{key} must be some of {','.join(valid)}, got {','.join(getattr(self, key))}")
@@ -136,36 +147,61 @@ class Job:
         return runs / f"{self.name.replace('/', '-')}-{self.key}"
 
 
-def quantify_job(config: ExperimentsConfig, seed: int, *, single: bool = False) -> Job:
+def prefix(generator: str) -> str:
+    """What a generator's job names start with: nothing for the shapes world (its runs predate the others)."""
+    return "" if generator == "shapes" else f"{generator}/"
+
+
+def level_count(generator: str) -> int:
+    return len(load_generator(GENERATORS[generator]).level_dims)
+
+
+def quantify_job(config: ExperimentsConfig, seed: int, *, single: bool = False, generator: str = "shapes") -> Job:
     fields = {**QUANTIFY_PRESETS["shapes-quick"], "max_samples": config.quantify_samples, "seed": seed,
               "single": single, "mc_samples": 20_000}  # fmt: skip
     fields["min_samples"] = min(int(fields["min_samples"]), config.quantify_samples)
-    return Job("quantify", f"{'single' if single else 'table1'}/quantify/s{seed}", fields)
+    if generator != "shapes":
+        fields["generator"] = GENERATORS[generator]
+    return Job("quantify", f"{prefix(generator)}{'single' if single else 'table1'}/quantify/s{seed}", fields)
 
 
 def plan(config: ExperimentsConfig) -> list[Job]:
     """Every job of the experiment, each after the jobs it reads."""
-    names = ("table1", "table2", "figure5") if config.name == "all" else (config.name,)
     jobs: list[Job] = []
-    quantified = {s: quantify_job(config, s) for s in range(config.seeds)}
-    if "table1" in names or ("table2" in names and {"ml-random", "ml-learned"} & set(config.rows)):
+    for generator in config.generators:
+        jobs += plan_generator(config, generator)
+    return jobs
+
+
+def plan_generator(config: ExperimentsConfig, generator: str) -> list[Job]:
+    """The jobs of one generator: its Table 1 quantifications, then its Table 2 runs."""
+    names = ("table1", "table2", "figure5") if config.name == "all" else (config.name,)
+    rows = [r for r in config.rows if generator == "shapes" or r in EMBEDDED_ROWS]
+    methods = [m for m in config.methods if generator == "shapes" or m == "simclr"]
+    jobs: list[Job] = []
+    quantified = {s: quantify_job(config, s, generator=generator) for s in range(config.seeds)}
+    if "table1" in names or ("table2" in names and {"ml-random", "ml-learned"} & set(rows) and methods):
         jobs += quantified.values()
     if "table2" in names:
         data = Job("export", "table2/real-data", {"n": config.real_images, "val_fraction": 0.0, "seed": 10_000})
-        single = {s: quantify_job(config, s, single=True) for s in range(config.seeds)}
-        if "real" in config.rows:
+        single = {s: quantify_job(config, s, single=True, generator=generator) for s in range(config.seeds)}
+        if "real" in rows:
             jobs.append(data)
-        if "learned" in config.rows:
+        if "learned" in rows:
             jobs += single.values()
-        for method in config.methods:
-            rows = [r for r in config.rows if method == "simclr" or r in SINGLE_ROWS]
+        levels = tuple(str(i + 1) for i in range(level_count(generator))) if {"random", "learned"} & set(rows) else ()
+        for method in methods:
             batch = int(_TRAIN_BASE["batch_size"])
-            for row in rows:
+            for row in [r for r in rows if method == "simclr" or r in SINGLE_ROWS]:
                 for seed in range(config.seeds):
                     fields = {**_TRAIN_BASE, **_ROW_VIEWS[row], "method": method, "seed": seed, "epochs": 1,
                               "epoch_images": config.budget * batch, "evaluate": False,
                               "budget_minutes": 0.0, "checkpoint_minutes": 5.0,
                               "checkpoint_every": max(1, config.budget // 5)}  # fmt: skip
+                    if fields.get("view_levels") == "all":
+                        fields["view_levels"] = levels
+                    if generator != "shapes":
+                        fields["generator"] = GENERATORS[generator]
                     needs = {"data": data} if row == "real" else {}
                     if row == "real":  # a finite dataset: whole epochs of it, as near the budget as they come
                         fields["epochs"] = max(1, round(config.budget / (config.real_images // batch)))
@@ -174,7 +210,7 @@ def plan(config: ExperimentsConfig) -> list[Job]:
                                                                else {})  # fmt: skip
                     if row == "learned":
                         needs = {"walkers": single[seed]}
-                    jobs.append(Job("train", f"table2/{method}/{row}/s{seed}", fields, needs))
+                    jobs.append(Job("train", f"{prefix(generator)}table2/{method}/{row}/s{seed}", fields, needs))
     return jobs
 
 
@@ -219,7 +255,7 @@ def run_job(job: Job, runs: Path, config: ExperimentsConfig) -> None:
         export_dataset(load_generator(WORLD), folder, overwrite=True, spec=WORLD, progress=False, **job.config)
     elif job.kind == "quantify":
         quantify = QuantifyConfig(**{**job.config, "device": config.device, "out": str(folder)})
-        result = quantify_run(load_generator(WORLD, device=device), quantify, progress=False)
+        result = quantify_run(load_generator(quantify.generator, device=device), quantify, progress=False)
         write_outputs(result, quantify, folder, provenance(dataclasses.asdict(quantify)))
     else:
         trained = train_config(job, runs, config)
@@ -239,11 +275,11 @@ def run_job(job: Job, runs: Path, config: ExperimentsConfig) -> None:
 # --- aggregation -------------------------------------------------------------------------------------
 
 
-def table1(jobs: list[Job], runs: Path) -> pd.DataFrame:
+def table1(jobs: list[Job], runs: Path, generator: str = "shapes") -> pd.DataFrame:
     """mu and sigma per level: mean +- std over seeds, and the share of seeds giving the modal verdict."""
     frames = []
     for job in jobs:
-        if job.kind == "quantify" and job.name.startswith("table1/") and done(job, runs):
+        if job.kind == "quantify" and job.name.startswith(f"{prefix(generator)}table1/") and done(job, runs):
             frame = pd.read_csv(job.folder(runs) / "table1.csv")
             frames.append(frame.assign(seed=job.config["seed"]))
     if not frames:
@@ -261,12 +297,12 @@ def table1(jobs: list[Job], runs: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def table2(jobs: list[Job], runs: Path) -> pd.DataFrame:
+def table2(jobs: list[Job], runs: Path, generator: str = "shapes") -> pd.DataFrame:
     """One row per (method, row, seed, factor, encoder): linear and kNN top-1 of that run's probes."""
     frames = []
     for job in jobs:
-        if job.kind == "train" and done(job, runs):
-            _, method, row, seed = job.name.split("/")
+        if job.kind == "train" and job.name.startswith(f"{prefix(generator)}table2/") and done(job, runs):
+            _, method, row, seed = job.name.removeprefix(prefix(generator)).split("/")
             probes = pd.read_csv(job.folder(runs) / "probes.csv")
             steps = json.loads((job.folder(runs) / "summary.json").read_text())["steps"]
             frames.append(probes.assign(method=method, row=row, seed=int(seed[1:]), steps=steps,
@@ -306,40 +342,31 @@ def aggregate(jobs: list[Job], config: ExperimentsConfig, runs: Path, out: Path,
               skipped: dict[str, str]) -> list[str]:  # fmt: skip
     """Write the tables, plots and README.md of what is done; returns the files written."""
     written = []
-    t1 = table1(jobs, runs)
-    if not t1.empty:
-        atomic_write_text(out / "table1.csv", t1.to_csv(index=False))
-        atomic_write_text(out / "table1.md", table1_markdown(t1))
-        plot_table1(t1, out / "table1.png")
-        first = next(j for j in jobs if j.name == "table1/quantify/s0")
-        if (first.folder(runs) / "dynamics.png").exists():
-            shutil.copyfile(first.folder(runs) / "dynamics.png", out / "table1-dynamics-s0.png")
-        written += ["table1.csv", "table1.md", "table1.png"]
-    per_run = table2(jobs, runs)
-    if not per_run.empty:
-        summary, paired = summarise_table2(per_run), paired_differences(per_run)
-        atomic_write_text(out / "table2-runs.csv", per_run.to_csv(index=False))
-        atomic_write_text(out / "table2.csv", summary.to_csv(index=False))
-        atomic_write_text(out / "table2.md", table2_markdown(summary, paired))
-        classes = per_run.groupby("factor")["classes"].first() if "classes" in per_run else {}
-        plot_table2(summary, out / "table2.png", per_run, {str(f): 1 / int(n) for f, n in dict(classes).items()})
-        written += ["table2.csv", "table2-runs.csv", "table2.md", "table2.png"]
+    for generator in config.generators:
+        written += aggregate_generator(jobs, generator, runs, out)
     record = provenance(dataclasses.asdict(config))
     finished = [j for j in jobs if done(j, runs)]
     compute = sum(job_seconds(j, runs) for j in finished)
     readme = [
-        "# The paper in miniature (shapes world)", "",
+        "# The paper in miniature (shapes world and the embedded VAE)", "",
         f"- command of the last invocation: `{record['command']}` (seeds {config.seeds}, budget {config.budget} "
         f"steps, rows {','.join(config.rows)}, methods {','.join(config.methods)})",
         f"- machine and commit: {provenance_line(record)}",
         f"- time: {duration(compute)} for the {len(finished)} jobs of this experiment run so far; the last "
         f"invocation took {duration(wall_s)} (runs in `{runs}`)", "",
     ]  # fmt: skip
-    figures = {"table1": ["table1.png", "table1-dynamics-s0.png"], "table2": ["table2.png"]}
-    for name, pngs in figures.items():
-        if (out / f"{name}.md").exists():
-            readme += [f"## Table {name[-1]}", "", (out / f"{name}.md").read_text(), ""]
+    for generator in config.generators:
+        suffix, world = ("", "shapes world") if generator == "shapes" else (f"-{generator}", WORLDS[generator])
+        if (out / f"table1{suffix}.md").exists():
+            readme += [f"## Table 1, {world}", "", (out / f"table1{suffix}.md").read_text(), ""]
+            if (out / f"table1{suffix}-kl.md").exists():
+                readme += ["Against the VAE's own per-level KL (held-out images, from the weights' JSON):", "",
+                           (out / f"table1{suffix}-kl.md").read_text(), ""]  # fmt: skip
+            pngs = [f"table1{suffix}.png", f"table1{suffix}-dynamics-s0.png"]
             readme += [f"![{png[:-4]}]({png})" for png in pngs if (out / png).exists()] + [""]
+        if (out / f"table2{suffix}.md").exists():
+            readme += [f"## Table 2, {world}", "", (out / f"table2{suffix}.md").read_text(), ""]
+            readme += [f"![table2{suffix}](table2{suffix}.png)", ""] if (out / f"table2{suffix}.png").exists() else []
     if (out / "figure5" / "source.json").exists():
         source = json.loads((out / "figure5" / "source.json").read_text())
         made = f"commit {str(source['commit'])[:10]}{' (dirty)' if source['dirty'] else ''}, {source['datetime']}"
@@ -350,6 +377,41 @@ def aggregate(jobs: list[Job], config: ExperimentsConfig, runs: Path, out: Path,
         readme += ["## Skipped", "", *(f"- {name}: {why}" for name, why in skipped.items()), ""]
     atomic_write_text(out / "README.md", "\n".join(readme))
     return [*written, "README.md"]
+
+
+WORLDS = {"embedded": "embedded hierarchical VAE (mlvgm.generators.hvae), probed on the shapes world"}
+
+
+def aggregate_generator(jobs: list[Job], generator: str, runs: Path, out: Path) -> list[str]:
+    """One generator's Table 1 (and, for the embedded VAE, its agreement with the per-level KL) and Table 2."""
+    suffix, world = ("", "shapes world") if generator == "shapes" else (f"-{generator}", generator)
+    written = []
+    t1 = table1(jobs, runs, generator)
+    if not t1.empty:
+        atomic_write_text(out / f"table1{suffix}.csv", t1.to_csv(index=False))
+        atomic_write_text(out / f"table1{suffix}.md", table1_markdown(t1))
+        plot_table1(t1, out / f"table1{suffix}.png", world)
+        first = next(j for j in jobs if j.name == f"{prefix(generator)}table1/quantify/s0")
+        if (first.folder(runs) / "dynamics.png").exists():
+            shutil.copyfile(first.folder(runs) / "dynamics.png", out / f"table1{suffix}-dynamics-s0.png")
+        written += [f"table1{suffix}.csv", f"table1{suffix}.md", f"table1{suffix}.png"]
+        if generator == "embedded":
+            rows, summary = kl_agreement(t1, read_meta()["kl_nats"])
+            atomic_write_text(out / f"table1{suffix}-kl.csv", rows.to_csv(index=False))
+            atomic_write_text(out / f"table1{suffix}-kl.md", kl_markdown(rows, summary))
+            atomic_write_json(out / f"table1{suffix}-kl.json", summary)
+            written += [f"table1{suffix}-kl.csv", f"table1{suffix}-kl.md"]
+    per_run = table2(jobs, runs, generator)
+    if not per_run.empty:
+        summary, paired = summarise_table2(per_run), paired_differences(per_run)
+        atomic_write_text(out / f"table2{suffix}-runs.csv", per_run.to_csv(index=False))
+        atomic_write_text(out / f"table2{suffix}.csv", summary.to_csv(index=False))
+        atomic_write_text(out / f"table2{suffix}.md", table2_markdown(summary, paired))
+        classes = per_run.groupby("factor")["classes"].first() if "classes" in per_run else {}
+        plot_table2(summary, out / f"table2{suffix}.png", per_run,
+                    {str(f): 1 / int(n) for f, n in dict(classes).items()}, world)  # fmt: skip
+        written += [f"table2{suffix}.csv", f"table2{suffix}-runs.csv", f"table2{suffix}.md", f"table2{suffix}.png"]
+    return written
 
 
 # --- the command -------------------------------------------------------------------------------------

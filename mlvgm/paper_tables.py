@@ -150,13 +150,13 @@ def table2_markdown(summary: pd.DataFrame, paired: pd.DataFrame) -> str:
 # --- plots -------------------------------------------------------------------------------------------
 
 
-def plot_table1(table: pd.DataFrame, path: Path) -> None:
+def plot_table1(table: pd.DataFrame, path: Path, world: str = "shapes world") -> None:
     error_bars(list(table["level"]), table["mu_mean"], table["mu_std"], path, ylabel="mu: mean ||T(z) - z||",
-               title=f"Table 1, shapes world: mu +- std over {int(table['seeds'].max())} seeds", log=True)  # fmt: skip
+               title=f"Table 1, {world}: mu +- std over {int(table['seeds'].max())} seeds", log=True)  # fmt: skip
 
 
 def plot_table2(summary: pd.DataFrame, path: Path, per_run: pd.DataFrame | None = None,
-                chance: dict[str, float] | None = None) -> None:  # fmt: skip
+                chance: dict[str, float] | None = None, world: str = "shapes world") -> None:  # fmt: skip
     """Linear top-1 per factor, one panel each: every (method, row) as mean +- std with its seeds as dots, the
     untrained networks grey, chance dashed."""
     data = {}
@@ -174,4 +174,66 @@ def plot_table2(summary: pd.DataFrame, path: Path, per_run: pd.DataFrame | None 
         data[str(factor)] = bars
     grey = tuple(f"{m} random init" for m in summary["method"].unique())
     panels(data, path, ylabel="linear top-1", grey=grey, lines=chance,
-           title="Table 2, shapes world: linear top-1 per factor (mean +- std over seeds; dots: seeds)")  # fmt: skip
+           title=f"Table 2, {world}: linear top-1 per factor (mean +- std over seeds; dots: seeds)")  # fmt: skip
+
+
+# --- Table 1 against a VAE's own account of its levels ----------------------------------------------------
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); nan for fewer than 2 points or a constant side."""
+    if len(a) < 2:
+        return float("nan")
+    ra, rb = pd.Series(a).rank(), pd.Series(b).rank()
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(ra.corr(rb))
+
+
+def kl_agreement(
+    table: pd.DataFrame, kl_nats: list[float], *, collapsed_share: float = 0.01
+) -> tuple[pd.DataFrame, dict]:
+    """Quantification's Table 1 beside the hierarchical VAE's per-level KL (nats per image, held out).
+
+    A level carrying under `collapsed_share` of the total KL is one the VAE left (nearly) unused: its verdict
+    should be under-used. Among the other levels, mu should grow from coarse to fine (Spearman's rho of mu
+    against the level's index near +1). Returns the per-level table and the summary."""
+    if len(kl_nats) != len(table):
+        raise ValueError(f"{len(kl_nats)} KL values for {len(table)} levels")
+    total = sum(kl_nats)
+    rows = table[["level", "mu_mean", "mu_std", "verdict", "verdicts"]].copy()
+    rows["kl_nats"] = kl_nats
+    rows["kl_share"] = [k / total if total > 0 else 0.0 for k in kl_nats]
+    rows["collapsed"] = rows["kl_share"] < collapsed_share
+    used = rows[~rows["collapsed"]]
+    collapsed = [str(v) for v in rows.loc[rows["collapsed"], "level"]]
+    under = [str(v) for v in rows.loc[rows["verdict"] == "under-used", "level"]]
+    summary = {
+        "collapsed_by_kl": collapsed,
+        "under_used_by_quantification": under,
+        "unused_agree": collapsed == under,
+        "rho_mu_vs_level": spearman(list(range(len(used))), list(used["mu_mean"])),
+        "rho_mu_vs_kl": spearman(list(used["kl_nats"]), list(used["mu_mean"])),
+        "mu_increasing": bool(used["mu_mean"].is_monotonic_increasing),
+        "collapsed_share": collapsed_share,
+    }
+    return rows.reset_index(drop=True), summary
+
+
+def kl_markdown(rows: pd.DataFrame, summary: dict) -> str:
+    lines = ["| level | KL per image (nats) | share of KL | VAE | mu (mean +- std) | verdict (modal) | verdicts |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for _, r in rows.iterrows():
+        state = "collapsed" if r["collapsed"] else "used"
+        lines.append(f"| {r['level']} | {r['kl_nats']:.3g} | {r['kl_share']:.1%} | {state} | {r['mu_mean']:.3g} +- "
+                     f"{r['mu_std']:.2g} | {r['verdict']} | {r['verdicts']} |")  # fmt: skip
+    unused = ("agree" if summary["unused_agree"] else "disagree") + (
+        f": collapsed by KL {', '.join(summary['collapsed_by_kl']) or 'none'}; under-used by quantification "
+        f"{', '.join(summary['under_used_by_quantification']) or 'none'}"
+    )
+    lines += ["",
+              f"- Unused levels (KL share under {summary['collapsed_share']:.0%} vs the under-used verdict): {unused}.",
+              f"- Ordering over the used levels: mu {'grows' if summary['mu_increasing'] else 'does not grow'} "
+              f"from coarse to fine (Spearman rho of mu against the level {summary['rho_mu_vs_level']:+.2f}; "
+              f"against the level's KL {summary['rho_mu_vs_kl']:+.2f})."]  # fmt: skip
+    return "\n".join(lines) + "\n"

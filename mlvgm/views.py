@@ -218,10 +218,13 @@ class ViewGrid:
 def level_sweep(
     g,
     anchors: Sequence[Tensor],  # per level (rows, d_i)
-    w: Tensor,  # (d,) one noise vector, added as it is to each level of a column
+    w: Tensor,  # (d,) one noise vector, added to each level of a column (a level of size d_i < d takes w[:d_i])
     columns: Sequence[int | str] | None = None,  # levels or groups, one per column; None = every level
 ) -> ViewGrid:
-    """Render the paper's Figure 4: each column adds the same w to one level (or every level of a group)."""
+    """Render the paper's Figure 4: each column adds the same w to one level (or every level of a group).
+
+    Levels of unequal size (a hierarchical VAE's, whose latents grow with resolution) take the leading
+    coordinates of one long w: every column then sees the same draw, per coordinate."""
     if columns is None:
         columns = [i + 1 for i in range(len(g.level_dims))]
     anchor_images = g(list(anchors))
@@ -230,12 +233,12 @@ def level_sweep(
         levels = resolve_levels(g, column)
         latents = [z.clone() for z in anchors]
         for i in levels:
-            if g.level_dims[i] != w.numel():
+            if g.level_dims[i] > w.numel():
                 raise InputError(
                     f"the noise vector has {w.numel()} dims but level {level_label(g, i)} has {g.level_dims[i]}: "
-                    "a sweep adds the same vector to each level, so sweep levels of equal size"
+                    "draw it at least as long as the largest level swept"
                 )
-            latents[i] = latents[i] + w.to(latents[i])
+            latents[i] = latents[i] + w[: g.level_dims[i]].to(latents[i])
         images.append(g(latents))
         labels.append(level_label(g, levels[0]) if len(levels) == 1 else str(column))
     stacked = torch.stack(images, dim=1)  # (rows, 1 + columns, 3, H, W)
@@ -285,9 +288,10 @@ def main(argv: Sequence[str] | None = None) -> ViewGrid:
     anchors = sample_anchors(
         g, args.anchors, truncation=args.truncation, generator=Stream(args.seed, purpose="anchors").at(0)
     )
-    first = resolve_levels(g, columns[0] if columns else 1)[0]
+    swept = {i for column in columns or range(1, len(g.level_dims) + 1) for i in resolve_levels(g, column)}
     noise_source = Stream(args.seed, purpose="view-grid").at(0)
-    w = truncated_normal(g.level_dims[first], std=args.sigma, t=args.t, generator=noise_source, device=device)
+    longest = max(g.level_dims[i] for i in swept)
+    w = truncated_normal(longest, std=args.sigma, t=args.t, generator=noise_source, device=device)
     grid = level_sweep(g, anchors, w, columns)
     title = f"{args.generator}: the same w ~ N^t(0, {args.sigma:g}, {args.t:g}) added to one level per column"
     view_grid(grid, title, out)

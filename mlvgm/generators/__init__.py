@@ -15,6 +15,7 @@ import torch
 from mlvgm.errors import InputError
 from mlvgm.generators.base import MLVGM, level_label, resolve_levels
 from mlvgm.generators.bigbigan import load_bigbigan
+from mlvgm.generators.embedded import load_embedded
 from mlvgm.generators.safe_pickle import load_network_pickle
 from mlvgm.generators.shapes import ShapesWorld
 from mlvgm.generators.stylegan2 import from_kwargs_and_state
@@ -72,7 +73,7 @@ def load_generator(spec: str, *, device: torch.device | str | None = None) -> to
 
 
 _CHECKPOINT_GENERATORS = ("stylegan2", "bigbigan")  # built-in generators whose spec argument is a path
-_BUILT_IN_WORLDS = ("shapes",)  # built-in generators without weights: their argument is options
+_BUILT_IN_WORLDS = ("shapes", "embedded")  # built-in generators that need no checkpoint: their argument is options
 
 
 def generator_spec(name: str, checkpoint: str = "") -> str:
@@ -102,6 +103,21 @@ def _shapes(argument: str) -> ShapesWorld:
 
 
 register_generator("shapes", _shapes, usage="shapes[:resolution=32..128]")
+
+
+EMBEDDED_USAGE = "embedded[:temperature=F][,weights=PATH.safetensors]"
+
+
+def _embedded(argument: str) -> torch.nn.Module:
+    """The hierarchical VAE whose weights ship with the package (trained by mlvgm.zoo.train), or other weights."""
+    options = parse_options("embedded", argument, {"temperature": float, "weights": str})
+    temperature = options.get("temperature")
+    if temperature is not None and not 0 < float(temperature) <= 2:
+        raise InputError(f"temperature of embedded must be in (0, 2], got {temperature}")
+    return load_embedded(options.get("weights"), temperature=temperature)
+
+
+register_generator("embedded", _embedded, usage=EMBEDDED_USAGE)
 
 
 def _checkpoint_and_options(name: str, argument: str, usage: str, allowed: dict[str, type]) -> tuple[str, dict]:

@@ -13,7 +13,10 @@ import pytest
 from mlvgm import experiments
 from mlvgm.errors import InputError
 from mlvgm.experiments import ExperimentsConfig, Job, estimate, plan, table1
+from mlvgm.generators import load_generator
 from mlvgm.paper_tables import (
+    kl_agreement,
+    kl_markdown,
     paired_differences,
     summarise_paired,
     summarise_table2,
@@ -26,7 +29,8 @@ from mlvgm.paper_tables import (
 def test_the_plan_of_table2_is_every_row_at_the_same_compute():
     jobs = plan(ExperimentsConfig(name="table2"))
     trains = [j for j in jobs if j.kind == "train"]
-    assert len(trains) == (6 + 3 + 3) * 3  # SimCLR every row, SimSiam and BYOL three, 3 seeds
+    # shapes: SimCLR every row, SimSiam and BYOL three; embedded: SimCLR's synth, random, ml-random; 3 seeds
+    assert len(trains) == (6 + 3 + 3) * 3 + 3 * 3
     assert {j.kind for j in jobs} == {"train", "quantify", "export"}
     assert len({j.key for j in jobs}) == len(jobs)  # every job its own folder
     cs = [j for j in trains if j.config.get("source") != "imagefolder"]
@@ -127,7 +131,7 @@ def test_the_eta_prices_a_job_by_its_siblings_then_its_kind():
 
 
 def test_table1_statistics_match_a_literal_computation(tmp_path):
-    jobs = [j for j in plan(ExperimentsConfig(name="table1", seeds=3))]
+    jobs = [j for j in plan(ExperimentsConfig(name="table1", seeds=3, generators=("shapes",)))]
     for job, (mu, verdict) in zip(jobs, [(1.0, "normal"), (2.0, "normal"), (4.0, "under-used")], strict=True):
         job.folder(tmp_path).mkdir(parents=True)
         bound = verdict == "under-used"
@@ -158,7 +162,8 @@ def test_smoke_two_runs_killed_resumed_and_reaggregated(tmp_path, monkeypatch, c
         return real_train(config, run_dir, **kwargs)
 
     monkeypatch.setattr(train_module, "train", killed_at_2)
-    argv = ["table2", "--seeds", "1", "--budget", "4", "--rows", "synth,random", "--methods", "simclr",
+    argv = ["table2", "--seeds", "1", "--budget", "4", "--rows", "synth,random", "--methods", "simclr", "--generators",
+            "shapes",
             "--eval_train", "64", "--eval_test", "32", "--out", str(tmp_path / "out"), "--runs",
             str(tmp_path / "runs"), "--device", "cpu"]  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
@@ -205,3 +210,41 @@ def test_table2_plot_has_a_panel_per_factor(tmp_path):
     with Image.open(tmp_path / "t2.png") as image:
         width, height = image.size
     assert width > height  # two panels side by side
+
+
+# --- the embedded VAE ---------------------------------------------------------------------------------
+
+
+def test_the_embedded_vae_gets_table1_and_simclr_synth_random_ml_random():
+    jobs = {j.name: j for j in plan(ExperimentsConfig(name="all", generators=("embedded",)))}
+    assert {n for n in jobs if n.startswith("embedded/table1/")} == {f"embedded/table1/quantify/s{s}" for s in range(3)}
+    trains = sorted(n for n in jobs if "/table2/" in n)
+    assert trains == sorted(f"embedded/table2/simclr/{row}/s{s}" for row in ("synth", "random", "ml-random")
+                            for s in range(3))  # fmt: skip
+    assert all(j.config["generator"] == "embedded" for j in jobs.values())
+    levels = len(load_generator("embedded").level_dims)
+    assert jobs["embedded/table2/simclr/random/s0"].config["view_levels"] == tuple(str(i + 1) for i in range(levels))
+    assert jobs["embedded/table2/simclr/ml-random/s1"].needs["views"] is jobs["embedded/table1/quantify/s1"]
+    shapes = {j.name: j.key for j in plan(ExperimentsConfig(name="all", generators=("shapes",)))}
+    both = {j.name: j.key for j in plan(ExperimentsConfig(name="all"))}
+    assert {n: k for n, k in both.items() if not n.startswith("embedded/")} == shapes  # the shapes runs stay valid
+
+
+def test_kl_agreement_matches_a_literal_reading():
+    from scipy.stats import spearmanr
+
+    t1 = pd.DataFrame({"level": ["z1", "z2", "z3", "z4", "z5"], "mu_mean": [1.0, 3.0, 2.0, 9.0, 0.01],
+                       "mu_std": [0.1] * 5, "verdict": ["normal", "normal", "normal", "normal", "under-used"],
+                       "verdicts": ["x"] * 5})  # fmt: skip
+    kl = [10.0, 40.0, 300.0, 600.0, 0.5]  # z5 carries 0.05% of the KL: collapsed
+    rows, summary = kl_agreement(t1, kl)
+    assert list(rows["collapsed"]) == [False, False, False, False, True]
+    assert rows["kl_share"].tolist() == pytest.approx([k / sum(kl) for k in kl])
+    assert summary["collapsed_by_kl"] == ["z5"] and summary["under_used_by_quantification"] == ["z5"]
+    assert summary["unused_agree"] and not summary["mu_increasing"]  # z3 < z2
+    assert summary["rho_mu_vs_level"] == pytest.approx(spearmanr([0, 1, 2, 3], [1.0, 3.0, 2.0, 9.0])[0])
+    assert summary["rho_mu_vs_kl"] == pytest.approx(spearmanr(kl[:4], [1.0, 3.0, 2.0, 9.0])[0])
+    text = kl_markdown(rows, summary)
+    assert "agree: collapsed by KL z5; under-used by quantification z5" in text and "does not grow" in text
+    t1.loc[4, "verdict"] = "normal"
+    assert not kl_agreement(t1, kl)[1]["unused_agree"]

@@ -177,13 +177,20 @@ def test_level_sweep_adds_the_same_vector_one_level_at_a_time(g):
     assert bool((grid.max_abs_diff[:, 1:6] > 0).all()) and bool((grid.max_abs_diff[:, 6] == 0).all())
 
 
-def test_level_sweep_needs_equal_level_sizes():
+def test_level_sweep_gives_smaller_levels_the_leading_coordinates_of_one_vector():
     toy = Grouped()
     z = toy.sample_latents(2, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(InputError, match="equal size"):
+    with pytest.raises(InputError, match="at least as long as the largest level"):
         level_sweep(toy, z, torch.ones(4), columns=[1, 5])
-    grid = level_sweep(toy, z, torch.ones(4), columns=["first", "second"])
-    assert grid.labels == ["anchor", "first", "second"]
+    w = torch.arange(6.0)
+    grid = level_sweep(toy, z, w, columns=[1, 5, "second"])
+    assert grid.labels == ["anchor", "z1 a", "z5 e", "second"]
+    first = [x.clone() for x in z]
+    first[0] = first[0] + w[:4]  # z1 has 4 coordinates: it takes w's first 4
+    assert torch.equal(grid.images[:, 1], toy(first))
+    last = [x.clone() for x in z]
+    last[4] = last[4] + w
+    assert torch.equal(grid.images[:, 2], toy(last))
 
 
 def test_cli_writes_the_grid_and_its_provenance(tmp_path, capsys):

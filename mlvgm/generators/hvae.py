@@ -1,0 +1,220 @@
+"""A small top-down hierarchical VAE (the NVAE / VDVAE family), and its decoder as an MLVGM.
+
+    encoder  x (B, 3, R, R) -> features at every resolution R, R/2, ..., 1        (bottom-up)
+    decoder  h_0 = a learned constant at 1x1; for each level i, coarse to fine:
+                 h = upsample(h) to the level's resolution r_i
+                 prior      p(z_i | z_<i) = N(mu_p(h), sigma_p(h))
+                 posterior  q(z_i | x, z_<i) = N(mu_q(h, enc_r), sigma_q(h, enc_r))   (training only)
+                 h = h + h_p(h) + W z_i, then a residual cell
+             then residual cells up to R and a 3x3 conv to the pixel means (a sigmoid: images in [0, 1])
+    loss     -ELBO = -log N(x | mean, sigma_x) + sum_i KL(q_i || p_i), per pixel and channel (nats/dim)
+
+As an MLVGM, level i's latent is the prior's standard-normal noise eps_i (flattened, C_i x r_i x r_i):
+z_i = mu_p + temperature * sigma_p * eps_i, the usual reparameterisation of an HVAE's ancestral
+sample. Views then perturb eps_i in a space where every level is N(0, I), as the protocol expects, and
+`temperature` (the usual knob of HVAE sampling) scales the prior's spread without touching the latents,
+so the library's truncation still clips eps_i as it does for any generator.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mlvgm.errors import InputError
+from mlvgm.generators.base import MLVGM
+
+
+@dataclass(frozen=True)
+class HVAEConfig:
+    resolution: int = 32  # image side
+    widths: tuple[tuple[int, int], ...] = ((32, 32), (16, 48), (8, 64), (4, 64), (2, 64), (1, 64))  # (res, channels)
+    levels: tuple[tuple[int, int], ...] = ((1, 16), (2, 8), (4, 4), (8, 4), (16, 2))  # (res, latent channels)
+    level_names: tuple[str, ...] = ("global", "layout", "parts", "detail", "fine")
+
+    def __post_init__(self) -> None:
+        resolutions = [r for r, _ in self.widths]
+        if resolutions != sorted(resolutions, reverse=True) or resolutions[0] != self.resolution:
+            raise InputError(f"widths must list resolutions from {self.resolution} down, got {resolutions}")
+        for r, _ in self.levels:
+            if r not in resolutions:
+                raise InputError(f"latent level at {r} px has no width: add ({r}, channels) to widths")
+        if [r for r, _ in self.levels] != sorted(r for r, _ in self.levels):
+            raise InputError("levels must go coarse to fine (increasing resolution)")
+        if len(self.level_names) != len(self.levels):
+            raise InputError(f"{len(self.levels)} levels need {len(self.levels)} level_names")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HVAEConfig:
+        return cls(
+            resolution=int(d["resolution"]),
+            widths=tuple((int(r), int(c)) for r, c in d["widths"]),
+            levels=tuple((int(r), int(c)) for r, c in d["levels"]),
+            level_names=tuple(d["level_names"]),
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def width(self, resolution: int) -> int:
+        return dict(self.widths)[resolution]
+
+
+class Cell(nn.Module):
+    """x + conv1x1(gelu(conv3x3(gelu(conv1x1(gelu(x)))))): a bottleneck residual cell, no normalisation
+    (VDVAE's choice: batch statistics would make an image depend on its batch); the last conv starts
+    small so that a deep stack begins near the identity."""
+
+    def __init__(self, channels: int, scale: float = 0.1) -> None:
+        super().__init__()
+        mid = max(channels // 2, 8)
+        self.a = nn.Conv2d(channels, mid, 1)
+        self.b = nn.Conv2d(mid, mid, 3, padding=1)
+        self.c = nn.Conv2d(mid, channels, 1)
+        with torch.no_grad():
+            self.c.weight.mul_(scale)
+            self.c.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.c(F.gelu(self.b(F.gelu(self.a(F.gelu(x))))))
+
+
+def _std(raw: Tensor) -> Tensor:
+    return F.softplus(raw) + 1e-3
+
+
+def gaussian_kl(mu_q: Tensor, sigma_q: Tensor, mu_p: Tensor, sigma_p: Tensor) -> Tensor:
+    """KL(N(mu_q, sigma_q^2) || N(mu_p, sigma_p^2)) per element, in nats (the closed form)."""
+    return torch.log(sigma_p / sigma_q) + (sigma_q**2 + (mu_q - mu_p) ** 2) / (2 * sigma_p**2) - 0.5
+
+
+class Encoder(nn.Module):
+    """Bottom-up: a cell per resolution, average pooling between; returns {resolution: features}."""
+
+    def __init__(self, config: HVAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.stem = nn.Conv2d(3, config.width(config.resolution), 3, padding=1)
+        self.cells = nn.ModuleDict({str(r): Cell(c) for r, c in config.widths})
+        pairs = zip(config.widths[:-1], config.widths[1:], strict=True)
+        self.down = nn.ModuleDict({str(r2): nn.Conv2d(c1, c2, 1) for (_, c1), (r2, c2) in pairs})
+
+    def forward(self, x: Tensor) -> dict[int, Tensor]:
+        h = self.stem(x * 2 - 1)  # (B, C_R, R, R)
+        features = {}
+        for r, _ in self.config.widths:
+            if r != self.config.resolution:
+                h = self.down[str(r)](F.adaptive_avg_pool2d(h, r))
+            h = self.cells[str(r)](h)
+            features[r] = h
+        return features
+
+
+class Decoder(MLVGM):
+    """Top-down generator: eps_1..eps_n (standard normal, flattened per level) -> images in [0, 1].
+
+    Also computes the training terms when given the encoder's features (`elbo_terms`).
+    """
+
+    def __init__(self, config: HVAEConfig, temperature: float = 1.0) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise InputError(f"temperature must be > 0, got {temperature}")
+        self.config = config
+        self.temperature = float(temperature)
+        self.resolution = config.resolution
+        self.level_dims = tuple(c * r * r for r, c in config.levels)
+        self.level_names = tuple(config.level_names)
+        top = config.widths[-1]
+        self.h0 = nn.Parameter(torch.zeros(1, top[1], top[0], top[0]))
+        self.up = nn.ModuleDict()  # channel change on the way up, per resolution
+        self.cells = nn.ModuleDict()  # a cell at every resolution after its latent (if any)
+        ascending = list(reversed(config.widths))
+        for (_, c1), (r2, c2) in itertools.pairwise(ascending):
+            self.up[str(r2)] = nn.Conv2d(c1, c2, 1)
+        for r, c in config.widths:
+            self.cells[str(r)] = Cell(c)
+        self.prior = nn.ModuleList()  # h -> (mu_p, raw sigma_p, h_p)
+        self.posterior = nn.ModuleList()  # (h, enc_r) -> (mu_q, raw sigma_q)
+        self.z_in = nn.ModuleList()  # z -> the feature residual
+        for r, zc in config.levels:
+            c = config.width(r)
+            self.prior.append(nn.Conv2d(c, 2 * zc + c, 3, padding=1))
+            self.posterior.append(nn.Conv2d(2 * c, 2 * zc, 3, padding=1))
+            self.z_in.append(nn.Conv2d(zc, c, 1))
+            with torch.no_grad():  # start with p(z_i) = N(0, I) and no feature residual, as VDVAE does
+                self.prior[-1].weight.zero_()
+                self.prior[-1].bias.zero_()
+                self.prior[-1].bias[zc : 2 * zc].fill_(math.log(math.e - 1))  # softplus^-1(1)
+                self.z_in[-1].weight.mul_(0.1)
+        self.out = nn.Conv2d(config.width(config.resolution), 3, 3, padding=1)
+        self.log_sigma_x = nn.Parameter(torch.full((3,), math.log(0.1)))  # the likelihood's per-channel scale
+
+    def _run(self, n: int, eps: Sequence[Tensor] | None, enc: dict[int, Tensor] | None) -> tuple[Tensor, list[Tensor]]:
+        """Top-down pass. With `enc`, z comes from the posterior and KL per level is returned; else from eps."""
+        levels = {r: i for i, (r, _) in enumerate(self.config.levels)}
+        h = self.h0.expand(n, -1, -1, -1)
+        kls: list[Tensor] = []
+        for r, _ in reversed(self.config.widths):
+            if h.shape[-1] != r:
+                h = self.up[str(r)](F.interpolate(h, size=(r, r), mode="nearest"))
+            if r in levels:
+                i = levels[r]
+                zc = self.config.levels[i][1]
+                mu_p, raw_p, h_p = torch.split(self.prior[i](h), [zc, zc, h.shape[1]], dim=1)
+                sigma_p = _std(raw_p)  # (B, zc, r, r)
+                if enc is None:
+                    e = eps[i].reshape(n, zc, r, r)  # (B, D_i) -> (B, zc, r, r)
+                    z = mu_p + self.temperature * sigma_p * e
+                else:
+                    mu_q, raw_q = self.posterior[i](torch.cat([h, enc[r]], dim=1)).chunk(2, dim=1)
+                    sigma_q = _std(raw_q)
+                    z = mu_q + sigma_q * torch.randn_like(mu_q)
+                    kl = gaussian_kl(mu_q.float(), sigma_q.float(), mu_p.float(), sigma_p.float())
+                    kls.append(kl.flatten(1).sum(1))  # (B,) nats
+                h = h + h_p + self.z_in[i](z)
+            h = self.cells[str(r)](h)
+        return torch.sigmoid(self.out(h)), kls  # (B, 3, R, R) pixel means in [0, 1]
+
+    def forward(self, latents: Sequence[Tensor]) -> Tensor:
+        """(n, D_i) per level -> (n, 3, R, R) in [0, 1]; differentiable in every eps_i."""
+        if len(latents) != len(self.level_dims):
+            raise InputError(f"embedded takes {len(self.level_dims)} latent levels, got {len(latents)}")
+        n = latents[0].shape[0]
+        for i, (z, d) in enumerate(zip(latents, self.level_dims, strict=True)):
+            if z.ndim != 2 or z.shape != (n, d):
+                raise InputError(f"latent z{i + 1} must have shape ({n}, {d}), got {tuple(z.shape)}")
+        images, _ = self._run(n, latents, None)
+        return images
+
+    def elbo_terms(self, x: Tensor, enc: dict[int, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """-log N(x | mean, sigma_x) (B,) and KL per level (B, n_levels), in nats (float32 under autocast too),
+        and the reconstruction's mean (B, 3, R, R)."""
+        mean, kls = self._run(x.shape[0], None, enc)
+        mean = mean.float()
+        log_sigma = self.log_sigma_x.clamp(min=math.log(1e-3)).view(1, 3, 1, 1)
+        nll = 0.5 * ((x - mean) / log_sigma.exp()) ** 2 + log_sigma + 0.5 * math.log(2 * math.pi)
+        return nll.flatten(1).sum(1), torch.stack(kls, dim=1), mean
+
+
+class HierarchicalVAE(nn.Module):
+    """Encoder + decoder; `loss` is the negative ELBO in nats per dimension, with a KL weight (warm-up)."""
+
+    def __init__(self, config: HVAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+
+    def forward(self, x: Tensor, kl_weight: float = 1.0) -> dict[str, Tensor]:
+        nll, kl, recon = self.decoder.elbo_terms(x, self.encoder(x))
+        dims = x[0].numel()
+        elbo = (nll + kl.sum(1)).mean() / dims
+        loss = (nll.mean() + kl_weight * kl.sum(1).mean()) / dims
+        return {"loss": loss, "elbo": elbo, "nll": nll.mean() / dims, "kl": kl.mean(0), "recon": recon}

@@ -1,0 +1,166 @@
+"""The hierarchical VAE (mlvgm.generators.hvae) and the embedded generator it ships as: the KL and likelihood
+against literal references, the reparameterisation and temperature, the protocol, and the weights' loading."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mlvgm.errors import InputError
+from mlvgm.generators import load_generator
+from mlvgm.generators.embedded import SHIPPED, load_embedded, read_meta, save_weights
+from mlvgm.generators.hvae import Decoder, HierarchicalVAE, HVAEConfig, gaussian_kl
+from mlvgm.testing import check_mlvgm
+
+SMALL = HVAEConfig(resolution=32, widths=((32, 8), (16, 8), (8, 8), (4, 8), (2, 8), (1, 8)),
+                   levels=((1, 4), (4, 2), (16, 1)), level_names=("a", "b", "c"))  # fmt: skip
+
+
+def numeric_kl(mu_q: float, s_q: float, mu_p: float, s_p: float) -> float:
+    """KL by integrating q(x) log(q(x) / p(x)) on a fine grid (numpy): no closed form involved."""
+    x = np.linspace(mu_q - 12 * s_q, mu_q + 12 * s_q, 400_001)
+    log_q = -0.5 * ((x - mu_q) / s_q) ** 2 - np.log(s_q * math.sqrt(2 * math.pi))
+    log_p = -0.5 * ((x - mu_p) / s_p) ** 2 - np.log(s_p * math.sqrt(2 * math.pi))
+    return float(np.trapezoid(np.exp(log_q) * (log_q - log_p), x))
+
+
+@pytest.mark.parametrize(("mu_q", "s_q", "mu_p", "s_p"), [(0, 1, 0, 1), (0.3, 0.5, -1.0, 2.0), (2.0, 0.05, 0.0, 1.0),
+                                                          (-0.7, 1.7, 0.2, 0.3)])  # fmt: skip
+def test_gaussian_kl_matches_numerical_integration(mu_q, s_q, mu_p, s_p):
+    got = gaussian_kl(*(torch.tensor([v], dtype=torch.float64) for v in (mu_q, s_q, mu_p, s_p)))
+    assert float(got) == pytest.approx(numeric_kl(mu_q, s_q, mu_p, s_p), rel=1e-5, abs=1e-7)
+
+
+def test_level_dims_are_each_levels_channels_times_its_area():
+    d = Decoder(SMALL)
+    assert d.level_dims == (4 * 1 * 1, 2 * 4 * 4, 1 * 16 * 16)
+    assert d.num_levels == 3 and d.level_names == ("a", "b", "c") and d.resolution == 32
+
+
+def test_temperature_scales_the_prior_noise_and_nothing_else():
+    torch.manual_seed(0)
+    d = Decoder(SMALL)
+    with torch.no_grad():  # a prior that is not N(0, 1), so that the mean and the spread both matter
+        for conv in d.prior:
+            conv.weight.normal_(0, 0.1)
+            conv.bias.normal_(0, 0.3)
+    eps = d.sample_latents(3, generator=torch.Generator().manual_seed(1))
+    cold = Decoder(SMALL, temperature=0.5)
+    cold.load_state_dict(d.state_dict())
+    assert torch.allclose(cold(eps), d([0.5 * e for e in eps]), atol=1e-6)
+    assert not torch.allclose(cold(eps), d(eps), atol=1e-3)
+
+
+def test_likelihood_is_the_gaussian_log_density_of_the_pixels():
+    torch.manual_seed(0)
+    vae = HierarchicalVAE(SMALL)
+    x = torch.rand(2, 3, 32, 32)
+    torch.manual_seed(1)  # the posterior's samples: the same in both passes below
+    nll, kl, mean = vae.decoder.elbo_terms(x, vae.encoder(x))
+    sigma = vae.decoder.log_sigma_x.exp().detach().numpy()[None, :, None, None]
+    xs, ms = x.numpy().astype(np.float64), mean.detach().numpy().astype(np.float64)
+    literal = -(-0.5 * ((xs - ms) / sigma) ** 2 - np.log(sigma * np.sqrt(2 * np.pi))).reshape(2, -1).sum(1)
+    assert np.allclose(nll.detach().numpy(), literal, rtol=1e-5)
+    assert kl.shape == (2, 3) and bool((kl >= -1e-4).all())
+    torch.manual_seed(1)
+    out = {k: v.detach() for k, v in vae(x, kl_weight=0.5).items()}
+    dims = 3 * 32 * 32
+    assert float(out["elbo"]) == pytest.approx(float((nll + kl.sum(1)).mean()) / dims, rel=1e-5)
+    assert float(out["loss"]) == pytest.approx(float((nll + 0.5 * kl.sum(1)).mean()) / dims, rel=1e-5)
+
+
+def test_the_decoder_follows_the_protocol():
+    torch.manual_seed(0)
+    report = check_mlvgm(Decoder(SMALL).eval(), n=3)
+    assert report.level_dims == (4, 32, 256)
+    assert not report.unconnected_levels
+
+
+def test_bad_latents_and_configs_are_one_line_errors():
+    d = Decoder(SMALL)
+    with pytest.raises(InputError, match="takes 3 latent levels"):
+        d([torch.zeros(1, 4)])
+    with pytest.raises(InputError, match=r"z2 must have shape \(1, 32\)"):
+        d([torch.zeros(1, 4), torch.zeros(1, 31), torch.zeros(1, 256)])
+    with pytest.raises(InputError, match="has no width"):
+        HVAEConfig(levels=((3, 4),), level_names=("a",))
+    with pytest.raises(InputError, match="coarse to fine"):
+        HVAEConfig(levels=((4, 4), (1, 4)), level_names=("a", "b"))
+    with pytest.raises(InputError, match="temperature must be > 0"):
+        Decoder(SMALL, temperature=0)
+
+
+# --- the weights' files --------------------------------------------------------------------------------
+
+
+def pair(tmp_path, config=SMALL) -> tuple:
+    torch.manual_seed(0)
+    d = Decoder(config)
+    path = tmp_path / "w.safetensors"
+    save_weights(d, {"hvae": config.to_dict(), "kl_nats": [1.0] * len(config.levels), "temperature": 0.8}, path)
+    return d, path
+
+
+def test_weights_round_trip_through_load_generator(tmp_path):
+    d, path = pair(tmp_path)
+    g = load_generator(f"embedded:weights={path}")
+    assert g.temperature == 0.8 and not g.training and not any(p.requires_grad for p in g.parameters())
+    eps = d.sample_latents(2, generator=torch.Generator().manual_seed(3))
+    d.temperature = 0.8
+    assert torch.equal(g(eps), d(eps))
+    assert load_generator(f"embedded:temperature=0.5,weights={path}").temperature == 0.5
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        ("missing", "do not exist"),
+        ("no_json", "JSON config beside them"),
+        ("bad_json", "not an embedded-generator config"),
+        ("garbage", "not a readable safetensors file"),
+        ("mismatch", "does not fit the architecture"),
+    ],
+)
+def test_damaged_weights_are_one_line_errors(tmp_path, damage, match):
+    _, path = pair(tmp_path)
+    if damage == "missing":
+        path = tmp_path / "nope.safetensors"
+    elif damage == "no_json":
+        path.with_suffix(".json").unlink()
+    elif damage == "bad_json":
+        path.with_suffix(".json").write_text("{not json")
+    elif damage == "garbage":
+        path.write_bytes(b"\x00" * 64)
+    else:
+        other = HVAEConfig(resolution=32, widths=SMALL.widths, levels=((1, 4), (4, 3), (16, 1)),
+                           level_names=("a", "b", "c"))  # fmt: skip
+        meta = json.loads(path.with_suffix(".json").read_text()) | {"hvae": other.to_dict()}
+        path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=match):
+        load_embedded(path)
+
+
+@pytest.mark.parametrize(("spec", "match"), [("embedded:temperature=3", r"in \(0, 2\]"),
+                                             ("embedded:size=2", "valid options are temperature")])  # fmt: skip
+def test_bad_embedded_specs(spec, match):
+    with pytest.raises(InputError, match=match):
+        load_generator(spec)
+
+
+# --- the weights that ship -------------------------------------------------------------------------------
+
+
+def test_the_shipped_weights_load_offline_and_follow_the_protocol():
+    assert SHIPPED.is_file() and SHIPPED.stat().st_size <= 10 * 2**20, "the package ships at most 10 MB of weights"
+    g = load_generator("embedded")
+    meta = read_meta()
+    assert g.resolution == 32 and len(g.level_dims) >= 4 and g.temperature == meta.get("temperature", 1.0)
+    assert len(meta["kl_nats"]) == len(g.level_dims) and meta["steps"] > 0 and meta["train_seconds"] > 0
+    check_mlvgm(g, n=3)
+    x = g(g.sample_latents(16, truncation=2.0, generator=torch.Generator().manual_seed(0)))
+    assert x.shape == (16, 3, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert float(x.std(dim=0).mean()) > 0.02  # samples differ from one another: not a collapsed generator
