@@ -29,6 +29,7 @@ PROGS = {
     "mlvgm.data.export": "python -m mlvgm.data.export", "bench.compare": "python -m bench.compare",
     "bench.figure5": "python -m bench.figure5", "bench.kernels.report": "python -m bench.kernels.report",
     "bench.gpu_check": "python bench/gpu_check.py", "mlvgm.experiments": "python -m mlvgm.experiments",
+    "mlvgm.zoo.train": "python -m mlvgm.zoo.train", "mlvgm.zoo.evidence": "python -m mlvgm.zoo.evidence",
 }  # fmt: skip
 
 
@@ -238,6 +239,14 @@ CASES = [
     ("mlvgm.experiments", ["table2", "--rows", "synth,ml", "--out", "{work}/paper"], "--rows must be some of", None),
     ("mlvgm.experiments", ["table2", "--out", "{work}/text.pkl/paper", "--runs", "{work}/runs"], "text.pkl", None),
     ("mlvgm.views", ["--out", "{work}/folder.png"], "folder.png is a folder: give a file name", None),
+    # mlvgm.zoo.train and mlvgm.zoo.evidence
+    ("mlvgm.zoo.train", ["--stpes", "5", "--out", "{work}/z"], "did you mean --steps", None),
+    ("mlvgm.zoo.train", ["--resolution", "48", "--out", "{work}/z"], "--resolution must be 32 or 64", None),
+    ("mlvgm.zoo.train", ["--out", "{work}/text.pkl/z"], "text.pkl is a file, not a folder", None),
+    ("mlvgm.zoo.evidence", ["--out", "{work}/e", "--generator", "embedded:weights={work}/text.pkl"],
+     "JSON config beside them", None),
+    ("mlvgm.zoo.evidence", ["--out", "{work}/e", "--temperatures", "0,1"], "--temperatures must be in (0, 2]", None),
+    ("mlvgm.zoo.evidence", ["--out", "{work}/e", "--generator", "shapes"], "is not an embedded generator", None),
     ("mlvgm.views", ["--out", "{work}/text.pkl/g.png"], "text.pkl is a file, not a folder", None),
     ("mlvgm.views", ["--out", "{work}/g.png", "--generator", "stylegan2:{work}/text.pkl"], "not a network pickle",
      None),

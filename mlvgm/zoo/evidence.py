@@ -9,6 +9,7 @@ writes into OUT:
     classifier.csv     per class: the share of real and of generated images it is assigned to
     kl.png             the per-level KL of the trained VAE on held-out images (from the weights' JSON)
     views.png/.json    the view grid, `python -m mlvgm.views --generator embedded`
+    training-*         with --run RUN: the training's loss.png and metrics.csv
     evidence.json      every number above, with provenance
     README.md          the command, hardware, commit and the numbers
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ from mlvgm.zoo.train import sample_grid
 class EvidenceConfig:
     out: str = option("results/embedded", "folder of the figures, evidence.json and README.md")
     generator: str = option("embedded", "the generator spec to judge (embedded[:weights=PATH] for another training)")
+    run: str = option("", "the weights' training run folder: its loss.png and metrics.csv are copied in as training-*")
     classifier_steps: int = option(1_500, "training steps of the shape classifier (batches of 128 real images)")
     images: int = option(4_096, "generated (and real) images the classifier judges")
     temperatures: tuple[float, ...] = option((0.6, 0.8, 1.0), "sampling temperatures the confidence is measured at")
@@ -62,6 +64,8 @@ class EvidenceConfig:
                 raise InputError(f"--{key} must be > 0, got {getattr(self, key)}")
         if not self.temperatures or not all(0 < t <= 2 for t in self.temperatures):
             raise InputError(f"--temperatures must be in (0, 2], got {self.temperatures}")
+        if self.run and not (Path(self.run) / "metrics.csv").is_file():
+            raise InputError(f"--run {self.run} has no metrics.csv: give the folder python -m mlvgm.zoo.train wrote")
 
 
 class ShapeClassifier(nn.Module):
@@ -196,14 +200,17 @@ def plot_kl(meta: dict, path: Path) -> None:
     save_png(fig, path)
 
 
-def readme(result: dict, meta: dict, record: dict) -> str:
+def readme(result: dict, meta: dict, record: dict, *, training: bool = False) -> str:
     default = f"{result['temperature']:g}"
     gen = result["generated"][default]
     git = record["git"]
+    top = max(range(len(SHAPE_CLASSES)), key=lambda i: gen["shares"][i])
+    curves = ["Training curves (`training-metrics.csv`): -ELBO and each level's KL against step.", "",
+              "![training](training-loss.png)", ""] if training else []  # fmt: skip
     lines = [
         "# The embedded generator: evidence that it generates the shapes world",
         "",
-        "Command: `python -m mlvgm.zoo.evidence --out results/embedded` "
+        f"Command: `{record['command']}` "
         f"(git {str(git['sha'])[:10]}{' dirty' if git['dirty'] else ''}, {record['hardware']['cpu']} "
         f"x{record['hardware']['cpu_cores']}, {record['time']}).",
         "",
@@ -215,6 +222,7 @@ def readme(result: dict, meta: dict, record: dict) -> str:
         "",
         "![samples](samples.png)",
         "",
+        *curves,
         "## A classifier trained on real images judges the samples",
         "",
         f"A small CNN trained on {result['classifier_steps']:,} batches of 128 real shapes images classifies "
@@ -232,8 +240,10 @@ def readme(result: dict, meta: dict, record: dict) -> str:
     lines += [
         "",
         f"Uniform is {1 / len(SHAPE_CLASSES):.3f} per class. At temperature {default} the generated share is "
-        f"{gen['min_share']:.3f} for the rarest class: "
-        + ("no class collapsed." if not gen["empty_classes"] else "some classes are never generated."),
+        f"{gen['min_share']:.3f} for the rarest class, "
+        + ("so no class collapsed" if not gen["empty_classes"] else "and some classes are never generated")
+        + f"; the commonest, {SHAPE_CLASSES[top]}, takes {gen['shares'][top]:.3f} (real: "
+        f"{result['real']['shares'][top]:.3f}).",
         "",
         "![classes](classes.png)",
         "",
@@ -252,20 +262,22 @@ def readme(result: dict, meta: dict, record: dict) -> str:
 
 
 def evidence(config: EvidenceConfig) -> dict:
-    out = make_output_dir(config.out)
     device = resolve_device(config.device)
     g = load_generator(config.generator, device=device)
     meta = getattr(g, "embedded_meta", None)
     if meta is None:
         raise InputError(f"{config.generator} is not an embedded generator: give embedded[:weights=PATH]")
+    out = make_output_dir(config.out)
     world = load_generator(f"shapes:resolution={g.resolution}", device=device)
     record = provenance(dataclasses.asdict(config))
     print(provenance_line(record))
     sample_grid(g, out / "samples.png", title=f"embedded: samples at temperature {g.temperature:g}")
     classifier, accuracy = train_classifier(world, config, device)
     real_stream = Stream(config.seed + 1, purpose="zoo-judge-real")
-    real = [real_batch(world, real_stream, i // 256, min(256, config.images - i), config.truncation)[0]
-            for i in range(0, config.images, 256)]
+    real = [
+        real_batch(world, real_stream, i // 256, min(256, config.images - i), config.truncation)[0]
+        for i in range(0, config.images, 256)
+    ]
     result = {
         "temperature": g.temperature, "classifier_steps": config.classifier_steps, "images": config.images,
         "classifier_accuracy": accuracy, "real": judge(classifier, real),
@@ -277,10 +289,13 @@ def evidence(config: EvidenceConfig) -> dict:
     table = pd.DataFrame({"class": SHAPE_CLASSES, "real": result["real"]["shares"],
                           "generated": result["generated"][f"{g.temperature:g}"]["shares"]})  # fmt: skip
     atomic_write_text(out / "classifier.csv", table.to_csv(index=False))
+    for name in ("loss.png", "metrics.csv") if config.run else ():
+        shutil.copyfile(Path(config.run) / name, out / f".training-{name}.tmp")
+        (out / f".training-{name}.tmp").replace(out / f"training-{name}")
     views.main(["--out", str(out / "views.png"), "--generator", config.generator, "--device", config.device])
     atomic_write_json(out / "evidence.json", {**result, "weights": {k: v for k, v in meta.items() if k != "provenance"},
                                               "provenance": record})  # fmt: skip
-    atomic_write_text(out / "README.md", readme(result, meta, record))
+    atomic_write_text(out / "README.md", readme(result, meta, record, training=bool(config.run)))
     print(json.dumps({k: result[k] for k in ("classifier_accuracy", "real")}, indent=None))
     for t, judged in result["generated"].items():
         print(

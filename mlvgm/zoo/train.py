@@ -34,7 +34,7 @@ from mlvgm.generators import load_generator
 from mlvgm.generators.base import sample_anchors
 from mlvgm.generators.embedded import save_weights
 from mlvgm.generators.hvae import HierarchicalVAE, HVAEConfig
-from mlvgm.io import atomic_write_text, make_output_dir
+from mlvgm.io import atomic_write_text, check_creatable, make_output_dir
 from mlvgm.progress import Progress, duration
 from mlvgm.provenance import provenance, provenance_line
 from mlvgm.recipe import cpu_has_bf16
@@ -256,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ZooTrainConfig, None, argv, prog="python -m mlvgm.zoo.train",
         description="Train the embedded hierarchical VAE (load_generator('embedded')) on the shapes world.",
     )  # fmt: skip
+    check_creatable(config.out)
+    if config.publish:
+        check_creatable(config.publish, flag="--publish")
     return train(config)
 
 

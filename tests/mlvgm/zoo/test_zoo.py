@@ -88,7 +88,8 @@ def test_evidence_writes_its_figures_and_numbers(tmp_path, capsys):
                                    "--classifier_steps", "3", "--images", "40", "--temperatures", "0.5,1",
                                    "--device", "cpu"])  # fmt: skip
     names = {p.name for p in out.iterdir()}
-    assert {"samples.png", "classes.png", "kl.png", "views.png", "classifier.csv", "evidence.json", "README.md"} <= names
+    expected = {"samples.png", "classes.png", "kl.png", "views.png", "classifier.csv", "evidence.json", "README.md"}
+    assert expected <= names
     assert set(result["generated"]) == {"0.5", "1"} and 0 <= result["classifier_accuracy"] <= 1
     assert sum(result["real"]["shares"]) == pytest.approx(1.0)
     readme = (out / "README.md").read_text()
