@@ -191,20 +191,23 @@ def spearman(a: list[float], b: list[float]) -> float:
 
 
 def kl_agreement(
-    table: pd.DataFrame, kl_nats: list[float], *, collapsed_share: float = 0.01
+    table: pd.DataFrame, kl_nats: list[float], *, collapsed_nats: float = 1.0
 ) -> tuple[pd.DataFrame, dict]:
     """Quantification's Table 1 beside the hierarchical VAE's per-level KL (nats per image, held out).
 
-    A level carrying under `collapsed_share` of the total KL is one the VAE left (nearly) unused: its verdict
-    should be under-used. Among the other levels, mu should grow from coarse to fine (Spearman's rho of mu
-    against the level's index near +1). Returns the per-level table and the summary."""
+    A level whose KL is under `collapsed_nats` per image is one the VAE left (nearly) unused: its posterior
+    is its prior, so it tells the decoder less than one nat about any image, and its verdict should be
+    under-used. (An absolute threshold, not a share of the total: the fine levels' pixel detail makes the total
+    large without making the coarse levels less used.) Among the other levels, mu should grow from coarse
+    to fine (Spearman's rho of mu against the level's index near +1). Returns the per-level table and the
+    summary."""
     if len(kl_nats) != len(table):
         raise ValueError(f"{len(kl_nats)} KL values for {len(table)} levels")
     total = sum(kl_nats)
     rows = table[["level", "mu_mean", "mu_std", "verdict", "verdicts"]].copy()
     rows["kl_nats"] = kl_nats
     rows["kl_share"] = [k / total if total > 0 else 0.0 for k in kl_nats]
-    rows["collapsed"] = rows["kl_share"] < collapsed_share
+    rows["collapsed"] = rows["kl_nats"] < collapsed_nats
     used = rows[~rows["collapsed"]]
     collapsed = [str(v) for v in rows.loc[rows["collapsed"], "level"]]
     under = [str(v) for v in rows.loc[rows["verdict"] == "under-used", "level"]]
@@ -215,7 +218,7 @@ def kl_agreement(
         "rho_mu_vs_level": spearman(list(range(len(used))), list(used["mu_mean"])),
         "rho_mu_vs_kl": spearman(list(used["kl_nats"]), list(used["mu_mean"])),
         "mu_increasing": bool(used["mu_mean"].is_monotonic_increasing),
-        "collapsed_share": collapsed_share,
+        "collapsed_nats": collapsed_nats,
     }
     return rows.reset_index(drop=True), summary
 
@@ -232,7 +235,8 @@ def kl_markdown(rows: pd.DataFrame, summary: dict) -> str:
         f"{', '.join(summary['under_used_by_quantification']) or 'none'}"
     )
     lines += ["",
-              f"- Unused levels (KL share under {summary['collapsed_share']:.0%} vs the under-used verdict): {unused}.",
+              f"- Unused levels (KL under {summary['collapsed_nats']:g} nat per image, against under-used): "
+              f"{unused}.",
               f"- Ordering over the used levels: mu {'grows' if summary['mu_increasing'] else 'does not grow'} "
               f"from coarse to fine (Spearman rho of mu against the level {summary['rho_mu_vs_level']:+.2f}; "
               f"against the level's KL {summary['rho_mu_vs_kl']:+.2f})."]  # fmt: skip

@@ -236,7 +236,7 @@ def test_kl_agreement_matches_a_literal_reading():
     t1 = pd.DataFrame({"level": ["z1", "z2", "z3", "z4", "z5"], "mu_mean": [1.0, 3.0, 2.0, 9.0, 0.01],
                        "mu_std": [0.1] * 5, "verdict": ["normal", "normal", "normal", "normal", "under-used"],
                        "verdicts": ["x"] * 5})  # fmt: skip
-    kl = [10.0, 40.0, 300.0, 600.0, 0.5]  # z5 carries 0.05% of the KL: collapsed
+    kl = [10.0, 40.0, 300.0, 600.0, 0.5]  # z5 tells the decoder half a nat per image: collapsed
     rows, summary = kl_agreement(t1, kl)
     assert list(rows["collapsed"]) == [False, False, False, False, True]
     assert rows["kl_share"].tolist() == pytest.approx([k / sum(kl) for k in kl])
