@@ -361,11 +361,18 @@ def aggregate(jobs: list[Job], config: ExperimentsConfig, runs: Path, out: Path,
             readme += [f"## Table 1, {world}", "", (out / f"table1{suffix}.md").read_text(), ""]
             if (out / f"table1{suffix}-kl.md").exists():
                 readme += ["Against the VAE's own per-level KL (held-out images, from the weights' JSON):", "",
-                           (out / f"table1{suffix}-kl.md").read_text(), ""]  # fmt: skip
+                           (out / f"table1{suffix}-kl.md").read_text(),
+                           "How strongly each level moves the image (its Jacobian's top singular value), which mu "
+                           "follows, is in [results/embedded](../embedded/README.md) (`python -m mlvgm.zoo.evidence`).",
+                           ""]  # fmt: skip
             pngs = [f"table1{suffix}.png", f"table1{suffix}-dynamics-s0.png"]
             readme += [f"![{png[:-4]}]({png})" for png in pngs if (out / png).exists()] + [""]
         if (out / f"table2{suffix}.md").exists():
-            readme += [f"## Table 2, {world}", "", (out / f"table2{suffix}.md").read_text(), ""]
+            readme += [f"## Table 2, {world}", ""]
+            if generator != "shapes":
+                readme += [f"Trained on Continuous Sampling from the {world}; probed, like every row, on the shapes "
+                           "world's held-out factors.", ""]  # fmt: skip
+            readme += [(out / f"table2{suffix}.md").read_text(), ""]
             readme += [f"![table2{suffix}](table2{suffix}.png)", ""] if (out / f"table2{suffix}.png").exists() else []
     if (out / "figure5" / "source.json").exists():
         source = json.loads((out / "figure5" / "source.json").read_text())
@@ -379,7 +386,7 @@ def aggregate(jobs: list[Job], config: ExperimentsConfig, runs: Path, out: Path,
     return [*written, "README.md"]
 
 
-WORLDS = {"embedded": "embedded hierarchical VAE (mlvgm.generators.hvae), probed on the shapes world"}
+WORLDS = {"embedded": "embedded hierarchical VAE"}
 
 
 def aggregate_generator(jobs: list[Job], generator: str, runs: Path, out: Path) -> list[str]:

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import jvp, vjp
 
 from mlvgm import views
 from mlvgm.cli import resolve_device, run
@@ -41,6 +42,7 @@ from mlvgm.generators import load_generator
 from mlvgm.generators.base import sample_anchors
 from mlvgm.generators.shapes import SHAPE_CLASSES
 from mlvgm.io import atomic_write_json, atomic_write_text, check_creatable, make_output_dir
+from mlvgm.plots import save_png
 from mlvgm.progress import Progress
 from mlvgm.provenance import provenance, provenance_line
 from mlvgm.streams import Stream
@@ -153,7 +155,6 @@ def level_influence(g, n: int = 16, iters: int = 30, seed: int = 0) -> list[dict
     """How strongly each level moves the image: per level, the largest singular value of d image / d z_i (power
     iteration with forward- and reverse-mode products, per anchor) and the root-mean-square gain over random
     directions (||J||_F / sqrt(d_i), by Hutchinson's estimate); both the mean over n anchors at truncation 2."""
-    from torch.func import jvp, vjp
 
     anchors = sample_anchors(g, n, truncation=2.0, generator=Stream(seed, purpose="zoo-influence").at(0))
     noise = torch.Generator(device=anchors[0].device).manual_seed(seed)
@@ -179,8 +180,6 @@ def level_influence(g, n: int = 16, iters: int = 30, seed: int = 0) -> list[dict
 
 def plot_classes(result: dict, path: Path) -> None:
     from matplotlib.figure import Figure
-
-    from mlvgm.plots import save_png
 
     fig = Figure(figsize=(11, 3.8))
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.2, 1]})
@@ -208,8 +207,6 @@ def plot_classes(result: dict, path: Path) -> None:
 
 def plot_kl(meta: dict, path: Path) -> None:
     from matplotlib.figure import Figure
-
-    from mlvgm.plots import save_png
 
     names = meta["hvae"]["level_names"]
     levels = meta["hvae"]["levels"]

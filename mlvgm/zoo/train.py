@@ -35,6 +35,7 @@ from mlvgm.generators.base import sample_anchors
 from mlvgm.generators.embedded import save_weights
 from mlvgm.generators.hvae import HierarchicalVAE, HVAEConfig
 from mlvgm.io import atomic_write_text, check_creatable, make_output_dir
+from mlvgm.plots import save_png
 from mlvgm.progress import Progress, duration
 from mlvgm.provenance import provenance, provenance_line
 from mlvgm.recipe import cpu_has_bf16
@@ -135,8 +136,6 @@ def plot_losses(metrics: pd.DataFrame, names: Sequence[str], path: Path) -> None
     """-ELBO (left) and the KL of each level (right, log) against step."""
     from matplotlib.figure import Figure
 
-    from mlvgm.plots import save_png
-
     fig = Figure(figsize=(10, 3.6))
     left, right = fig.subplots(1, 2)
     left.plot(metrics["step"], metrics["elbo"], label="-ELBO")
@@ -158,8 +157,6 @@ def plot_losses(metrics: pd.DataFrame, names: Sequence[str], path: Path) -> None
 def sample_grid(decoder, path: Path, *, n: int = 64, seed: int = 0, title: str = "") -> None:
     """An 8 x 8 grid of ancestral samples (eps ~ N(0, I) at the decoder's temperature)."""
     from matplotlib.figure import Figure
-
-    from mlvgm.plots import save_png
 
     with torch.no_grad():
         x = decoder(sample_anchors(decoder, n, generator=Stream(seed, purpose="zoo-samples").at(0))).float().cpu()

@@ -76,15 +76,15 @@ def test_ground_truth_the_weaker_level_needs_the_larger_perturbation():
 
 
 def test_a_budget_too_short_for_the_weak_level_leaves_it_undetermined_not_under_used():
-    """The same toy with 16 x 250 samples: the weak level's walker is still on its way to gamma when the
+    """The same toy with 16 x 120 samples: the weak level's walker is still on its way to gamma when the
     budget ends, so its verdict is undetermined (mu a lower bound, a longer budget suggested), where the
     old rule read a low InfoNCE as under-use; the strong level, alone at gamma, has nothing to be
     compared with. With 16 x 600 (above) the weak level reaches gamma and is normal."""
-    config = QuantifyConfig(min_samples=16 * 50, max_samples=16 * 250, smoothing=0.9, **{**FAST, "lr_walk": 1e-2})
+    config = QuantifyConfig(min_samples=16 * 50, max_samples=16 * 120, smoothing=0.9, **{**FAST, "lr_walk": 1e-2})
     table = run(Toy(), config, progress=False).table.set_index("level")
     strong, weak, unused = table.loc["z1 strong"], table.loc["z2 weak"], table.loc["z3 unused"]
     assert strong["stop"] == "gamma" and weak["stop"] == "budget"
-    assert weak["verdict"] == "undetermined" and weak["mu_lower_bound"] and weak["suggested_samples"] > 16 * 250
+    assert weak["verdict"] == "undetermined" and weak["mu_lower_bound"] and weak["suggested_samples"] > 16 * 120
     assert strong["verdict"] == "undetermined" and "the only unit at gamma" in strong["reason"]
     assert unused["verdict"] == "under-used"
 
