@@ -55,7 +55,7 @@ def resolve_impl(op: str, impl: str, device: torch.device | str) -> str:
         return impl
     picked = "triton" if device.type == "cuda" else "compiled"
     key = f"{op}@{device.type}"
-    if _chosen.get(key) != picked:
+    if _chosen.get(key) != picked and not torch.compiler.is_compiling():  # a graph being traced cannot log
         _chosen[key] = picked
         _log.info(f"[mlvgm.kernels] {op} on {device.type}: impl='auto' runs {picked!r}")
     return picked

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -36,7 +36,7 @@ from torch import Tensor
 from mlvgm.errors import InputError
 from mlvgm.kernels.dispatch import NO_TRITON, resolve_impl
 from mlvgm.latents import RandomSource, truncated_normal, uniform
-from mlvgm.streams import Draws, philox_words
+from mlvgm.streams import Draws, philox_words, words_at
 
 try:  # a CPU-only torch may come without triton: then only "torch" and "compiled" exist
     import triton
@@ -55,6 +55,7 @@ class LevelParams:
     sigma_max: tuple[float, ...]  # upper end of the std's range (= sigma: fixed)
     t: tuple[float, ...]  # truncation in units of sigma; inf = untruncated
     p: tuple[float, ...]  # probability that a sample's level is perturbed
+    _on: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         n = len(self.level_dims)
@@ -90,9 +91,15 @@ class LevelParams:
     def draws_used(self) -> int:
         return 3 if self.multi else 1
 
-    @functools.cache  # noqa: B019 -- frozen and hashable; a handful of devices per process
     def on(self, device: torch.device) -> dict[str, Tensor]:
-        """The parameters as device tensors, built once per device."""
+        """The parameters as device tensors, built once per device (a plain dict, which a compiled graph reads
+        as inputs; build it before tracing, as RandomViews does)."""
+        device = torch.device(device)
+        if device not in self._on:
+            self._on[device] = self._tensors(device)
+        return self._on[device]
+
+    def _tensors(self, device: torch.device) -> dict[str, Tensor]:
         f32 = dict(dtype=torch.float32, device=device)
         offsets = [0]
         for d in self.level_dims:
@@ -225,6 +232,20 @@ def _compiled_perturb(z: Tensor, params: LevelParams, draws: Draws, c1: int) -> 
     return _compiled(_finish)(z, words, gate_words, sigma_words, q, params.multi, params.level_dim)
 
 
+def _traced_perturb(z: Tensor, params: LevelParams, draws: Draws, c1: int) -> tuple[Tensor, Tensor]:
+    """The "compiled" math as plain ops, for draws whose step is a tensor (a caller's own compiled graph, such
+    as the Continuous-Sampling step, traces them into itself: inductor's loop on a CPU, its Triton on CUDA)."""
+    b, d = z.shape
+    args = (draws.k0, draws.k1)
+    words = words_at(*args, c1, draws.step, draws.rank, b * d, z.device, compiled=False)
+    gate_words = sigma_words = None
+    if params.multi:
+        n = b * len(params.level_dims)
+        gate_words = words_at(*args, c1 + 1, draws.step, draws.rank, n, z.device, compiled=False)
+        sigma_words = words_at(*args, c1 + 2, draws.step, draws.rank, n, z.device, compiled=False)
+    return _finish(z, words, gate_words, sigma_words, params.on(z.device), params.multi, params.level_dim)
+
+
 @functools.cache
 def _compiled(fn):
     # A run has one batch size, compiled once for it; the key, step and rank are tensors, so new steps
@@ -349,6 +370,8 @@ def perturb(
     if impl == "torch":
         return perturb_reference(z, params, draws)
     c1 = draws.reserve(params.draws_used)
+    if isinstance(draws.step, Tensor):  # inside a caller's graph (mlvgm.data.sources' compiled step)
+        return _traced_perturb(z, params, draws, c1)
     if impl == "compiled":
         return _compiled_perturb(z, params, draws, c1)
     return _triton_perturb(z, params, draws, c1)

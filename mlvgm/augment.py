@@ -97,7 +97,34 @@ def crop_flip(images: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tensor:
     gx = torch.where(flip, -w, w)[:, None] * centres + (2 * x0 + w - 1)[:, None]  # (B, S)
     gy = h[:, None] * centres + (2 * y0 + h - 1)[:, None]  # (B, S)
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # (B, S, S, 2): (x, y)
+    if torch.compiler.is_compiling():
+        return _sample_bilinear(images, grid)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# Inside a compiled graph, grid_sample as ATen's kernel: inductor's decomposition of it ran 7x slower on a CPU
+# (28 ms against 4 for 256 crops of 64 px), which made the compiled Continuous-Sampling step slower than eager.
+@torch.library.custom_op("mlvgm::sample_bilinear", mutates_args=())
+def _sample_bilinear(images: Tensor, grid: Tensor) -> Tensor:
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+@_sample_bilinear.register_fake
+def _(images: Tensor, grid: Tensor) -> Tensor:
+    return images.new_empty(images.shape[0], images.shape[1], grid.shape[1], grid.shape[2])
+
+
+def _sample_backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    images, grid = ctx.saved_tensors
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1]]
+    return torch.ops.aten.grid_sampler_2d_backward(grad, images, grid, 0, 1, False, mask)  # bilinear, border
+
+
+def _sample_save(ctx, inputs: tuple, output: Tensor) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+_sample_bilinear.register_autograd(_sample_backward, setup_context=_sample_save)
 
 
 def _crop_flip_normalize(images: Tensor, boxes: Tensor, flip: Tensor, size: int, mean: Tensor | None,

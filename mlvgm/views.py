@@ -130,6 +130,7 @@ class RandomViews:
             t=tuple(float("inf") if n.t is None else n.t for n in levels),
             p=tuple(n.p for n in levels),
         )
+        self.params.on(device_of(g))  # built before any compiled step traces it
 
     @classmethod
     def uniform(

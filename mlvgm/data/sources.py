@@ -8,7 +8,8 @@
   (seed, rank, step) stream, makes positives with T_z, renders both with the generator on the
   trainer's device in one forward, and applies T_x. No dataset, no disk, no host round trip. An
   epoch is a fixed number of steps (a reference dataset's size / batch), as in the paper, so epochs
-  compare with real-data training.
+  compare with real-data training. Compiled, the whole step is one graph (`mlvgm.data.step_graph`),
+  captured into a CUDA graph and made one step ahead on a side stream on CUDA (`mlvgm.data.overlap`).
 - `ImageFolderSource`: an ImageFolder read by the torch DataLoader (workers, pinned memory), shuffled
   per epoch by the (seed, "shuffle") stream and split across ranks; T_x makes two views of each image
   on the device.
@@ -31,9 +32,11 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from mlvgm.augment import PixelAugment
+from mlvgm.data.overlap import CudaStreams, DoubleBuffer, SameStream
+from mlvgm.data.step_graph import StepGraph
 from mlvgm.errors import InputError, check_positive_int
-from mlvgm.generators.base import sample_anchors
-from mlvgm.streams import Stream
+from mlvgm.generators.base import device_of, sample_anchors
+from mlvgm.streams import Draws, Stream
 
 
 def view_streams(seed: int, rank: int) -> tuple[Stream, Stream]:
@@ -52,12 +55,21 @@ class ContinuousSampling:
     seed, rank:      key of this rank's streams: ranks never share latents
     steps_per_epoch: steps that make one epoch
     truncation:      anchor truncation t (None = untruncated)
-    compile:         torch.compile the generator (fixed shapes: worth it for long runs)
+    compile:         torch.compile the step (fixed shapes: worth it for long runs)
     amp:             render under bf16 autocast (for CUDA generators such as StyleGAN2 at 512 px; the
                      images come back in fp32)
     render_chunk:    images per generator forward (None: a step's 2 x batch_size anchors and positives in
                      one). Bounds the memory of large generators at large batches (BigBiGAN at 128 px and 512
                      images overran 24 GiB on a CPU); a chunk that divides 2 x batch_size compiles once.
+    fused:           with compile: the whole step (draws, T_z, the generator, T_x) as one graph, its step a
+                     tensor input (`produce`); False compiles the generator alone, its draws and T_x eager
+                     (the path before the fused step, kept for comparison)
+    cuda_graphs:     on CUDA, replay the compiled step from a CUDA graph (falls back, saying why, where
+                     capture fails)
+    overlap:         on CUDA, make step s + 1 on a side stream while the trainer uses step s (a yielded
+                     batch is then valid until the next is requested)
+
+    A T_x with colour ops (kornia's, which draw their seed on the host) runs after the graph, eagerly.
     """
 
     def __init__(
@@ -74,17 +86,29 @@ class ContinuousSampling:
         compile: bool = False,
         amp: bool = False,
         render_chunk: int | None = None,
+        fused: bool = True,
+        cuda_graphs: bool = False,
+        overlap: bool = False,
     ) -> None:
         self.render_chunk = None if render_chunk is None else check_positive_int("render_chunk", render_chunk)
         self.generator = generator.eval().requires_grad_(False)
         self.amp = amp
-        self.render = torch.compile(self.generator, fullgraph=True, dynamic=False) if compile else self.generator
         self.views, self.augment = views, augment
         self.batch_size, self.truncation = batch_size, truncation
         self.steps_per_epoch = steps_per_epoch
+        self.rank = rank
         self.anchors = Stream(seed, rank, "anchors")
         self.positives = Stream(seed, rank, "views")
         self.pixels = view_streams(seed, rank)
+        device = device_of(self.generator)
+        self.step_graph = None
+        if compile and fused:
+            self.render = self.generator
+            self.step_graph = StepGraph(self.produce, device, cuda_graphs=cuda_graphs and device.type == "cuda",
+                                        name="Continuous Sampling step")  # fmt: skip
+        else:
+            self.render = torch.compile(self.generator, fullgraph=True, dynamic=False) if compile else self.generator
+        self.streams = CudaStreams(device) if overlap and device.type == "cuda" else SameStream()
 
     @torch.no_grad()
     def images(self, step: int) -> tuple[Tensor, Tensor]:
@@ -105,17 +129,41 @@ class ContinuousSampling:
             return self.render(latents)
         return torch.cat([self.render([z[i : i + chunk] for z in latents]) for i in range(0, n, chunk)])
 
+    @property
+    def colour_after_graph(self) -> bool:
+        """Whether T_x runs after the compiled step: its colour ops (kornia) draw their seed on the host."""
+        return not (self.augment.fused and self.augment.rest is None)
+
+    @torch.no_grad()
+    def produce(self, step: Tensor) -> tuple[Tensor, ...]:
+        """A step's pair as a function of the step as a 0-d int64 tensor: every draw keyed by it, no host read,
+        so that it compiles to one graph. The views, or (anchor, positive) images when T_x runs after it."""
+        draws = [Draws(stream.key, step=step, rank=self.rank) for stream in (self.anchors, self.positives)]
+        z = sample_anchors(self.generator, self.batch_size, truncation=self.truncation, generator=draws[0])
+        pair = self.views(z, draws[1])
+        both = [torch.cat([a, p]) for a, p in zip(pair.anchors, pair.positives, strict=True)]  # (2B, d_i)
+        with torch.autocast(both[0].device.type, dtype=torch.bfloat16, enabled=self.amp):
+            anchor, positive = self._render(both).float().chunk(2)
+        if self.colour_after_graph:
+            return anchor, positive
+        first, second = (Draws(stream.key, step=step, rank=self.rank) for stream in self.pixels)
+        return self.augment(anchor, first), self.augment(positive, second)
+
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
-        anchor, positive = self.images(step)
+        if self.step_graph is None:
+            anchor, positive = self.images(step)
+        else:
+            out = self.step_graph(step)
+            if not self.colour_after_graph:
+                # a CUDA graph's outputs are overwritten by its next replay; double buffering copies them itself
+                return out if self.step_graph.graph is None or self.streams.overlaps else tuple(t.clone() for t in out)
+            anchor, positive = out
         first, second = (stream.at(step) for stream in self.pixels)
         with torch.no_grad():
             return self.augment(anchor, first), self.augment(positive, second)
 
     def iterate(self, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        step = start_step
-        while True:
-            yield self.batch(step)
-            step += 1
+        return DoubleBuffer(self.batch, self.streams).iterate(start_step)
 
 
 class EpochSampler(Sampler[int]):
