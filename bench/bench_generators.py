@@ -34,9 +34,14 @@ CONFIGS = {
     # BigBiGAN_x1: ch 96 at 128 px with attention at 64; reduced: ch 16 at 64 px, attention at 32.
     "bigbigan": lambda: BigBiGAN() if FULL else BigBiGAN(ch=16, resolution=64, attention=32, dim_z=100),
 }
+if FULL:  # the other published StyleGAN2 size: 256 px (stylegan2-ada-pytorch's paper256: channel_base 16384)
+    CONFIGS["stylegan2-256"] = lambda: StyleGAN2(
+        z_dim=512, w_dim=512, img_resolution=256,
+        synthesis_kwargs={"channel_base": 16384, "channel_max": 512, "conv_clamp": 256},
+    )  # fmt: skip
 # On CUDA also the compiled forward replayed as a CUDA graph (mode="reduce-overhead": one launch per batch
-# instead of one per kernel), and compiled under bf16 autocast (what ContinuousSampling(amp=True) runs).
-CUDA_VARIANTS = ("compiled-cudagraphs", "compiled-bf16")
+# instead of one per kernel), compiled under bf16 autocast (what ContinuousSampling(amp=True) runs), and both.
+CUDA_VARIANTS = ("compiled-cudagraphs", "compiled-bf16", "compiled-cudagraphs-bf16")
 VARIANTS = ("eager", "eager-channels-last", "compiled", *(CUDA_VARIANTS if torch.cuda.is_available() else ()))
 
 
@@ -54,7 +59,7 @@ def _runner(g, variant: str):
         return g.to(memory_format=torch.channels_last)
     if variant in ("compiled", "compiled-bf16"):
         return torch.compile(g.to(memory_format=torch.contiguous_format), fullgraph=True, dynamic=False)
-    if variant == "compiled-cudagraphs":
+    if variant.startswith("compiled-cudagraphs"):
         return torch.compile(g.to(memory_format=torch.contiguous_format), fullgraph=True, dynamic=False,
                              mode="reduce-overhead")  # fmt: skip
     return g.to(memory_format=torch.contiguous_format)

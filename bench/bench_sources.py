@@ -17,7 +17,8 @@ with 2 workers each.
   after warm-up batches (worker start-up, torch.compile, numba) that are not timed. Members: `cs` (the
   shapes world compiled, Philox latents, fused T_z, as `mlvgm.train` builds it), `cs-bigbigan` (the same
   CS over the paper's Figure-5 generator: BigBiGAN's full architecture at 128 px with random weights,
-  compiled, its ML-random views on chunks 2-6, views cropped to the same size), `cs-paper` (the
+  compiled, its ML-random views on chunks 2-6, views cropped to the same size), `cs-stylegan2` (GPU only:
+  StyleGAN2 at 256 px, random weights, bf16, the paper's ML random views on its w's), `cs-paper` (the
   paper's code path: scipy latents on the CPU, eager generator moved to the device and back every
   step; a no-op move on a CPU machine), `imagefolder` (torch DataLoader), `dali`, `ffcv`.
 - `epoch-time-batch{B}`: one SimCLR step (small-stem ResNet-18 built by `mlvgm.recipe.build_method`,
@@ -71,12 +72,14 @@ TRAIN_CROP = 32  # side of the views the training step sees (the quickstart's 32
 # cores; give a many-core GPU machine more).
 WORKERS = int(os.environ.get("MLVGM_BENCH_WORKERS", "2"))
 PRESET = "no_color"
-SOURCES = tuple(os.environ.get("MLVGM_BENCH_SOURCES", "cs,cs-bigbigan,cs-paper,imagefolder,dali,ffcv").split(","))
+SOURCES = tuple(
+    os.environ.get("MLVGM_BENCH_SOURCES", "cs,cs-bigbigan,cs-stylegan2,cs-paper,imagefolder,dali,ffcv").split(",")
+)
 # BigBiGAN at 128 px is a 68M-parameter network: compiled, it renders ~5 images/s on 2 CPU cores, so on a CPU it
 # times fewer images (below), and the `ci` subset leaves it out (it would double CI's benchmark time, and its
 # speed there is torch's convolutions', not ours).
-HEAVY = frozenset({"cs-bigbigan"})  # fewer images on a CPU, never in `ci`, always `run_last`
-RESOLUTIONS = {"cs-bigbigan": 128}  # side of the images a source starts from, where not RESOLUTION
+HEAVY = frozenset({"cs-bigbigan", "cs-stylegan2"})  # fewer images on a CPU, never in `ci`, always `run_last`
+RESOLUTIONS = {"cs-bigbigan": 128, "cs-stylegan2": 256}  # side of the images a source starts from, if not RESOLUTION
 # Images per BigBiGAN forward on a CPU: batch 256 (512 images with the positives) in one forward ran out of
 # this machine's 24 GiB. 64 per forward divides every batch and renders about as fast per image (compiled:
 # 4.8 images/s at 64 per forward, 5.3 at 32). On CUDA: the whole batch in one forward.
@@ -220,6 +223,22 @@ def cs_bigbigan(config: TrainConfig, **network) -> ContinuousSampling:
     return continuous_sampling(config, BigBiGAN(**network).to(DEVICE), rank=0, world=1, device=DEVICE)
 
 
+def cs_stylegan2(config: TrainConfig) -> ContinuousSampling:
+    """CS over StyleGAN2 at 256 px (stylegan2-ada-pytorch's paper256 widths: channel_base 16384, 14 w's) with seeded
+    random weights, in w space, and the paper's StyleGAN2 ML random views on its 14 levels (sigma 0.2 on the
+    first four, 0.1 on the next four, 0.8 on the rest, t 1), anchors truncated at 0.9; bf16 on CUDA."""
+    from mlvgm.generators.stylegan2 import StyleGAN2
+
+    g = StyleGAN2(z_dim=512, w_dim=512, img_resolution=256,
+                  synthesis_kwargs={"channel_base": 16384, "channel_max": 512, "conv_clamp": 256})  # fmt: skip
+    levels = len(g.level_dims)
+    sigma = ((0.2,) * 4 + (0.1,) * 4 + (0.8,) * levels)[:levels]
+    config = dataclasses.replace(config, generator="stylegan2", truncation=0.9, view_t=1.0, view_sigma=sigma,
+                                 view_levels=tuple(str(i + 1) for i in range(levels)))  # fmt: skip
+    torch.manual_seed(config.seed)
+    return continuous_sampling(config, g.to(DEVICE), rank=0, world=1, device=DEVICE)
+
+
 def make_source(name: str, data: Data, batch: int, crop: int):
     """Source `name` delivering (view_a, view_b) of side `crop` from RESOLUTION-px images; skips when missing."""
     config = dataclasses.replace(CONFIG, batch_size=batch, crop=crop)
@@ -233,6 +252,10 @@ def make_source(name: str, data: Data, batch: int, crop: int):
         source = cs_bigbigan(config)
         assert source.generator.resolution == RESOLUTIONS[name]
         return source
+    if name == "cs-stylegan2":
+        if DEVICE.type == "cpu":
+            pytest.skip("StyleGAN2 at 256 px is a GPU member: on a CPU one batch takes minutes")
+        return cs_stylegan2(config)
     if name == "cs-paper":
         pytest.importorskip("scipy", reason="the paper's path draws latents with scipy (pip install scipy)")
         from mlvgm.generators import load_generator

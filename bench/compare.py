@@ -16,6 +16,9 @@ gate reads only such ratios from a pytest-benchmark JSON:
                            (the torch reference's time where the paper's code was skipped; not the
                            compiled InfoNCE's backward row, which is only a final scaling)
 - `quantify-*`             sequential time / joint time                                higher is better
+- `cs-step`                stepwise CS time / the compiled step's, per batch            higher is better
+                           fused images/s at the smallest batch / at the largest       higher is better
+                           the compiled step's top-level ops outside graphs (a count)  lower is better
 
 It prints every tracked figure with its baseline, its value now and the change, beside the absolute
 figures behind it (shown, never gated), and exits 1 when a ratio is worse than its baseline by more
@@ -141,7 +144,11 @@ def _generator_forward(group: str, members: dict[str, dict]) -> dict[str, Figure
     best_name, best = min(eager.items(), key=lambda kv: _median(kv[1]))
     compiled = members["compiled"]
     detail = f"best eager ({best_name}) {_ms(best)}, compiled {_ms(compiled)}"
-    return {f"{group}/compiled_vs_best_eager": Figure(_median(best) / _median(compiled), True, detail)}
+    out = {f"{group}/compiled_vs_best_eager": Figure(_median(best) / _median(compiled), True, detail)}
+    for variant in ("compiled-bf16", "compiled-cudagraphs-bf16"):  # CUDA only: against the eager fp32 forward
+        out |= _pair(group, members, f"{variant}_vs_eager_fp32", ("eager", "eager fp32"), (variant, variant),
+                     higher=True)  # fmt: skip
+    return out
 
 
 def _kernels(group: str, members: dict[str, dict]) -> dict[str, Figure]:
@@ -158,6 +165,26 @@ def _kernels(group: str, members: dict[str, dict]) -> dict[str, Figure]:
     )  # fmt: skip
 
 
+def _cs_step(group: str, members: dict[str, dict]) -> dict[str, Figure]:
+    """Fused against stepwise per batch (a speedup), fused batch 8 over 256 in images/s (1 = no per-batch
+    cost), and the fused step's ops outside compiled graphs (a count: lower is better)."""
+    out = {}
+    batches = sorted({int(name.rsplit("-", 1)[1]) for name in members})
+    for batch in batches:
+        out |= _pair(group, members, f"fused_speedup_batch{batch}", (f"stepwise-{batch}", "stepwise"),
+                     (f"fused-{batch}", "fused"), higher=True)  # fmt: skip
+        fused = members.get(f"fused-{batch}")
+        if fused is not None:
+            ops = float(fused["extra_info"]["ops_outside_graphs"])
+            out[f"{group}/fused_ops_batch{batch}"] = Figure(ops, False, f"{ops:.0f} ops outside compiled graphs")
+    small, large = members.get(f"fused-{batches[0]}"), members.get(f"fused-{batches[-1]}")
+    if small is not None and large is not None and small is not large:
+        ratio = _rate(small) / _rate(large)
+        detail = f"batch {batches[0]} {_rate(small):,.0f} img/s, batch {batches[-1]} {_rate(large):,.0f} img/s"
+        out[f"{group}/fused_small_over_large_batch"] = Figure(ratio, True, detail)
+    return out
+
+
 def _quantify(group: str, members: dict[str, dict]) -> dict[str, Figure]:
     return _pair(group, members, "joint_speedup", ("False", "sequential"), ("True", "joint"), higher=True)
 
@@ -172,6 +199,7 @@ RULES: list[tuple[re.Pattern, tuple[str, ...], Callable[[str, dict[str, dict]], 
     (re.compile(r"infonce-(forward|backward|fwd\+bwd)-N\d+"), ("impl",), _kernels),
     (re.compile(r"perturb-.+"), ("impl",), _kernels),
     (re.compile(r"quantify-.+"), ("joint",), _quantify),
+    (re.compile(r"cs-step"), ("member",), _cs_step),
 ]
 
 

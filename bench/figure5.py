@@ -34,11 +34,13 @@ from mlvgm.io import atomic_write_text, check_creatable, make_output_dir
 from mlvgm.plots import save_png
 
 DATA_PREFIX, EPOCH_PREFIX = "sources-batch", "epoch-time-batch"
-ORDER = ("resident", "cs", "cs-bigbigan", "cs-paper", "imagefolder", "dali", "ffcv")  # table and legend order
+# table and legend order
+ORDER = ("resident", "cs", "cs-bigbigan", "cs-stylegan2", "cs-paper", "imagefolder", "dali", "ffcv")
 LABELS = {
     "resident": "resident batch (limit)",
     "cs": "Continuous Sampling",
     "cs-bigbigan": "CS, BigBiGAN 128 px",
+    "cs-stylegan2": "CS, StyleGAN2 256 px",
     "cs-paper": "CS, paper's code path",
     "imagefolder": "PyTorch DataLoader",
     "dali": "DALI",

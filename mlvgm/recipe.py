@@ -74,7 +74,13 @@ class TrainConfig:
     weight_decay: float = option(1e-4, "weight decay")
     warmup_epochs: int = option(0, "linear warm-up epochs before the cosine decay")
     amp: str = option("auto", "bf16 autocast: auto (CUDA, and CPUs with native bf16), on, off")
-    compile_generator: bool = option(False, "torch.compile the generator for Continuous Sampling")
+    compile_generator: bool = option(
+        False, "torch.compile the Continuous-Sampling step: its draws, T_z, the generator and T_x as one graph"
+    )
+    cuda_graphs: str = option(
+        "auto", "replay the compiled Continuous-Sampling step from a CUDA graph: auto (on CUDA), on, off"
+    )
+    overlap: bool = option(True, "on CUDA, make the next Continuous-Sampling batch on a side stream during the step")
     render_chunk: int = option(
         0, "images per generator forward in Continuous Sampling (0: a step's anchors and positives in one); "
         "lower it when rendering runs out of memory"
@@ -102,7 +108,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         choices = {"method": METHODS, "arch": ARCHS, "source": ("cs", "imagefolder"),
                    "views": ("none", "random", "learned"), "augment": AUGMENTS, "amp": ("auto", "on", "off"),
-                   "optimizer": ("sgd", "adam"), "kernels": IMPLS}  # fmt: skip
+                   "optimizer": ("sgd", "adam"), "kernels": IMPLS, "cuda_graphs": ("auto", "on", "off")}  # fmt: skip
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise InputError(f"{key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
@@ -295,15 +301,27 @@ def build_source(config: TrainConfig, *, rank: int, world: int, device: torch.de
     return continuous_sampling(config, g, rank=rank, world=world, device=device)
 
 
-def continuous_sampling(config: TrainConfig, g, *, rank: int, world: int, device: torch.device):
-    """Continuous Sampling from generator g, already on `device`, with the config's T_z, T_x and batch."""
+def continuous_sampling(config: TrainConfig, g, *, rank: int, world: int, device: torch.device, fused: bool = True):
+    """Continuous Sampling from generator g, already on `device`, with the config's T_z, T_x and batch (fused=False:
+    the compiled generator alone, the path before the compiled step, for benchmarks)."""
     augment = PixelAugment(config.augment, config.crop or g.resolution).to(device)
     return ContinuousSampling(
         g, build_views(config, g), augment, config.batch_size // world, seed=config.seed, rank=rank,
         steps_per_epoch=steps_for(config.epoch_images, config.batch_size), truncation=config.truncation,
         compile=config.compile_generator, amp=device.type == "cuda" and use_amp(config, device),
-        render_chunk=config.render_chunk or None,
+        render_chunk=config.render_chunk or None, cuda_graphs=use_cuda_graphs(config, device),
+        overlap=config.overlap, fused=fused,
     )  # fmt: skip
+
+
+def use_cuda_graphs(config: TrainConfig, device: torch.device) -> bool:
+    """Whether the compiled CS step is captured into a CUDA graph: auto on CUDA; on needs CUDA and compile."""
+    if config.cuda_graphs == "on" and (device.type != "cuda" or not config.compile_generator):
+        raise InputError(
+            f"--cuda_graphs on needs a CUDA device and --compile_generator (here {device}, compile "
+            f"{config.compile_generator}): use --cuda_graphs auto"
+        )
+    return config.cuda_graphs != "off" and device.type == "cuda" and config.compile_generator
 
 
 def build_optimizer(config: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
