@@ -78,8 +78,9 @@ class TrainConfig:
         False, "torch.compile the Continuous-Sampling step: its draws, T_z, the generator and T_x as one graph"
     )
     cuda_graphs: str = option(
-        "auto", "replay the compiled Continuous-Sampling step from a CUDA graph: auto (on CUDA), on, off"
-    )
+        "auto", "CUDA graphs: auto (the compiled Continuous-Sampling step, on CUDA), on (that and the training "
+        "step's forward and backward, compiled with CUDA graphs), off"
+    )  # fmt: skip
     overlap: bool = option(True, "on CUDA, make the next Continuous-Sampling batch on a side stream during the step")
     render_chunk: int = option(
         0, "images per generator forward in Continuous Sampling (0: a step's anchors and positives in one); "
@@ -314,14 +315,25 @@ def continuous_sampling(config: TrainConfig, g, *, rank: int, world: int, device
     )  # fmt: skip
 
 
+def check_cuda_graphs(config: TrainConfig, device: torch.device) -> None:
+    if config.cuda_graphs == "on" and device.type != "cuda":
+        raise InputError(f"--cuda_graphs on needs a CUDA device, not {device}: use --cuda_graphs auto (or off)")
+
+
 def use_cuda_graphs(config: TrainConfig, device: torch.device) -> bool:
-    """Whether the compiled CS step is captured into a CUDA graph: auto on CUDA; on needs CUDA and compile."""
-    if config.cuda_graphs == "on" and (device.type != "cuda" or not config.compile_generator):
-        raise InputError(
-            f"--cuda_graphs on needs a CUDA device and --compile_generator (here {device}, compile "
-            f"{config.compile_generator}): use --cuda_graphs auto"
-        )
+    """Whether the compiled CS step is captured into a CUDA graph: on CUDA with --compile_generator, unless off."""
+    check_cuda_graphs(config, device)
     return config.cuda_graphs != "off" and device.type == "cuda" and config.compile_generator
+
+
+def step_forward(model: nn.Module, config: TrainConfig, device: torch.device):
+    """What the training step calls for (loss, metrics): the model, or with --cuda_graphs on the model compiled
+    with CUDA graphs (mode "reduce-overhead": its forward and its backward each replayed as one graph; the
+    optimiser's step and BYOL's target update stay eager)."""
+    check_cuda_graphs(config, device)
+    if config.cuda_graphs != "on":
+        return model
+    return torch.compile(model, mode="reduce-overhead", dynamic=False)
 
 
 def build_optimizer(config: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:

@@ -52,6 +52,7 @@ from mlvgm.recipe import (
     learning_rate,
     metric_names,
     peak_lr,
+    step_forward,
     use_amp,
 )
 from mlvgm.runs import check_new_run_dir, default_run_dir, has_checkpoint, load_run_config
@@ -122,6 +123,7 @@ def train(
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     amp = use_amp(config, device)
+    forward = step_forward(model, config, device)
 
     record = provenance(dataclasses.asdict(config))
     record.update(preset=preset, world_size=world, steps_per_epoch=steps_per_epoch, total_steps=planned, amp=amp,
@@ -154,10 +156,20 @@ def train(
         view_a, view_b = next(batches)
         if device.type == "cuda":
             view_a, view_b = (v.contiguous(memory_format=torch.channels_last) for v in (view_a, view_b))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss, metrics = model(view_a, view_b)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        first_capture = forward is not model and step == start_step
+        buffers = [b.detach().clone() for b in model.buffers()] if first_capture else []  # BatchNorm's statistics
+        try:
+            loss, metrics = _forward_backward(forward, optimizer, view_a, view_b, amp=amp, graphed=forward is not model)
+        except Exception as exc:  # the captured step failed to compile or capture: the eager one is the same model
+            if not first_capture:
+                raise
+            with torch.no_grad():  # as before the failed attempt
+                for buffer, saved in zip(model.buffers(), buffers, strict=True):
+                    buffer.copy_(saved)
+            _log.warning(f"--cuda_graphs: the training step runs without CUDA graphs ({type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})")  # fmt: skip
+            forward = model
+            loss, metrics = _forward_backward(forward, optimizer, view_a, view_b, amp=amp, graphed=False)
         optimizer.step()
         method.after_step(step, total)
         step += 1
@@ -213,6 +225,17 @@ def train(
         title = f"{preset or 'run'}: {config.method}, batch {config.batch_size}"
         loss_curve(pd.read_csv(run_dir / "metrics.csv"), run_dir / "loss.png", title=title, chance=chance)
     return summary
+
+
+def _forward_backward(forward, optimizer: torch.optim.Optimizer, view_a, view_b, *, amp: bool, graphed: bool):
+    """Loss and metrics of one step, its gradients in the parameters (none left from a failed attempt)."""
+    optimizer.zero_grad(set_to_none=True)
+    if graphed:  # a new iteration: CUDA graph trees may reuse the previous step's output memory
+        torch.compiler.cudagraph_mark_step_begin()
+    with torch.autocast(view_a.device.type, dtype=torch.bfloat16, enabled=amp):
+        loss, metrics = forward(view_a, view_b)
+    loss.backward()
+    return loss, metrics
 
 
 def _plan(config: TrainConfig, *, lead: bool, world: int, step: int, total: int, planned: int, step_s: float,

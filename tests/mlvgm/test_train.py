@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import logging
 import math
 import os
 import socket
@@ -225,6 +226,29 @@ def test_same_seed_same_weights_and_resume_is_exact(method, tmp_path):
     assert_same_weights(tmp_path / "a", tmp_path / "c")  # bit for bit
     steps = [line.split(",")[0] for line in (tmp_path / "c" / "metrics.csv").read_text().splitlines()[1:]]
     assert steps == ["1", "2", "3", "4"]
+
+
+def test_a_training_step_that_cannot_be_captured_runs_eagerly_with_the_same_weights(tmp_path, monkeypatch, caplog):
+    """--cuda_graphs on compiles the step with CUDA graphs (CUDA only); where that fails on the first step, the run
+    says why in one line and goes on with the eager model, leaving no gradient of the failed attempt behind."""
+    import mlvgm.train as trainer
+
+    def failing_capture(model, config, device):
+        def forward(view_a, view_b):
+            loss, _ = model(view_a, view_b)
+            (loss * 1e3).backward()  # gradients the eager retry must not add to
+            raise RuntimeError("CUDA graph capture failed: operation not permitted when stream is capturing")
+
+        return forward
+
+    train(tiny(), tmp_path / "eager")
+    monkeypatch.setattr(trainer, "step_forward", failing_capture)
+    with caplog.at_level(logging.WARNING, logger="mlvgm.train"):
+        train(tiny(), tmp_path / "fallback")
+    assert_same_weights(tmp_path / "eager", tmp_path / "fallback")
+    lines = [r.message for r in caplog.records if "--cuda_graphs" in r.message]
+    assert lines == ["--cuda_graphs: the training step runs without CUDA graphs (RuntimeError: CUDA graph capture "
+                     "failed: operation not permitted when stream is capturing)"]  # fmt: skip
 
 
 def test_a_run_writes_its_files_and_resume_rejects_another_config(tmp_path, capsys):
