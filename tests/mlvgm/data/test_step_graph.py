@@ -104,3 +104,81 @@ def test_a_generator_that_reads_on_the_host_falls_back_to_eager_saying_why(caplo
 def test_cuda_graphs_need_a_cuda_device():
     with pytest.raises(InputError, match="CUDA graphs need a CUDA device"):
         StepGraph(lambda step: (step,), "cpu", cuda_graphs=True)
+
+
+class FakeGraphs:
+    """torch.cuda's stream and graph API, emulated on a CPU: a captured graph replays by running the captured
+    function again into the tensors it returned at capture (what a CUDA graph's static outputs are)."""
+
+    def __init__(self, fail_capture: bool = False) -> None:
+        self.fail_capture, self.events = fail_capture, []
+        fake = self
+
+        class Graph:
+            def replay(self) -> None:
+                fake.events.append("replay")
+                for static, fresh in zip(self.outputs, self.fn(), strict=True):
+                    static.copy_(fresh)
+
+        class Capture:
+            def __init__(self, graph) -> None:
+                self.graph = graph
+
+            def __enter__(self):
+                fake.events.append("capture")
+                if fake.fail_capture:
+                    raise RuntimeError("operation not permitted when stream is capturing")
+                fake.capturing = self.graph
+
+            def __exit__(self, *exc) -> None:
+                fake.capturing = None
+
+        self.Graph, self.Capture = Graph, Capture
+
+    def install(self, monkeypatch, step: StepGraph) -> None:
+        from contextlib import nullcontext
+
+        import mlvgm.data.step_graph as module
+
+        class Cuda:
+            Stream = staticmethod(lambda device: type("S", (), {"wait_stream": lambda self, other: None})())
+            current_stream = Stream
+            stream = staticmethod(lambda s: nullcontext())
+            CUDAGraph = self.Graph
+            graph = self.Capture
+
+        produce = step.fn
+
+        def traced(t):  # what capture records: the step as it is read at replay time
+            out = produce(t)
+            graph = getattr(self, "capturing", None)
+            if graph is not None:
+                graph.fn, graph.outputs = (lambda: produce(t)), out
+            return out
+
+        step.fn, step.want_graph = traced, True
+        monkeypatch.setattr(module.torch, "cuda", Cuda)
+
+
+def test_a_captured_step_replays_into_static_outputs(monkeypatch):
+    step = StepGraph(lambda t: (t.float() * torch.ones(3), t + 1), "cpu", compile=False)
+    step.mode = "compiled"  # as if torch.compile had succeeded: only a compiled step is captured
+    fake = FakeGraphs()
+    fake.install(monkeypatch, step)
+    first = step(5)
+    assert step.mode == "graph" and fake.events == ["capture", "replay"]
+    assert first[0].tolist() == [5.0] * 3 and int(first[1]) == 6
+    second = step(9)
+    assert second[0] is first[0] and first[0].tolist() == [9.0] * 3  # static: the next replay overwrites it
+    assert fake.events[-1] == "replay"
+
+
+def test_a_step_that_cannot_be_captured_runs_compiled_saying_why(monkeypatch, caplog):
+    step = StepGraph(lambda t: (t * 2,), "cpu", compile=False)
+    step.mode = "compiled"  # as if torch.compile had succeeded
+    FakeGraphs(fail_capture=True).install(monkeypatch, step)
+    with caplog.at_level(logging.WARNING, logger="mlvgm.data"):
+        assert int(step(4)[0]) == 8 and int(step(6)[0]) == 12
+    assert step.mode == "compiled" and step.graph is None
+    assert step.why == "capture failed: RuntimeError: operation not permitted when stream is capturing"
+    assert any("running compiled, without a CUDA graph" in r.message for r in caplog.records)
