@@ -113,9 +113,11 @@ class ContinuousSampling:
     @torch.no_grad()
     def images(self, step: int) -> tuple[Tensor, Tensor]:
         """The generated anchor and positive images of a step, before T_x: (B, 3, H, W) each."""
-        z = sample_anchors(self.generator, self.batch_size, truncation=self.truncation,
-                           generator=self.anchors.at(step))  # fmt: skip
-        pair = self.views(z, self.positives.at(step))
+        return self._images(self.anchors.at(step), self.positives.at(step))
+
+    def _images(self, anchors: Draws, positives: Draws) -> tuple[Tensor, Tensor]:
+        z = sample_anchors(self.generator, self.batch_size, truncation=self.truncation, generator=anchors)
+        pair = self.views(z, positives)
         both = [torch.cat([a, p]) for a, p in zip(pair.anchors, pair.positives, strict=True)]  # (2B, d_i)
         with torch.autocast(both[0].device.type, dtype=torch.bfloat16, enabled=self.amp):
             images = self._render(both)
@@ -138,15 +140,11 @@ class ContinuousSampling:
     def produce(self, step: Tensor) -> tuple[Tensor, ...]:
         """A step's pair as a function of the step as a 0-d int64 tensor: every draw keyed by it, no host read,
         so that it compiles to one graph. The views, or (anchor, positive) images when T_x runs after it."""
-        draws = [Draws(stream.key, step=step, rank=self.rank) for stream in (self.anchors, self.positives)]
-        z = sample_anchors(self.generator, self.batch_size, truncation=self.truncation, generator=draws[0])
-        pair = self.views(z, draws[1])
-        both = [torch.cat([a, p]) for a, p in zip(pair.anchors, pair.positives, strict=True)]  # (2B, d_i)
-        with torch.autocast(both[0].device.type, dtype=torch.bfloat16, enabled=self.amp):
-            anchor, positive = self._render(both).float().chunk(2)
+        anchors, positives, first, second = (Draws(s.key, step=step, rank=self.rank)
+                                             for s in (self.anchors, self.positives, *self.pixels))  # fmt: skip
+        anchor, positive = self._images(anchors, positives)
         if self.colour_after_graph:
             return anchor, positive
-        first, second = (Draws(stream.key, step=step, rank=self.rank) for stream in self.pixels)
         return self.augment(anchor, first), self.augment(positive, second)
 
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
