@@ -39,6 +39,10 @@ if FULL:  # the other published StyleGAN2 size: 256 px (stylegan2-ada-pytorch's 
         z_dim=512, w_dim=512, img_resolution=256,
         synthesis_kwargs={"channel_base": 16384, "channel_max": 512, "conv_clamp": 256},
     )  # fmt: skip
+# $MLVGM_BENCH_NETWORKS="stylegan2,bigbigan" times some (bench/gpu_all.sh runs one process per network, so that a
+# time limit loses only that network's JSON).
+if os.environ.get("MLVGM_BENCH_NETWORKS"):
+    CONFIGS = {k: v for k, v in CONFIGS.items() if k in os.environ["MLVGM_BENCH_NETWORKS"].split(",")}
 # On CUDA also the compiled forward replayed as a CUDA graph (mode="reduce-overhead": one launch per batch
 # instead of one per kernel), compiled under bf16 autocast (what ContinuousSampling(amp=True) runs), and both.
 CUDA_VARIANTS = ("compiled-cudagraphs", "compiled-bf16", "compiled-cudagraphs-bf16")

@@ -10,8 +10,8 @@
 #               by each against the resident limit -> OUT_DIR/sources/ (+ bench.figure5's tables)
 #   cs_step     (120) bench/bench_cs_step.py: the compiled CS step (CUDA graph, side stream) against the
 #               stepwise path at batch 8 and 256, and its ops outside graphs -> OUT_DIR/cs-step.json
-#   generators  (240) bench/bench_generators.py at full size (StyleGAN2 512 and 256 px, BigBiGAN 128 px):
-#               eager fp32, compiled, CUDA graphs, bf16 -> OUT_DIR/generators.json
+#   generators  (3 x 100) bench/bench_generators.py at full size, one process per network (StyleGAN2 512 px,
+#               BigBiGAN 128 px, StyleGAN2 256 px): eager fp32, compiled, CUDA graphs, bf16 -> OUT_DIR/generators-*.json
 #   real        (2 x 120) bench_sources' CS over BigBiGAN 128 px and StyleGAN2 256 px (bf16, compiled,
 #               CUDA graphs) at batch 32 and 256 -> OUT_DIR/sources/real-batch*.json, into Figure 5
 #   tests       (180) the GPU tests (Triton kernels, CUDA Philox streams, DALI's GPU decode) and the
@@ -64,8 +64,10 @@ for part in $parts; do
     cs_step)
         run cs_step 120 "$py" -m pytest -q -p no:cacheprovider bench/bench_cs_step.py --benchmark-json "$out/cs-step.json" ;;
     generators)
-        MLVGM_BENCH_FULL=1 run generators 240 "$py" -m pytest -q -p no:cacheprovider bench/bench_generators.py \
-            --benchmark-json "$out/generators.json" ;;
+        for net in stylegan2 bigbigan stylegan2-256; do
+            MLVGM_BENCH_FULL=1 MLVGM_BENCH_NETWORKS=$net run "generators-$net" 100 "$py" -m pytest -q -p no:cacheprovider \
+                bench/bench_generators.py --benchmark-json "$out/generators-$net.json"
+        done ;;
     real)
         mkdir -p "$out/sources"
         for batch in $batches; do
