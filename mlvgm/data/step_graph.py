@@ -72,10 +72,10 @@ class StepGraph:
         self.calls += 1
         return out
 
-    def _fallback(self, to: str, failed: str, exc: BaseException) -> None:
+    def _fallback(self, mode: str, failed: str, exc: BaseException, *, detail: str = "") -> None:
         self.why = f"{failed} failed: {_first_line(exc)}"
-        _log.warning(f"{self.name}: running {to} ({self.why})")
-        self.mode = to
+        _log.warning(f"{self.name}: running {mode}{detail} ({self.why})")
+        self.mode = mode
 
     def _first(self, step: int) -> tuple[Tensor, ...]:
         """The first call: compile (falling back to eager), then capture where asked (falling back to compiled)."""
@@ -106,8 +106,7 @@ class StepGraph:
             with torch.cuda.graph(graph):
                 outputs = tuple(self.fn(self.step))
         except Exception as exc:  # noqa: BLE001 -- a step that syncs or allocates on the host cannot be captured
-            self._fallback("compiled, without a CUDA graph", "capture", exc)
-            self.mode = "compiled"
+            self._fallback("compiled", "capture", exc, detail=", without a CUDA graph")
             return None
         self.graph, self.outputs, self.mode = graph, outputs, "graph"
         self.step.fill_(step)
