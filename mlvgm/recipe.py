@@ -29,6 +29,7 @@ from mlvgm.encoders import ARCHS, BYOL, METHODS, SimCLR, SimSiam
 from mlvgm.errors import InputError
 from mlvgm.generators import generator_spec, load_generator
 from mlvgm.kernels.dispatch import IMPLS, resolve_impl
+from mlvgm.probes import PROBE_VAL_SHARE, PROBE_WEIGHT_DECAYS, check_probe_options
 from mlvgm.views import LearnedViews, LevelNoise, NoViews, RandomViews
 
 DEFAULT_PRESET = "quickstart"
@@ -105,6 +106,10 @@ class TrainConfig:
     evaluate: bool = option(True, "run linear-probe and kNN evaluation at the end")
     eval_train: int = option(5000, "labelled images to fit probes on (generated: the shapes world's factors)")
     eval_test: int = option(1000, "labelled images to test probes on")
+    probe_weight_decays: tuple[float, ...] = option(
+        PROBE_WEIGHT_DECAYS, "the linear probe's weight decays, one chosen on a validation split of the probe set"
+    )
+    probe_val_share: float = option(PROBE_VAL_SHARE, "share of the probe's train images that chooses its weight decay")
 
     def __post_init__(self) -> None:
         choices = {"method": METHODS, "arch": ARCHS, "source": ("cs", "imagefolder"),
@@ -125,6 +130,7 @@ class TrainConfig:
                     "checkpoint_minutes", "budget_minutes"):  # fmt: skip
             if getattr(self, key) < 0:
                 raise InputError(f"{key} must be >= 0, got {getattr(self, key)}")
+        check_probe_options(self.probe_weight_decays, self.probe_val_share)
         if isinstance(self.width, bool) or not 8 <= self.width <= 256:
             raise InputError(f"width must be an integer from 8 to 256 (torchvision's is 64), got {self.width}")
         if not 0 <= self.byol_momentum < 1:
