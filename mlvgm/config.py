@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import json
+import math
 import sys
 import types
 import typing
@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from mlvgm.errors import InputError
+from mlvgm.io import read_json
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
@@ -73,7 +74,9 @@ def _converter(annotation) -> Callable[[str], object]:
     origin = typing.get_origin(annotation)
     if annotation is bool:
         return _parse_bool
-    if annotation in (int, float, str):
+    if annotation is float:
+        return _parse_float
+    if annotation in (int, str):
         return annotation
     if origin is tuple:
         convert = _converter(typing.get_args(annotation)[0])
@@ -83,6 +86,18 @@ def _converter(annotation) -> Callable[[str], object]:
         convert = _converter(inner)
         return lambda text: None if text.lower() in ("none", "") else convert(text)
     raise TypeError(f"unsupported config field type {annotation!r}")
+
+
+def _parse_float(text: str) -> float:
+    """float(text), finite: every float option is a size, rate or budget, and NaN passes every `x >= 0` check."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NonFinite(text)
+    return value
+
+
+class _NonFinite(ValueError):
+    """A number that parsed but is NaN or infinite: its message says 'finite', not just 'a number'."""
 
 
 def _parse_bool(text: str) -> bool:
@@ -113,7 +128,8 @@ def coerce(
         if typing.get_origin(hints.get(key)) is tuple and isinstance(value, list):
             value = tuple(value)
         if key in hints and not _fits(hints[key], value):
-            raise InputError(f"{source}: {key} must be {_type_name(hints[key])}, got {value!r}: {fix}")
+            finite = "a finite number" if _non_finite(value) else _type_name(hints[key])
+            raise InputError(f"{source}: {key} must be {finite}, got {value!r}: {fix}")
         out[key] = value
     return out
 
@@ -122,8 +138,8 @@ def _fits(annotation, value: object) -> bool:
     """Whether a JSON-loaded value has the field's type (an int does for a float field)."""
     if annotation is bool:
         return isinstance(value, bool)
-    if annotation is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is float:  # NaN and inf too: the one place JSON-loaded floats are checked
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if annotation in (int, str):
         return isinstance(value, annotation) and not isinstance(value, bool)
     if typing.get_origin(annotation) is tuple:
@@ -131,6 +147,12 @@ def _fits(annotation, value: object) -> bool:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         return value is None or any(_fits(a, value) for a in typing.get_args(annotation) if a is not type(None))
     return True
+
+
+def _non_finite(value: object) -> bool:
+    """Whether a JSON-loaded value, or any item of a list of them, is a NaN or infinite float."""
+    items = value if isinstance(value, tuple | list) else (value,)
+    return any(isinstance(v, float) and not math.isfinite(v) for v in items)
 
 
 def did_you_mean(word: str, choices: Sequence[str], *, what: str) -> str:
@@ -243,6 +265,8 @@ def parse_config(
             raw = ",".join(raw)
         try:
             given[f.name] = _converter(hints[f.name])(raw)
+        except _NonFinite:
+            raise InputError(f"{flag} must be a finite number, got {raw!r}") from None
         except (ValueError, TypeError):
             raise InputError(f"{flag} must be {_type_name(hints[f.name])}, got {raw!r}") from None
     if getattr(args, "config_file", None):
@@ -263,12 +287,13 @@ def _required(f: dataclasses.Field) -> bool:
 
 def _config_file(cls, path: str) -> dict[str, object]:
     """The keys of a --config JSON file, typed like the config's fields; InputError naming the problem."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as error:
-        raise InputError(f"--config {path}: cannot read it ({error.strerror}): give a JSON file of keys") from error
-    except ValueError as error:
-        raise InputError(f"--config {path} is not valid JSON ({error}): fix the file") from error
+    fix = "give a JSON file of keys"
+    if not Path(path).exists():  # the two common mistakes keep their short messages
+        raise InputError(f"--config {path}: cannot read it (No such file or directory): {fix}")
+    if Path(path).is_dir():
+        raise InputError(f"--config {path}: cannot read it (Is a directory): {fix}")
+    # a FIFO, a 1 GB file, nesting 10**6 deep or NaN: one line each (read_json's caps), never a hang
+    data = read_json(path, what="--config", fix="fix the file")
     if not isinstance(data, dict):
         raise InputError(f"--config {path} must hold a JSON object of config keys, got {type(data).__name__}")
     names = [f.name for f in dataclasses.fields(cls)]

@@ -14,20 +14,20 @@ a generator with the same level sizes.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from mlvgm.errors import InputError, check_positive_int
 from mlvgm.generators.base import device_of, level_label, resolve_levels, sample_anchors
-from mlvgm.io import atomic_path, atomic_write_json
+from mlvgm.generators.checks import check_finite
+from mlvgm.io import atomic_path, atomic_write_json, check_regular_file, field, read_json
 from mlvgm.progress import Progress
 from mlvgm.streams import Stream
 
@@ -142,30 +142,84 @@ class LevelWalkers(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, g) -> LevelWalkers:
-        """Walkers saved by `save`, for generator g (its level sizes must match the file's)."""
+        """Walkers saved by `save`, for generator g (its level sizes must match the file's).
+
+        The JSON is checked field by field and every tensor shape in the safetensors header is compared with
+        the one the JSON implies before anything is allocated: a `hidden` of 10**6 costs the file, not 4 TB.
+        """
         path = Path(path).with_suffix(".safetensors")
         meta_path = path.with_suffix(".json")
         if not path.exists() or not meta_path.exists():
             raise InputError(f"{path} and {meta_path.name} beside it are needed: give the path LevelWalkers.save wrote")
+        fix = "give the files LevelWalkers.save wrote (python -m mlvgm.quantify --out DIR), or save them again"
+        check_regular_file(path, what="walkers file", fix=fix)  # a FIFO would block the reader
+        meta = read_json(meta_path, what="walkers description", fix=fix)
+        units, single, hidden = _checked_description(meta, str(meta_path), g, fix)
+        dims = [sum(int(g.level_dims[i]) for i in unit) for unit in units]
+        expected = {}
+        for k, d in enumerate(dims):
+            h = hidden or d
+            expected |= {f"walkers.{k}.p.0.weight": (h, d), f"walkers.{k}.p.0.bias": (h,),
+                         f"walkers.{k}.p.2.weight": (d, h), f"walkers.{k}.p.2.bias": (d,)}  # fmt: skip
         try:
-            meta = json.loads(meta_path.read_text())
-            tensors = load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         except (OSError, ValueError, SafetensorError) as error:
-            raise InputError(f"{path} is not a readable walkers file ({error}): save the walkers again") from error
-        if meta.get("format") != FORMAT:
-            raise InputError(f"{meta_path} is not an mlvgm walkers description (format {meta.get('format')!r})")
-        if tuple(meta["level_dims"]) != tuple(g.level_dims):
-            raise InputError(
-                f"{path} was trained for levels of sizes {tuple(meta['level_dims'])}, this generator has "
-                f"{tuple(g.level_dims)}: load walkers trained on the same generator"
-            )
-        units = None if meta["single"] else [[i + 1 for i in u] for u in meta["units"]]
-        walkers = cls(g, units, single=meta["single"], hidden=meta["hidden"])
+            raise InputError(f"{path} is not a readable walkers file ({_first_line(error)}): {fix}") from None
+        for name in sorted(set(expected) | set(found)):
+            if found.get(name) != expected.get(name):
+                raise InputError(
+                    f"{path} does not match its description {meta_path.name}: tensor {name!r} has shape "
+                    f"{found.get(name, 'none')}, the description gives {expected.get(name, 'none')}: {fix}"
+                )
         try:
-            walkers.load_state_dict(tensors)
-        except RuntimeError as error:
-            raise InputError(f"{path} does not match its description {meta_path.name}: {error}") from error
+            tensors = load_file(str(path))  # shapes checked: this allocates what the file holds
+        except (OSError, ValueError, SafetensorError) as error:
+            raise InputError(f"{path} is not a readable walkers file ({_first_line(error)}): {fix}") from None
+        check_finite(((k, tensors[k]) for k in sorted(tensors)), where=f"walkers file {path}", fix=fix)
+        walkers = cls(g, None if single else [[i + 1 for i in u] for u in units], single=single, hidden=hidden)
+        walkers.load_state_dict(tensors)
         return walkers.to(device_of(g))
+
+
+def _checked_description(meta: object, where: str, g, fix: str) -> tuple[list[list[int]], bool, int | None]:
+    """(units as 0-based level lists, single, hidden) of a walkers JSON, each field's type and range checked."""
+    if field(meta, "format", str, where=where, fix=fix, default=None) != FORMAT:
+        raise InputError(f"{where} is not an mlvgm walkers description (format {meta.get('format')!r}): {fix}")
+    level_dims = field(meta, "level_dims", list, where=where, fix=fix, high=10_000)
+    if level_dims != list(g.level_dims):  # an int list equal to the generator's: its sizes are sound
+        raise InputError(
+            f"{where} was trained for levels of sizes {_short(level_dims)}, this generator has "
+            f"{tuple(g.level_dims)}: load walkers trained on the same generator"
+        )
+    single = field(meta, "single", bool, where=where, fix=fix)
+    hidden = meta.get("hidden")  # null: each walker as wide as its unit
+    if hidden is not None:
+        hidden = field(meta, "hidden", int, where=where, fix=fix, low=1)
+    units = field(meta, "units", list, where=where, fix=fix, low=1, high=len(level_dims))
+    seen: set[int] = set()
+    for k, unit in enumerate(units):
+        if not (isinstance(unit, list) and unit) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(level_dims) for i in unit
+        ):
+            raise InputError(f"{where}: units[{k}] must be a list of level indices 0..{len(level_dims) - 1}, "
+                             f"got {_short(unit)}: {fix}")  # fmt: skip
+        if seen & set(unit) or len(set(unit)) != len(unit):
+            raise InputError(f"{where}: level {min(seen & set(unit) or set(unit))} is in two units: {fix}")
+        seen |= set(unit)
+    if single and units != [list(range(len(level_dims)))]:
+        raise InputError(f"{where}: single walkers must have one unit of every level, got {_short(units)}: {fix}")
+    return units, single, hidden
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:160] if text else type(error).__name__
 
 
 def monte_carlo(

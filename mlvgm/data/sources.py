@@ -19,8 +19,10 @@ Both are pure functions of the step: a resumed run gets exactly the batches the 
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 from torchvision import datasets
+from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms import v2
 
 from mlvgm.augment import PixelAugment
@@ -36,6 +39,7 @@ from mlvgm.data.overlap import CudaStreams, DoubleBuffer, SameStream
 from mlvgm.data.step_graph import StepGraph
 from mlvgm.errors import InputError, check_positive_int
 from mlvgm.generators.base import device_of, sample_anchors
+from mlvgm.io import check_regular_file
 from mlvgm.streams import Draws, Stream
 
 
@@ -211,7 +215,7 @@ class ImageFolderSource:
         if not root.is_dir():
             raise InputError(f"image folder {root} does not exist: give the path of an ImageFolder (class subfolders)")
         try:
-            self.dataset = datasets.ImageFolder(str(root), transform=folder_transform(resolution), allow_empty=True)
+            self.dataset = image_folder(root, transform=folder_transform(resolution))
         except (FileNotFoundError, RuntimeError) as exc:
             raise InputError(
                 f"{root} is not an ImageFolder ({exc}): it needs one subfolder of images per class"
@@ -251,29 +255,84 @@ class ImageFolderSource:
         return self.augment(x, first), self.augment(x, second)
 
 
+class ImageFolder(datasets.ImageFolder):
+    """torchvision's ImageFolder with its samples in the same order, found by `image_dirs`: a folder reached
+    twice through symlinks (a link back into its own tree) is walked once, where os.walk(followlinks=True)
+    walks it again at every level, 2**depth times."""
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        samples = []
+        for name in sorted(class_to_idx):
+            samples += [(os.path.join(where, file), class_to_idx[name])
+                        for where, files in image_dirs(os.path.join(directory, name)) for file in files]  # fmt: skip
+        return samples
+
+
+def image_folder(root: str | Path, transform=None) -> ImageFolder:
+    """The ImageFolder at root (class subfolders; a class without images is allowed), walked by `image_dirs`."""
+    return ImageFolder(str(root), transform=transform, allow_empty=True)
+
+
+def image_dirs(folder: str | Path) -> Iterator[tuple[str, list[str]]]:
+    """(folder path, its image file names sorted) for every folder under `folder` that holds images, lazily, in
+    the order torchvision's ImageFolder lists them (folder paths sorted as strings, then names).
+
+    Paths come out of a heap: a subfolder's path sorts after its parent's, so popping the smallest gives the
+    sorted order while listing only the folders before the one being read (the first image costs one listing,
+    not a walk of the tree). Symlinks to folders are followed, each real folder (st_dev, st_ino) at most once."""
+    todo, seen = [str(folder)], set()
+    while todo:
+        where = heapq.heappop(todo)
+        try:
+            info = os.stat(where)
+            if (info.st_dev, info.st_ino) in seen:
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            with os.scandir(where) as entries:
+                listed = [(entry.name, entry.is_dir()) for entry in entries]
+        except OSError:  # unreadable, or gone: os.walk skips it too
+            continue
+        for name, is_dir in listed:
+            if is_dir:
+                heapq.heappush(todo, os.path.join(where, name))
+        images = sorted(name for name, is_dir in listed if not is_dir and name.lower().endswith(IMG_EXTENSIONS))
+        if images:
+            yield where, images
+
+
+def _image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the header of the image file `path`, or InputError naming the file: not a regular
+    file (a FIFO would block), not an image, or a header claiming more pixels than Pillow's decompression-bomb
+    limit (a 20000 x 20000 PNG of a few kB would take 1.2 GB to decode, in every worker that reads it)."""
+    check_regular_file(path, what="image", fix="remove or replace it")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL warns above half its limit
+            with Image.open(path) as image:
+                return image.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(
+            f"{path} claims more than {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb, or a huge image): "
+            "remove it or resize it"
+        ) from None
+    except OSError:  # PIL's UnidentifiedImageError included
+        raise InputError(f"{path} is not an image Pillow can read: remove or replace it") from None
+
+
 def check_images(paths: Iterable[str | Path]) -> None:
     """Every file opens as an image (its header only: about 50 us a file, 6 s for ImageNet-100), so that a
     file that is not one stops the run now, in one line, rather than a DataLoader worker mid-epoch."""
     for path in paths:
-        try:
-            Image.open(path).close()
-        except OSError:  # PIL's UnidentifiedImageError included
-            raise InputError(f"{path} is not an image Pillow can read: remove or replace it") from None
+        _image_size(path)
 
 
 def folder_resolution(root: str | Path) -> int:
     """The short side of the first image (in ImageFolder's order) under root: the size `--crop 0` means for an
     image folder, so that 32 px images train at 32 px."""
     for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
-        for where, _, names in sorted(os.walk(folder, followlinks=True)):  # ImageFolder's own walk and order
-            for name in sorted(n for n in names if n.lower().endswith(datasets.folder.IMG_EXTENSIONS)):
-                try:
-                    with Image.open(Path(where) / name) as image:
-                        return min(image.size)
-                except OSError:  # PIL's UnidentifiedImageError included
-                    raise InputError(
-                        f"{Path(where) / name} is not an image Pillow can read: remove or replace it"
-                    ) from None
+        for where, names in image_dirs(folder):  # ImageFolder's order; the walk stops at the first image
+            return min(_image_size(Path(where) / names[0]))
     raise InputError(f"{root} holds no images in class subfolders: give the path of an ImageFolder")
 
 

@@ -6,6 +6,7 @@ A spec is `NAME` or `NAME:ARGUMENT`; what the argument means is up to the genera
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from mlvgm.generators.embedded import load_embedded
 from mlvgm.generators.safe_pickle import load_network_pickle
 from mlvgm.generators.shapes import ShapesWorld
 from mlvgm.generators.stylegan2 import from_kwargs_and_state
+from mlvgm.io import check_regular_file
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ def parse_options(name: str, argument: str, allowed: dict[str, type]) -> dict[st
             raise InputError(
                 f"option {key} of generator {name!r} must be {allowed[key].__name__}, got {value!r}"
             ) from None
+        if isinstance(options[key], float) and not math.isfinite(options[key]):  # nan passes every range check
+            raise InputError(f"option {key} of generator {name!r} must be a finite number, got {value!r}")
     return options
 
 
@@ -93,8 +97,9 @@ def generator_spec(name: str, checkpoint: str = "") -> str:
         )
     if Path(checkpoint).is_dir():
         raise InputError(f"checkpoint {checkpoint} is a folder: give the weights file inside it")
-    if not Path(checkpoint).is_file():
+    if not Path(checkpoint).exists():
         raise InputError(f"checkpoint {checkpoint} does not exist: give the path of the generator's weights")
+    check_regular_file(checkpoint, what="checkpoint", fix="give the path of the generator's weights file")
     return f"{name}:{checkpoint}"
 
 
@@ -147,7 +152,7 @@ def _stylegan2(argument: str) -> torch.nn.Module:
     network = load_network_pickle(path, str(options.pop("network", "G_ema")))
     if network.class_name != "Generator":
         raise InputError(f"network of {path} is a {network.class_name}, not a Generator: choose network=G_ema (or G)")
-    return from_kwargs_and_state(network.init_kwargs, network.state_dict, **options)
+    return from_kwargs_and_state(network.init_kwargs, network.state_dict, where=f"network pickle {path}", **options)
 
 
 def _bigbigan(argument: str) -> torch.nn.Module:

@@ -44,6 +44,8 @@ from torch import Tensor, nn
 
 from mlvgm.errors import InputError, check_positive_int
 from mlvgm.generators.base import MLVGM
+from mlvgm.generators.checks import check_finite, check_zip_records
+from mlvgm.io import check_regular_file
 
 # Channel width of the trunk per stage, in multiples of ch: stage 0 is the 4x4 input of the first
 # block, stage i its output at 4 * 2^i px (BigGAN's G_arch: in_channels = [:-1], out_channels = [1:]).
@@ -255,8 +257,9 @@ class BigBiGAN(MLVGM):
         sn("output_layer.2", (3, c[-1], 3, 3))
         return shapes
 
-    def check_state_dict(self, state: object) -> None:
-        """Raise InputError (one line) unless `state` has exactly the reference keys with their shapes."""
+    def check_state_dict(self, state: object, *, where: str = "BigBiGAN state dict") -> None:
+        """Raise InputError (one line) unless `state` has exactly the reference keys with their shapes, each
+        finite; `where` names the file in the NaN message."""
         if not isinstance(state, Mapping) or not all(
             isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
         ):
@@ -287,12 +290,13 @@ class BigBiGAN(MLVGM):
         if not all(v.is_floating_point() for v in state.values()):
             k = next(k for k, v in state.items() if not v.is_floating_point())
             raise InputError(f"BigBiGAN state dict key {k!r} holds {state[k].dtype}, expected floating point")
+        check_finite(state.items(), where=where, fix="the checkpoint is damaged: re-download it")
 
     @torch.no_grad()
-    def load_reference_state_dict(self, state: Mapping[str, Tensor]) -> BigBiGAN:
+    def load_reference_state_dict(self, state: Mapping[str, Tensor], *, where: str = "BigBiGAN state dict") -> BigBiGAN:
         """Fill this module from a reference (BigGAN-PyTorch) state dict: spectral norms applied, batch
         norms and the class embedding folded (see the module docstring). Returns self."""
-        self.check_state_dict(state)
+        self.check_state_dict(state, where=where)
         s = {k: v.detach().to("cpu", torch.float32) for k, v in state.items()}
 
         def sn(prefix: str) -> Tensor:  # W / sigma in float32, as the reference computes it
@@ -338,10 +342,13 @@ class BigBiGAN(MLVGM):
         put(self.output_conv.bias, s["output_layer.2.bias"])
         # from_state_dict allocates without initialising: every tensor must have been written
         assert filled == {id(t) for t in (*self.parameters(), *self.buffers())}, "a tensor was left unfilled"
+        # finite inputs can still fold to inf or NaN: a negative stored_var, a zero spectral norm
+        fix = "a stored_var is negative or a weight is zero: the checkpoint is damaged, re-download it"
+        check_finite(self.state_dict().items(), where=f"BigBiGAN weights folded from {where}", fix=fix)
         return self
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, Tensor], **options) -> BigBiGAN:
+    def from_state_dict(cls, state: Mapping[str, Tensor], *, where: str = "BigBiGAN state dict", **options) -> BigBiGAN:
         """The generator from a reference state dict (BigBiGAN_x1.pth's keys), in eval mode.
 
         options: the constructor's (ch, resolution, attention, dim_z, shared_dim, n_classes,
@@ -349,8 +356,8 @@ class BigBiGAN(MLVGM):
         """
         with torch.device("meta"):  # no time spent initialising weights that the state dict replaces
             g = cls(**options)
-        g.check_state_dict(state)
-        return g.to_empty(device="cpu").load_reference_state_dict(state).eval()
+        g.check_state_dict(state, where=where)
+        return g.to_empty(device="cpu").load_reference_state_dict(state, where=where).eval()
 
 
 def load_bigbigan(
@@ -360,11 +367,14 @@ def load_bigbigan(
     """BigBiGAN read from `path` without executing code from the file (torch.load(weights_only=True)),
     in eval mode with its weights frozen, on the CPU."""
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise InputError(
             f"BigBiGAN checkpoint {str(path)!r} does not exist: download BigBiGAN_x1.pth "
             "(pytorch-pretrained-gans) and pass its path"
         )
+    fix = "pass a state dict of tensors saved with torch.save, such as BigBiGAN_x1.pth"
+    check_regular_file(path, what="BigBiGAN checkpoint", fix=fix)  # a FIFO would block torch.load
+    check_zip_records(path, where=f"BigBiGAN checkpoint {path}", fix=fix)  # no record inflates past the file
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- a damaged file makes torch.load raise any of a dozen types
@@ -372,7 +382,7 @@ def load_bigbigan(
             f"{str(path)!r} is not a plain torch state dict ({_load_error(exc)}): pass a state dict of tensors "
             "saved with torch.save, such as BigBiGAN_x1.pth"
         ) from None
-    g = BigBiGAN.from_state_dict(state, **options)
+    g = BigBiGAN.from_state_dict(state, where=f"BigBiGAN checkpoint {path}", **options)
     g.requires_grad_(False)
     return g
 

@@ -29,6 +29,11 @@ from torch import Tensor, nn
 
 from mlvgm.errors import InputError
 from mlvgm.generators.base import MLVGM
+from mlvgm.io import field
+
+MAX_RESOLUTION = 1024  # bounds on what a config file may describe: far above the 32 and 64 px we train
+MAX_CHANNELS = 4096
+MAX_LIST = 32
 
 
 @dataclass(frozen=True)
@@ -51,13 +56,32 @@ class HVAEConfig:
             raise InputError(f"{len(self.levels)} levels need {len(self.levels)} level_names")
 
     @classmethod
-    def from_dict(cls, d: dict) -> HVAEConfig:
-        return cls(
-            resolution=int(d["resolution"]),
-            widths=tuple((int(r), int(c)) for r, c in d["widths"]),
-            levels=tuple((int(r), int(c)) for r, c in d["levels"]),
-            level_names=tuple(d["level_names"]),
-        )
+    def from_dict(cls, d: object, *, where: str = "hvae config", fix: str = "retrain with python -m mlvgm.zoo.train"):
+        """The config a JSON file describes; a wrong type or an absurd size is one InputError line naming
+        `where` (the weights' shapes are compared with the architecture separately, before allocating)."""
+
+        def pairs(key: str, high: int) -> tuple[tuple[int, int], ...]:
+            out = []
+            for i, pair in enumerate(field(d, key, list, where=where, fix=fix, low=1, high=MAX_LIST)):
+                if not (isinstance(pair, list) and len(pair) == 2):
+                    raise InputError(f"{where}: {key}[{i}] must be a pair [resolution, channels], got {pair!r}: {fix}")
+                item = {"resolution": pair[0], "channels": pair[1]}
+                r = field(item, "resolution", int, where=f"{where}: {key}[{i}]", fix=fix, low=1, high=MAX_RESOLUTION)
+                c = field(item, "channels", int, where=f"{where}: {key}[{i}]", fix=fix, low=1, high=high)
+                out.append((r, c))
+            return tuple(out)
+
+        resolution = field(d, "resolution", int, where=where, fix=fix, low=1, high=MAX_RESOLUTION)
+        names = field(d, "level_names", list, where=where, fix=fix, low=1, high=MAX_LIST)
+        if not all(isinstance(n, str) for n in names):
+            raise InputError(f"{where}: level_names must be strings: {fix}")
+        widths, levels = pairs("widths", MAX_CHANNELS), pairs("levels", MAX_CHANNELS)
+        if len({r for r, _ in widths}) != len(widths):
+            raise InputError(f"{where}: widths name a resolution twice: {fix}")
+        try:
+            return cls(resolution=resolution, widths=widths, levels=levels, level_names=tuple(names))
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}: {fix}") from None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -61,6 +61,8 @@ import torch
 from torch import Tensor
 
 from mlvgm.errors import InputError
+from mlvgm.generators.checks import check_zip_records
+from mlvgm.io import check_regular_file
 
 FORMAT_PYTORCH = "stylegan2-ada-pytorch"
 FORMAT_TENSORFLOW = "tensorflow"
@@ -265,6 +267,8 @@ def _load_storage_bytes(data: object) -> torch.TypedStorage | torch.UntypedStora
     """torch.storage._load_from_bytes: the blob is a legacy torch.save file, read by torch's own safe loader."""
     if not isinstance(data, bytes | bytearray):
         raise _refuse(f"a storage built from {type(data).__name__}")
+    # torch.load would inflate a compressed zip blob in full; torch's own blobs are legacy files or stored zips
+    check_zip_records(bytes(data), where="a tensor storage in the pickle", fix="the file is corrupt; re-download it")
     try:
         storage = torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 -- a damaged blob makes torch.load raise any of a dozen types
@@ -522,6 +526,7 @@ def _check_file(path: Path) -> None:
         raise InputError(f"network pickle {path} does not exist: check the path")
     if path.is_dir():
         raise InputError(f"network pickle {path} is a folder: give the .pkl file inside it")
+    check_regular_file(path, what="network pickle", fix="give the .pkl file itself")  # a FIFO would block open()
 
 
 def _check_header(path: Path, head: bytes) -> None:
@@ -561,16 +566,20 @@ def safe_load_pickle(path: str | os.PathLike) -> object:
 
 MAX_UNFOLDED = 1_000_000  # objects in the loaded tree with shared references unfolded; NVIDIA's pickles hold ~10**5
 MAX_INT_BITS = 1024  # wider integers are no network's: their decimal text alone can take seconds
+# Objects inside objects: NVIDIA's pickles nest about 40 deep (module trees of depth 5, a few objects per level);
+# far below Python's recursion limit, so no walk, repr or comparison of what loads can overflow the stack.
+MAX_DEPTH = 256
 
 
 class _Node:
     """An object the pickle builds, as the opcode check sees it: its size with shared references unfolded
-    (what a walk over it, a repr, or the hash of a tuple costs), and whether a container holds it yet."""
+    (what a walk over it, a repr, or the hash of a tuple costs), how deeply objects nest inside it, and
+    whether a container holds it yet."""
 
-    __slots__ = ("held", "size")
+    __slots__ = ("depth", "held", "size")
 
-    def __init__(self, size: int) -> None:
-        self.size, self.held = size, False
+    def __init__(self, size: int, depth: int = 1) -> None:
+        self.size, self.depth, self.held = size, depth, False
 
 
 _MARK = object()
@@ -588,7 +597,9 @@ def _check_opcodes(path: Path, data: mmap.mmap) -> None:
     - a few bytes of GETs build `x = (x, x)` nested 40 deep, whose hash (a dict key), repr or walk takes
       2**40 steps inside C code that no timeout interrupts: the stack is simulated with each object's
       unfolded size, which may not pass MAX_UNFOLDED, and a container may not change once another holds it
-      (its holders' sizes would be stale; a pickler fills each container before using it).
+      (its holders' sizes would be stale; a pickler fills each container before using it);
+    - objects nest at most MAX_DEPTH deep, so that no recursive walk, repr or comparison of the result (ours,
+      torch's or Python's) runs out of stack: a RecursionError mid-load is a traceback, not a refusal.
     """
 
     def corrupt(why: str) -> InputError:
@@ -645,17 +656,21 @@ def _check_opcodes(path: Path, data: mmap.mmap) -> None:
                 if target.held:
                     raise corrupt("changes a container after another object took it")
                 target.size += sum(part.size for part in parts)
+                target.depth = max([target.depth, *(1 + part.depth for part in parts)])
                 for part in parts:
                     part.held = True
                 new = [target]
             elif name in _PASSES:
                 new = taken * (2 if name == "DUP" else 1)
             else:
-                new = [_Node(1 + sum(part.size for part in taken))] * len(opcode.stack_after)
+                depth = 1 + max((part.depth for part in taken), default=0)
+                new = [_Node(1 + sum(part.size for part in taken), depth)] * len(opcode.stack_after)
                 for part in taken:
                     part.held = True
             if any(node.size > MAX_UNFOLDED for node in new):
                 raise corrupt(f"builds an object of more than {MAX_UNFOLDED:,} objects once shared references unfold")
+            if any(node.depth > MAX_DEPTH for node in new):
+                raise corrupt(f"nests objects more than {MAX_DEPTH} deep")
             stack += new
             if name == "STOP":
                 break

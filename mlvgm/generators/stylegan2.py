@@ -58,6 +58,7 @@ from torch import Tensor, nn
 
 from mlvgm.errors import InputError, check_positive_int
 from mlvgm.generators.base import MLVGM, accepts_draws
+from mlvgm.generators.checks import check_finite
 from mlvgm.latents import RandomSource, truncated_normal
 
 GROUP_SIZE = 4  # w's per group: the paper's 16 w's in 4 groups of 4
@@ -578,6 +579,8 @@ class StyleGAN2(MLVGM):
 def from_kwargs_and_state(
     init_kwargs: Mapping[str, object],  # the pickle's G_ema init_kwargs (z_dim, ..., synthesis_kwargs)
     state: Mapping[str, Tensor],  # G_ema's parameters and buffers by name
+    *,
+    where: str = "StyleGAN2 state",  # the file the state came from, named in the NaN message
     **options: object,  # StyleGAN2's keyword-only options: space, truncation_psi, noise_mode, ...
 ) -> StyleGAN2:
     """A StyleGAN2 with the checkpoint's architecture and weights, in eval mode with frozen weights.
@@ -604,6 +607,7 @@ def from_kwargs_and_state(
     with torch.device("meta"):
         shapes = _build(init_kwargs, options)
     check_state(shapes, state)
+    check_finite(((k, state[k]) for k in sorted(state)), where=where, fix="the checkpoint is damaged: re-download it")
     g = _build(init_kwargs, options)
     g.load_state_dict(dict(state), strict=True)
     return g.eval().requires_grad_(False)

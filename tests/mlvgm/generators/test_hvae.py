@@ -120,7 +120,7 @@ def test_weights_round_trip_through_load_generator(tmp_path):
     [
         ("missing", "do not exist"),
         ("no_json", "JSON config beside them"),
-        ("bad_json", "not an embedded-generator config"),
+        ("bad_json", "embedded-generator config .* is not valid JSON"),
         ("garbage", "not a readable safetensors file"),
         ("mismatch", "does not fit the architecture"),
     ],
