@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -97,6 +98,7 @@ def template(tmp_path_factory) -> Path:
         for i in range(3):
             Image.new("RGB", (32, 32), (40 * i, 90, 200)).save(root / "images" / split / "disc" / f"{i}.jpg")
     (root / "images" / "train" / "disc" / "3.png").write_text("not a PNG")
+    issue_27_files(root)
     # a run folder as python -m mlvgm.train leaves it after its first checkpoint (a narrow ResNet: small files)
     config = make_config(TrainConfig, PRESETS, "quickstart", {"width": 8, "proj_hidden": 16, "proj_dim": 8,
                                                              "eval_train": 16, "eval_test": 16})  # fmt: skip
@@ -108,6 +110,108 @@ def template(tmp_path_factory) -> Path:
     save_checkpoint(root / "run", method, build_optimizer(config, method.param_groups(peak_lr(config))), step=1,
                     extra={"epoch": 0.02, "elapsed_s": 1.0, "total_steps": 240})  # fmt: skip
     return root
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height pixels and holds none: Pillow reads the size from the header alone."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
+
+
+def issue_27_files(root: Path) -> None:
+    """Files that describe more than they hold (issue 27): walkers and embedded weights whose JSON was edited,
+    NaN weights, JSON nested 10**5 deep, a compressed .pth, a decompression-bomb header."""
+    import zipfile
+
+    from safetensors.torch import load_file, save_file
+
+    from mlvgm.generators import load_generator
+    from mlvgm.generators.embedded import save_weights
+    from mlvgm.generators.hvae import Decoder, HVAEConfig
+    from mlvgm.walkers import LevelWalkers
+
+    deep = '{"a": ' * 100_000 + "1" + "}" * 100_000
+    (root / "deep.json").write_text(deep)
+    (root / "nan.json").write_text('{"budget_minutes": NaN}')
+    g = load_generator("shapes:resolution=32")  # the quickstart preset's generator
+    for name, change in [("hidden", {"hidden": 10**8}), ("units", {"units": [[0], "1"]}), ("nan", {}), ("deep", {})]:
+        path = LevelWalkers(g, hidden=8).save(root / f"walkers_{name}")
+        meta = json.loads(path.with_suffix(".json").read_text())
+        path.with_suffix(".json").write_text(deep if name == "deep" else json.dumps({**meta, **change}))
+        if name == "nan":
+            tensors = load_file(str(path))
+            tensors["walkers.2.p.0.weight"][0, 0] = float("nan")
+            save_file(tensors, str(path))
+    config = HVAEConfig(resolution=16, widths=((16, 8), (8, 8), (4, 8)), levels=((4, 2), (8, 1)),
+                        level_names=("a", "b"))  # fmt: skip
+    for name in ("wide", "nan", "type", "deep"):
+        path = root / f"embedded_{name}.safetensors"
+        save_weights(Decoder(config), {"hvae": config.to_dict()}, path)
+        meta = {"hvae": config.to_dict()}
+        if name == "wide":
+            meta["hvae"]["widths"] = [[16, 4096], [8, 4096], [4, 4096]]
+        if name == "type":
+            meta["hvae"]["resolution"] = "16"
+        path.with_suffix(".json").write_text(deep if name == "deep" else json.dumps(meta))
+        if name == "nan":
+            tensors = load_file(str(path))
+            tensors["out.bias"][0] = float("inf")
+            save_file(tensors, str(path))
+    torch.save({"w": torch.zeros(4)}, root / "stored.pth")
+    with (
+        zipfile.ZipFile(root / "stored.pth") as z,
+        zipfile.ZipFile(root / "deflated.pth", "w", zipfile.ZIP_DEFLATED) as w,
+    ):
+        for info in z.infolist():
+            w.writestr(info.filename, z.read(info.filename))
+    (root / "stored.pth").unlink()
+    (root / "bomb" / "disc").mkdir(parents=True)
+    (root / "bomb" / "disc" / "huge.png").write_bytes(png_header(20000, 20000))
+    (root / "deep.pkl").write_bytes(b"\x80\x04" + b"]" * 5000 + b"a" * 4999 + b".")
+
+
+# --- damage that a copy cannot carry: FIFOs and symlink loops (shutil.copytree would block or recurse on them)
+
+
+def fifo_config(work: Path) -> None:
+    os.mkfifo(work / "fifo.json")
+
+
+def fifo_checkpoint(work: Path) -> None:
+    os.mkfifo(work / "fifo.pth")
+
+
+def fifo_walkers(work: Path) -> None:
+    os.mkfifo(work / "fifo.safetensors")
+    (work / "fifo.json").write_text("{}")
+
+
+def fifo_embedded(work: Path) -> None:
+    os.mkfifo(work / "fifo.safetensors")
+    shutil.copy(work / "embedded_nan.json", work / "fifo.json")
+
+
+def fifo_image(work: Path) -> None:
+    (work / "images" / "train" / "disc" / "3.png").unlink()  # the text file named like an image, replaced
+    os.mkfifo(work / "images" / "train" / "disc" / "3.png")  # Pillow would block reading it
+
+
+def symlink_loop(work: Path) -> None:
+    """A class folder holding two links to itself: os.walk(followlinks=True) walks it 2**depth times."""
+    folder = work / "loop" / "disc"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(folder / "0.jpg")
+    (folder / "a").symlink_to(".")
+    (folder / "b").symlink_to(".")
 
 
 @pytest.fixture
@@ -264,6 +368,49 @@ CASES = [
     ("mlvgm.data.export", ["--n", "3", "--out", "{work}/text.pkl/ds"], "is a file, not a folder", None),
     ("mlvgm.data.export", ["--n", "3", "--out", "{work}/ds", "--generator", "stylegan2:{work}/text.pkl"],
      "not a network pickle", None),
+    # issue 27: files that describe more than they hold, special files, deep JSON, non-finite numbers
+    ("mlvgm.train", ["--views", "learned", "--walkers", "{work}/walkers_hidden.safetensors", "--out", "{work}/new"],
+     "walkers_hidden.safetensors does not match its description walkers_hidden.json: tensor", None),
+    ("mlvgm.train", ["--views", "learned", "--walkers", "{work}/walkers_nan.safetensors", "--out", "{work}/new"],
+     "tensor 'walkers.2.p.0.weight' holds NaN or infinite values", None),
+    ("mlvgm.train", ["--views", "learned", "--walkers", "{work}/walkers_units.safetensors", "--out", "{work}/new"],
+     "walkers_units.json: units[1] must be a list of level indices", None),
+    ("mlvgm.train", ["--views", "learned", "--walkers", "{work}/walkers_deep.safetensors", "--out", "{work}/new"],
+     "walkers_deep.json is nested too deeply", None),
+    ("mlvgm.train", ["--views", "learned", "--walkers", "{work}/fifo.safetensors", "--out", "{work}/new"],
+     "fifo.safetensors is not a regular file", fifo_walkers),
+    ("mlvgm.views", ["--out", "{work}/g.png", "--generator", "embedded:weights={work}/embedded_wide.safetensors"],
+     "embedded_wide.safetensors does not fit the architecture in its JSON", None),
+    ("mlvgm.views", ["--out", "{work}/g.png", "--generator", "embedded:weights={work}/embedded_nan.safetensors"],
+     "tensor 'out.bias' holds NaN or infinite values", None),
+    ("mlvgm.views", ["--out", "{work}/g.png", "--generator", "embedded:weights={work}/embedded_type.safetensors"],
+     "embedded_type.json: hvae: resolution must be an integer, got '16'", None),
+    ("mlvgm.zoo.evidence", ["--out", "{work}/e", "--generator", "embedded:weights={work}/embedded_deep.safetensors"],
+     "embedded_deep.json is nested too deeply", None),
+    ("mlvgm.views", ["--out", "{work}/g.png", "--generator", "embedded:weights={work}/fifo.safetensors"],
+     "fifo.safetensors is not a regular file", fifo_embedded),
+    ("mlvgm.views", ["--out", "{work}/g.png", "--generator", "embedded:temperature=nan"],
+     "option temperature of generator 'embedded' must be a finite number", None),
+    ("mlvgm.views", ["--out", "{work}/g.png", "--generator", "stylegan2:{work}/deep.pkl"],
+     "deep.pkl nests objects more than 256 deep", None),
+    ("mlvgm.train", ["--config", "{work}/fifo.json", "--out", "{work}/new"], "fifo.json is not a regular file",
+     fifo_config),
+    ("mlvgm.train", ["--config", "{work}/deep.json", "--out", "{work}/new"], "deep.json is nested too deeply", None),
+    ("mlvgm.quantify", ["--config", "{work}/nan.json"], "nan.json is not valid JSON (NaN is not a JSON number)", None),
+    ("mlvgm.train", ["--budget_minutes", "nan", "--out", "{work}/new"],
+     "--budget_minutes must be a finite number, got 'nan'", None),
+    ("mlvgm.quantify", ["--gamma", "inf"], "--gamma must be a finite number, got 'inf'", None),
+    ("mlvgm.train", ["--view_sigma", "1,nan", "--out", "{work}/new"], "--view_sigma must be a finite number", None),
+    ("mlvgm.train", ["--generator", "bigbigan", "--checkpoint", "{work}/deflated.pth", "--out", "{work}/new"],
+     "is compressed (torch.save stores records uncompressed", None),
+    ("mlvgm.train", ["--generator", "bigbigan", "--checkpoint", "{work}/fifo.pth", "--out", "{work}/new"],
+     "checkpoint {work}/fifo.pth is not a regular file", fifo_checkpoint),
+    ("mlvgm.train", ["--source", "imagefolder", "--data", "{work}/bomb", "--out", "{work}/new"],
+     "huge.png claims more than 89,478,485 pixels", None),
+    ("mlvgm.train", ["--source", "imagefolder", "--data", "{work}/images", "--crop", "32", "--out", "{work}/new"],
+     "3.png is not a regular file", fifo_image),
+    ("mlvgm.train", ["--source", "imagefolder", "--data", "{work}/loop", "--batch_size", "2", "--out", "{work}/new"],
+     "has 1 images, fewer than one global batch", symlink_loop),
     # bench.compare
     ("bench.compare", ["{work}/bench.json", "--baseline", "{work}/b.json", "--tolerence", "0.1"],
      "did you mean --tolerance", None),

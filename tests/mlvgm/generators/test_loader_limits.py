@@ -9,11 +9,13 @@ test instead of taking the machine down with it.
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +50,11 @@ _CHILD = textwrap.dedent("""
         start = time.perf_counter()
         signal.alarm(int(sys.argv[2]))
         try:
-            load_generator(spec)
+            if spec.startswith("walkers:"):  # walkers for the shapes world, which loads in a few MB
+                from mlvgm.walkers import LevelWalkers
+                LevelWalkers.load(spec.partition(":")[2], load_generator("shapes"))
+            else:
+                load_generator(spec)
             outcome, message = "loaded", ""
         except InputError as exc:
             outcome, message = "InputError", str(exc)
@@ -266,3 +272,61 @@ def valid(folder: Path) -> str:
 
 def test_a_valid_snapshot_still_loads_in_the_capped_child(outcomes):
     assert outcomes["valid"]["outcome"] == "loaded", outcomes["valid"]
+
+
+# --- issue 27: zip records, and JSON side files that describe more than their tensors hold ----------------
+
+
+@case
+def compressed_pth(folder: Path) -> str:
+    """A torch.save zip whose one storage record is 1.5 GiB of deflated zeros: a 7 MB file. torch's reader
+    inflates a record in full before it looks at the pickle that names it."""
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(1)}, buffer)
+    path = folder / "compressed.pth"
+    with zipfile.ZipFile(buffer) as z, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as out:
+        for info in z.infolist():
+            if not info.filename.endswith("/data/0"):
+                out.writestr(info.filename, z.read(info.filename))
+                continue
+            with out.open(info.filename, "w", force_zip64=True) as f:
+                for _ in range(1536):
+                    f.write(bytes(1 << 20))
+    return f"bigbigan:{path}"
+
+
+def test_a_compressed_zip_record_is_refused_before_it_inflates(outcomes):
+    assert_refused(outcomes, "compressed_pth", "is compressed (torch.save stores records uncompressed")
+
+
+@case
+def embedded_wide(folder: Path) -> str:
+    """Small weights whose JSON was edited to 4096 channels at every resolution: over 1 GiB of network."""
+    from mlvgm.generators.embedded import save_weights
+    from mlvgm.generators.hvae import Decoder, HVAEConfig
+
+    config = HVAEConfig(resolution=16, widths=((16, 8), (8, 8), (4, 8)), levels=((4, 2), (8, 1)),
+                        level_names=("a", "b"))  # fmt: skip
+    path = folder / "wide.safetensors"
+    save_weights(Decoder(config), {"hvae": {**config.to_dict(), "widths": [[16, 4096], [8, 4096], [4, 4096]]}}, path)
+    return f"embedded:weights={path}"
+
+
+def test_an_embedded_width_edited_in_the_json_costs_the_file_not_the_network(outcomes):
+    assert_refused(outcomes, "embedded_wide", "does not fit the architecture in its JSON")
+
+
+@case
+def walkers_hidden(folder: Path) -> str:
+    """Walkers of hidden width 8 whose JSON says 10**8: 6 GB per unit if built before the shapes are compared."""
+    from mlvgm.generators import load_generator
+    from mlvgm.walkers import LevelWalkers
+
+    path = LevelWalkers(load_generator("shapes"), hidden=8).save(folder / "walkers")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    path.with_suffix(".json").write_text(json.dumps({**meta, "hidden": 10**8}))
+    return f"walkers:{path}"
+
+
+def test_a_walkers_width_edited_in_the_json_costs_the_file_not_the_network(outcomes):
+    assert_refused(outcomes, "walkers_hidden", "does not match its description walkers.json")
