@@ -3,18 +3,22 @@
 RUN/config.json        the full config and provenance (written when the run starts)
 RUN/checkpoint.json    the current checkpoint's record (mlvgm.checkpoint), after the first checkpoint
 RUN/metrics.csv, loss.png, probes.csv, probes.md, summary.json
+
+A run folder is a boundary: what it holds decides nothing outside it. Its files are read only when they
+are not links out of it (mlvgm.io.inside), and a results destination stored in its config.json is
+dropped when the config is read back: a folder someone sends you must not choose where we write.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 from pathlib import Path
 
 from mlvgm.checkpoint import RECORD
 from mlvgm.config import coerce
 from mlvgm.errors import InputError
+from mlvgm.io import field, inside, read_json
 from mlvgm.recipe import TrainConfig
 
 CONFIG = "config.json"
@@ -26,27 +30,35 @@ def default_run_dir(preset: str) -> Path:
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    return (Path(run_dir) / RECORD).exists()
+    path = Path(run_dir) / RECORD
+    return path.exists() or path.is_symlink()  # a dangling link is still something to refuse, not to ignore
 
 
 def load_run_config(run_dir: str | Path, **changes) -> tuple[TrainConfig, str]:
-    """(the config a run was made with, with `changes` applied; its preset) from RUN/config.json."""
-    path = Path(run_dir) / CONFIG
-    if not path.exists():
+    """(the config a run was made with, with `changes` applied; its preset) from RUN/config.json. Its `results`
+    is dropped (give it in `changes` to keep one): copying a run's summary elsewhere is the caller's choice."""
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG
+    if not (path.exists() or path.is_symlink()):
         raise InputError(f"{run_dir} is not a run folder (no {CONFIG}): give a folder python -m mlvgm.train wrote")
-    try:
-        saved = json.loads(path.read_text())
-        values = saved["config"]
-    except (ValueError, KeyError, TypeError):
-        raise InputError(f"{path} is not a run's config (damaged?): start a new run") from None
-    if not isinstance(values, dict):
+    damaged = "the run is damaged, start a new run"
+    inside(run_dir, CONFIG, what=CONFIG, fix=damaged)
+    saved = read_json(path, what="run config", fix=damaged)
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
         raise InputError(f"{path} is not a run's config (damaged?): start a new run")
+    values = saved["config"]
+    preset = field(saved, "preset", str, where=str(path), fix=damaged, default="")
     unknown = [key for key in values if key not in {f.name for f in dataclasses.fields(TrainConfig)}]
     if unknown:
         raise InputError(f"{path} has the config key {unknown[0]!r}, which this version of mlvgm does not know: use "
                          "the version that made the run, or start a new run")  # fmt: skip
-    values = coerce(TrainConfig, {**values, **changes}, source=str(path), fix="the run is damaged, start a new run")
-    return TrainConfig(**values), saved.get("preset", "")
+    values = coerce(TrainConfig, {**values, "results": "", **changes}, source=str(path), fix=damaged)
+    try:
+        return TrainConfig(**values), preset
+    except InputError as exc:  # a value out of range: say which file holds it
+        raise InputError(f"{path}: {exc}: {damaged}") from None
+    except TypeError as exc:  # a required key missing (none is today; kept one line should one become so)
+        raise InputError(f"{path} is not a run's config ({exc}): {damaged}") from None
 
 
 def check_new_run_dir(run_dir: Path) -> None:

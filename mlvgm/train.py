@@ -10,6 +10,10 @@ InfoNCE with negatives gathered across ranks, SimSiam's or BYOL's), then the opt
 recipe's learning rate (mlvgm.recipe builds every object from the config). A run folder holds
 config.json (with provenance), metrics.csv, the checkpoint (safetensors + JSON, atomic), loss.png and,
 after evaluation (mlvgm.evaluate), probes.csv / probes.md and summary.json.
+
+A run whose loss becomes NaN or infinite stops at the next log step or checkpoint with one line
+(TrainingDiverged, exit status 2): no checkpoint of the broken weights, no evaluation, no summary; the last
+good checkpoint stays. A resume takes no results destination from the run folder: only --results typed again.
 """
 
 from __future__ import annotations
@@ -86,6 +90,55 @@ def estimated_eval_s(config: TrainConfig, step_s: float, *, amp: bool) -> float:
     return EVAL_STEPS_PER_BATCH * (2 if amp else 1) * images / (2 * config.batch_size) * step_s
 
 
+class TrainingDiverged(InputError):
+    """The loss (or the weights) became NaN or infinite: one line naming the step, the last finite loss and
+    what to try; the run folder keeps its last good checkpoint."""
+
+
+class LossWatch:
+    """The first step whose loss was not finite, and the last finite loss before it, kept on the device: the
+    step never waits for the host, and `check` reads them (one sync) only where a decision needs it."""
+
+    NEVER = 2**62  # what a rank that saw no bad step offers agree_min
+
+    def __init__(self, device: torch.device) -> None:
+        self.bad_step = torch.zeros((), dtype=torch.int64, device=device)  # 0: none yet (steps count from 1)
+        self.bad_loss = torch.zeros((), device=device)
+        self.last_loss = torch.full((), math.nan, device=device)
+        self.last_step = torch.zeros((), dtype=torch.int64, device=device)
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        """Record the loss of `step` (1-based, as in metrics.csv)."""
+        value = loss.detach().float()
+        finite, clean = torch.isfinite(value), self.bad_step == 0
+        good, first_bad = finite & clean, ~finite & clean
+        self.last_loss = torch.where(good, value, self.last_loss)
+        self.last_step = torch.where(good, step, self.last_step)
+        self.bad_loss = torch.where(first_bad, value, self.bad_loss)
+        self.bad_step = torch.where(first_bad, step, self.bad_step)
+
+    def check(self, model: nn.Module | None, *, step: int, world: int, lr: str, kept: int | None) -> None:
+        """TrainingDiverged when any rank's loss was not finite by `step`, or (given `model`, before a checkpoint
+        or the evaluation) its weights are not: every rank calls this at the same steps and all stop together."""
+        bad = int(self.bad_step) or self.NEVER
+        weights = model is not None and bad == self.NEVER and not _finite(model)
+        if agree_min(step if weights else bad, world) == self.NEVER:
+            return
+        last = (f"the last finite loss was {float(self.last_loss):.6g} at step {int(self.last_step)}"
+                if int(self.last_step) else "no step had a finite loss")  # fmt: skip
+        what = (f"the weights became NaN or infinite by step {step} ({last})" if weights or bad == self.NEVER
+                else f"the loss became {float(self.bad_loss)} at step {bad} ({last})")  # fmt: skip
+        kept_line = f"the checkpoint of step {kept} is kept" if kept else "no checkpoint was written"
+        raise TrainingDiverged(f"training diverged: {what}; stopped with nothing evaluated, {kept_line}: start a new "
+                               f"run with a lower --base_lr (this run's is {lr}), e.g. 10x lower")  # fmt: skip
+
+
+def _finite(model: nn.Module) -> bool:
+    """Whether every floating-point parameter and buffer of `model` is finite (one host sync)."""
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()) if tensors else True
+
+
 def train(
     config: TrainConfig,
     run_dir: str | Path,
@@ -110,11 +163,12 @@ def train(
     source = build_source(config, rank=rank, world=world, device=device)  # loads the generator, checks levels
     steps_per_epoch = source.steps_per_epoch
     total = planned = config.epochs * steps_per_epoch
-    start_step, elapsed_before = 0, 0.0
+    start_step, elapsed_before, kept = 0, 0.0, None
     if resume and has_checkpoint(run_dir):
         saved = load_checkpoint(run_dir, method, optimizer)
-        start_step, elapsed_before = saved["step"], float(saved.get("elapsed_s", 0.0))
-        total = int(saved.get("total_steps", planned))
+        start_step, elapsed_before = saved["step"], saved.get("elapsed_s") or 0.0
+        total = saved.get("total_steps") or planned
+        kept = start_step
     elif resume:
         _log.info(f"{run_dir} has no checkpoint yet: starting its run again from step 0")
     model: nn.Module = method
@@ -149,58 +203,71 @@ def train(
     session = last_time = last_checkpoint = time.perf_counter()
     probe_from = None  # (time, step) after the first step of this session, which compiles
     step, last_step, loss = start_step, start_step, None
-    while step < total and (stop_at is None or step < stop_at):
-        lr = learning_rate(config, step, steps_per_epoch, total)
-        for group in optimizer.param_groups:
-            group["lr"] = lr0 if group.get("fixed_lr") else lr
-        view_a, view_b = next(batches)
-        if device.type == "cuda":
-            view_a, view_b = (v.contiguous(memory_format=torch.channels_last) for v in (view_a, view_b))
-        first_capture = forward is not model and step == start_step
-        buffers = [b.detach().clone() for b in model.buffers()] if first_capture else []  # BatchNorm's statistics
-        try:
-            loss, metrics = _forward_backward(forward, optimizer, view_a, view_b, amp=amp, graphed=forward is not model)
-        except Exception as exc:  # the captured step failed to compile or capture: the eager one is the same model
-            if not first_capture:
-                raise
-            with torch.no_grad():  # as before the failed attempt
-                for buffer, saved in zip(model.buffers(), buffers, strict=True):
-                    buffer.copy_(saved)
-            _log.warning(f"--cuda_graphs: the training step runs without CUDA graphs ({type(exc).__name__}: "
-                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})")  # fmt: skip
-            forward = model
-            loss, metrics = _forward_backward(forward, optimizer, view_a, view_b, amp=amp, graphed=False)
-        optimizer.step()
-        method.after_step(step, total)
-        step += 1
-        now = time.perf_counter()
-        if probe_from is None:
-            probe_from = (now, step)
-        elif (timed := step - probe_from[1]) == PROBE_STEPS or (
-            config.budget_minutes and timed > PROBE_STEPS and timed % BUDGET_CHECK_EVERY == 0
-        ):
-            total = _plan(config, lead=lead, world=world, step=step, total=total, planned=planned,
-                          step_s=(now - probe_from[0]) / timed, amp=amp, elapsed_s=elapsed_before + now - started,
-                          first=timed == PROBE_STEPS)  # fmt: skip
-            bar.set_total(total)
-        if step % config.log_every == 0 or step == total:
-            speed = (step - last_step) * config.batch_size / (now - last_time)
-            row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": float(loss.detach()), "lr": lr,
-                   "pairs_per_s": round(speed, 2), "elapsed_s": round(elapsed_before + now - started, 3),
-                   **{k: float(v) for k, v in metrics.items()}}  # fmt: skip
-            log.write(row)
-            bar.update(step - bar.done, loss=row["loss"], lr=lr, pairs_per_s=round(speed, 1))
-            last_step, last_time = step, now
-        due = step % every == 0 or step == total
-        if config.checkpoint_minutes and now - last_checkpoint >= 60 * config.checkpoint_minutes:
-            due = True
-        if due:
-            if lead:
-                extra = {"epoch": step / steps_per_epoch, "elapsed_s": round(elapsed_before + now - started, 3),
-                         "total_steps": total}  # fmt: skip
-                save_checkpoint(run_dir, method, optimizer, step=step, extra=extra)
-            barrier(world)
-            last_checkpoint = time.perf_counter()
+    watch, lr_text = LossWatch(device), f"{config.base_lr:g}"
+    try:  # a diverged run stops with its files closed, its last good checkpoint kept and nothing evaluated
+        while step < total and (stop_at is None or step < stop_at):
+            lr = learning_rate(config, step, steps_per_epoch, total)
+            for group in optimizer.param_groups:
+                group["lr"] = lr0 if group.get("fixed_lr") else lr
+            view_a, view_b = next(batches)
+            if device.type == "cuda":
+                view_a, view_b = (v.contiguous(memory_format=torch.channels_last) for v in (view_a, view_b))
+            first_capture = forward is not model and step == start_step
+            buffers = [b.detach().clone() for b in model.buffers()] if first_capture else []  # BatchNorm's statistics
+            try:
+                graphed = forward is not model
+                loss, metrics = _forward_backward(forward, optimizer, view_a, view_b, amp=amp, graphed=graphed)
+            except Exception as exc:  # the captured step failed to compile or capture: the eager one is the same model
+                if not first_capture:
+                    raise
+                with torch.no_grad():  # as before the failed attempt
+                    for buffer, saved in zip(model.buffers(), buffers, strict=True):
+                        buffer.copy_(saved)
+                _log.warning(f"--cuda_graphs: the training step runs without CUDA graphs ({type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})")  # fmt: skip
+                forward = model
+                loss, metrics = _forward_backward(forward, optimizer, view_a, view_b, amp=amp, graphed=False)
+            optimizer.step()
+            method.after_step(step, total)
+            step += 1
+            watch.update(loss, step)
+            now = time.perf_counter()
+            if probe_from is None:
+                probe_from = (now, step)
+            elif (timed := step - probe_from[1]) == PROBE_STEPS or (
+                config.budget_minutes and timed > PROBE_STEPS and timed % BUDGET_CHECK_EVERY == 0
+            ):
+                total = _plan(config, lead=lead, world=world, step=step, total=total, planned=planned,
+                              step_s=(now - probe_from[0]) / timed, amp=amp, elapsed_s=elapsed_before + now - started,
+                              first=timed == PROBE_STEPS)  # fmt: skip
+                bar.set_total(total)
+            if step % config.log_every == 0 or step == total:
+                watch.check(None, step=step, world=world, lr=lr_text, kept=kept)  # the row's loss is read anyway
+                speed = (step - last_step) * config.batch_size / (now - last_time)
+                row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "loss": float(loss.detach()), "lr": lr,
+                       "pairs_per_s": round(speed, 2), "elapsed_s": round(elapsed_before + now - started, 3),
+                       **{k: float(v) for k, v in metrics.items()}}  # fmt: skip
+                log.write(row)
+                bar.update(step - bar.done, loss=row["loss"], lr=lr, pairs_per_s=round(speed, 1))
+                last_step, last_time = step, now
+            due = step % every == 0 or step == total
+            if config.checkpoint_minutes and now - last_checkpoint >= 60 * config.checkpoint_minutes:
+                due = True
+            if due:
+                watch.check(method, step=step, world=world, lr=lr_text, kept=kept)  # never checkpoint a NaN
+                if lead:
+                    extra = {"epoch": step / steps_per_epoch, "elapsed_s": round(elapsed_before + now - started, 3),
+                             "total_steps": total}  # fmt: skip
+                    save_checkpoint(run_dir, method, optimizer, step=step, extra=extra)
+                kept = step
+                barrier(world)
+                last_checkpoint = time.perf_counter()
+        watch.check(method, step=step, world=world, lr=lr_text, kept=kept)  # what stop_at or the end leaves
+    except TrainingDiverged:
+        bar.close()
+        log.close()
+        batches.close()
+        raise
     bar.update(step - bar.done)
     bar.close()
     log.close()
@@ -291,12 +358,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 def _resumed_config(run_dir: Path, given: dict, preset_given: str | None) -> tuple[TrainConfig, str]:
-    """The config of the run in run_dir; keys given on the command line must agree with it."""
-    config, preset = load_run_config(run_dir)
+    """The config of the run in run_dir; keys given on the command line must agree with it. Its summary is
+    copied only where --results is typed again: a results folder stored in the run is ignored (the run
+    folder may come from someone else, and must not choose where we write)."""
+    results = given.get("results", "")
+    if results and launched_rank() == 0:
+        check_creatable(results, flag="--results")
+    config, preset = load_run_config(run_dir, results=results)
     if preset_given is not None and preset_given != preset:
         raise InputError(f"{run_dir} was made with preset {preset!r}, not {preset_given!r}: drop --preset to resume")
     for key, value in given.items():
-        if getattr(config, key) != value:
+        if key != "results" and getattr(config, key) != value:
             raise InputError(
                 f"{run_dir} was made with {key}={getattr(config, key)!r}, not {value!r}: "
                 "resume with the same config or start a new run"
@@ -341,9 +413,11 @@ def _finish(summary: dict, config: TrainConfig) -> dict:
     if config.results:
         out = make_output_dir(config.results, flag="--results")
         for name in ("metrics.csv", "loss.png", "probes.csv", "probes.md", "summary.json"):
-            if (run_dir / name).exists() and (run_dir / name).resolve() != (out / name).resolve():
+            # our own files only: a link left in the run folder is not followed out of it
+            path = run_dir / name
+            if path.is_file() and not path.is_symlink() and path.resolve() != (out / name).resolve():
                 with atomic_path(out / name) as tmp:
-                    shutil.copyfile(run_dir / name, tmp)
+                    shutil.copyfile(path, tmp)
         print(f"summary copied to {out}/")
     return summary
 
