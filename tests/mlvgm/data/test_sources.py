@@ -181,3 +181,83 @@ def test_an_image_folder_trains_at_its_own_size_unless_crop_says_otherwise(tmp_p
     (tmp_path / "empty" / "a").mkdir(parents=True)
     with pytest.raises(InputError, match="holds no images in class subfolders"):
         folder_resolution(tmp_path / "empty")
+
+
+# --- the image-folder walk (issue 27) ---------------------------------------------------------------------
+
+
+def tree(root, paths) -> None:
+    from PIL import Image
+
+    for i, rel in enumerate(paths):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8 + i, 9 + i)).save(root / rel)
+
+
+def test_the_walk_lists_samples_in_torchvisions_order(tmp_path):
+    """Same samples, same order as torchvision's ImageFolder (sorted(os.walk) then sorted names), names that
+    sort around '/' included: a resumed or compared run sees the same images at the same indices."""
+    from torchvision import datasets
+
+    from mlvgm.data.sources import image_folder
+
+    tree(tmp_path, ["b/z.jpg", "b/a.png", "b/x/1.jpg", "b/x-1/2.jpg", "b/x/y/3.JPG", "a/q.jpg", "a/sub/r.jpg"])
+    (tmp_path / "b" / "notes.txt").write_text("not an image")
+    (tmp_path / "empty").mkdir()
+    ours = image_folder(tmp_path)
+    theirs = datasets.ImageFolder(str(tmp_path), allow_empty=True)
+    assert ours.samples == theirs.samples and ours.classes == theirs.classes
+    assert len(ours.samples) == 7
+
+
+def test_a_symlink_back_into_the_tree_is_walked_once(tmp_path):
+    """Two links to itself in a class folder: os.walk(followlinks=True) lists 2**depth copies of each image
+    (until paths hit the OS's length limit); the walk visits each real folder once."""
+    from mlvgm.data.sources import folder_resolution, image_folder
+
+    tree(tmp_path, ["disc/0.jpg", "disc/deeper/1.jpg"])
+    (tmp_path / "disc" / "a").symlink_to(".")
+    (tmp_path / "disc" / "deeper" / "up").symlink_to("..")
+    (tmp_path / "alias").symlink_to("disc")  # a class that is a link: followed, as torchvision does
+    samples = image_folder(tmp_path).samples
+    assert [p.replace(str(tmp_path), "") for p, _ in samples] == [
+        "/alias/0.jpg", "/alias/deeper/1.jpg", "/disc/0.jpg", "/disc/deeper/1.jpg",
+    ]  # fmt: skip
+    assert folder_resolution(tmp_path) == 8
+
+
+def test_the_first_image_is_read_without_walking_the_tree(tmp_path, monkeypatch):
+    """folder_resolution lists the folders that sort before the first image's, not the whole tree."""
+    import os
+
+    from mlvgm.data import sources
+
+    tree(tmp_path, ["c/a/0.jpg", *(f"c/b{i}/x.jpg" for i in range(20))])
+    listed = []
+    real = os.scandir
+    monkeypatch.setattr(sources.os, "scandir", lambda p: listed.append(p) or real(p))
+    assert sources.folder_resolution(tmp_path) == 8
+    assert listed == [str(tmp_path / "c"), str(tmp_path / "c" / "a")]
+
+
+def test_a_decompression_bomb_header_and_a_fifo_are_one_line(tmp_path):
+    import os
+    import struct
+    import zlib
+
+    from mlvgm.data.sources import check_images, folder_resolution
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = tmp_path / "c" / "huge.png"
+    bomb.parent.mkdir()
+    for side in (20000, 10000):  # 400 MP: PIL's error; 100 MP: PIL's warning, a traceback-free error here too
+        header = chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+        bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b""))
+        with pytest.raises(InputError, match=r"huge\.png claims more than 89,478,485 pixels"):
+            folder_resolution(tmp_path)
+    bomb.unlink()
+    os.mkfifo(tmp_path / "c" / "0.png")
+    with pytest.raises(InputError, match=r"0\.png is not a regular file"):
+        check_images([tmp_path / "c" / "0.png"])

@@ -338,3 +338,75 @@ def test_walkers_with_default_hidden_and_single_still_round_trip(tmp_path):
         saved = LevelWalkers(g, **kwargs).save(tmp_path / "w")
         loaded = LevelWalkers.load(saved, g)
         assert loaded.single == kwargs.get("single", False) and loaded.hidden is None
+
+
+# --- a small mutation run over the safetensors + JSON pairs -------------------------------------------------
+
+JSON_VALUES = [None, True, -1, 0, 1, 2, 3, 10**12, 2.5, -0.0, 1e308, "", "x", [], [0], [[1, 2]], {}, {"a": 1}]
+
+
+def mutate_pair(path, rng) -> str:
+    """Damage one of the pair at random: bytes of the tensors file (flips, a cut, a grown header length) or
+    one value anywhere in the JSON replaced by a value of another type or size. Returns what was done."""
+    import random
+
+    assert isinstance(rng, random.Random)
+    if rng.random() < 0.5:
+        data = bytearray(path.read_bytes())
+        kind = rng.choice(["flip", "cut", "header"])
+        if kind == "flip":
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        elif kind == "cut":
+            del data[rng.randrange(len(data)) :]
+        else:  # the 8-byte header length, which safetensors must check against the file
+            data[:8] = rng.choice([0, 1, 2**31, 2**63 - 1, len(data)]).to_bytes(8, "little")
+        path.write_bytes(bytes(data))
+        return kind
+    meta = json.loads(path.with_suffix(".json").read_text())
+    holders, todo = [], [meta]
+    while todo:  # every (container, key) in the JSON
+        item = todo.pop()
+        keys = list(item) if isinstance(item, dict) else range(len(item)) if isinstance(item, list) else []
+        for key in keys:
+            holders.append((item, key))
+            todo.append(item[key])
+    holder, key = rng.choice(holders)
+    holder[key] = rng.choice(JSON_VALUES)
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    return f"json {key!r}"
+
+
+@pytest.mark.parametrize("target", ["walkers", "embedded"])
+def test_mutated_walkers_and_embedded_weights_load_or_are_one_line(tmp_path, target):
+    """300 seeded mutations of each pair: the only outcomes are a load and an InputError line (any other
+    exception, a hang or a large allocation fails the run; test_loader_limits caps the worst by hand)."""
+    import random
+    import shutil
+
+    torch.manual_seed(0)
+    if target == "walkers":
+        original = LevelWalkers(Levels(), [1, [2, 3]], hidden=5).save(tmp_path / "orig")
+
+        def load(path):
+            return LevelWalkers.load(path, Levels())
+    else:
+        original = tmp_path / "orig.safetensors"
+        save_weights(Decoder(HVAE_SMALL), {"hvae": HVAE_SMALL.to_dict(), "temperature": 0.9}, original)
+        load = load_embedded
+    rng, outcomes = random.Random(27), {}
+    for i in range(300):
+        path = tmp_path / f"case{i % 2}.safetensors"
+        shutil.copy(original, path)
+        shutil.copy(original.with_suffix(".json"), path.with_suffix(".json"))
+        what = mutate_pair(path, rng)
+        try:
+            load(path)
+            outcome = "loaded"
+        except InputError as error:
+            assert "\n" not in str(error), (i, what, str(error))
+            outcome = "InputError"
+        except Exception as error:  # noqa: BLE001 -- the failure being tested for
+            pytest.fail(f"case {i} ({what}) raised {type(error).__name__}: {error}")
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert outcomes.get("InputError", 0) > 100, outcomes
