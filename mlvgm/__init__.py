@@ -10,6 +10,7 @@ The main pieces, importable from here (loaded on first use, so `python -m mlvgm.
     check_mlvgm(g)                    protocol conformance check (mlvgm.testing)
     quantify(g, gamma=1.0)            Table 1: each latent's influence, a pandas.DataFrame (mlvgm.quantify)
     LevelWalkers                      learned perturbations T_i(z_i) = z_i + p(z_i) (mlvgm.walkers)
+    load_backbone(run)                a training run's backbone, in eval mode (mlvgm.backbone)
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ _EXPORTS = {
     "quantify": "mlvgm.quantify",
     "LevelWalkers": "mlvgm.walkers",
     "InputError": "mlvgm.errors",
+    "load_backbone": "mlvgm.backbone",
 }
 
 __all__ = sorted(_EXPORTS)
