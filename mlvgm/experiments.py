@@ -218,8 +218,13 @@ def plan_generator(config: ExperimentsConfig, generator: str) -> list[Job]:
 
 
 def done(job: Job, runs: Path) -> bool:
+    """Whether the job's outputs exist; a training probed by the probe before it chose its weight decay (no
+    linear_weight_decay column) is not: running it again keeps the training and only probes it anew."""
     folder = job.folder(runs)
     marker = {"export": "manifest.json", "quantify": "quantify.json", "train": "probes.csv"}[job.kind]
+    if job.kind == "train" and (folder / marker).exists():
+        with open(folder / marker) as f:
+            return "linear_weight_decay" in f.readline().strip().split(",")
     return (folder / marker).exists()
 
 

@@ -185,6 +185,13 @@ def test_smoke_two_runs_killed_resumed_and_reaggregated(tmp_path, monkeypatch, c
     assert calls == [] and result["ran"] == 0 and (tmp_path / "out" / "table2.md").read_text() == table
     assert "0 to run" in capsys.readouterr().out
 
+    # a run probed before the probe chose its weight decay is probed again, its training kept
+    old = pd.read_csv(synth / "probes.csv").drop(columns="linear_weight_decay")
+    old.to_csv(synth / "probes.csv", index=False)
+    result = experiments.main(argv)
+    assert calls == [] and result["ran"] == 1
+    assert "linear_weight_decay" in pd.read_csv(synth / "probes.csv").columns
+
 
 def test_figure5_tabulates_a_given_benchmark_and_names_it(tmp_path):
     """--figure5_json: bench/figure5.py's tables and figure from an earlier bench_sources run (here the committed
