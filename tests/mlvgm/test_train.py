@@ -320,6 +320,69 @@ def test_a_resumed_run_reports_this_session_and_keeps_its_clock(tmp_path, capsys
     assert elapsed == sorted(elapsed) and elapsed[2] > elapsed[1]  # the clock continues across the resume
 
 
+def test_a_diverged_run_is_one_line_and_claims_nothing(tmp_path, capsys):
+    """The issue's repro: --base_lr 1e12 gave NaN weights, exit status 0 and a probe table of 100%."""
+    out = tmp_path / "run"
+    argv = [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY.items()]
+    code, err = cli([*argv, "--width", "8", "--base_lr", "1e12", "--evaluate", "true", "--eval_train", "64",
+                     "--eval_test", "32", "--out", str(out)], capsys)  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "training diverged: the loss became nan at step" in err and "a lower --base_lr (this run's is 1e+12)" in err
+    for name in ("probes.csv", "probes.md", "summary.json", "loss.png"):
+        assert not (out / name).exists(), name
+    if (out / "checkpoint.json").exists():  # a checkpoint from before the divergence holds finite weights only
+        assert all(torch.isfinite(t).all() for t in weights(out).values() if t.is_floating_point())
+
+
+def poison(monkeypatch, first: int, *, loss: bool = True) -> None:
+    """From the `first` step of this session on, NaN gradients (so NaN weights after the step) and, with
+    `loss`, a NaN loss: a divergence at a step of our choosing."""
+    import mlvgm.train as trainer
+
+    real, calls = trainer._forward_backward, []
+
+    def forward_backward(forward, optimizer, *args, **kwargs):
+        value, metrics = real(forward, optimizer, *args, **kwargs)
+        calls.append(None)
+        if len(calls) >= first:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad.fill_(math.nan)
+            value = value * math.nan if loss else value
+        return value, metrics
+
+    monkeypatch.setattr(trainer, "_forward_backward", forward_backward)
+
+
+def test_a_divergence_between_log_steps_keeps_the_last_good_checkpoint_and_resumes_exactly(tmp_path, monkeypatch):
+    """The loss is watched on the device and read at log steps and checkpoints: a NaN at step 3 (no log step)
+    is caught before the step-4 checkpoint, named by its own step, and the step-2 checkpoint stays resumable."""
+    from mlvgm.train import TrainingDiverged
+
+    config = tiny(log_every=100)
+    train(config, tmp_path / "whole")
+    poison(monkeypatch, 3)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 3 \(the last finite loss was [0-9.]+ at step "
+                       r"2\); stopped with nothing evaluated, the checkpoint of step 2 is kept"):  # fmt: skip
+        train(config, tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    assert record["step"] == 2 and (tmp_path / "run" / record["file"]).exists()
+    assert not (tmp_path / "run" / "summary.json").exists()
+    monkeypatch.undo()
+    train(config, tmp_path / "run", resume=True)
+    assert_same_weights(tmp_path / "whole", tmp_path / "run")
+
+
+def test_weights_that_went_nan_under_a_finite_loss_are_not_checkpointed(tmp_path, monkeypatch):
+    from mlvgm.train import TrainingDiverged
+
+    poison(monkeypatch, 4, loss=False)  # the last step's update breaks the weights; its loss was fine
+    with pytest.raises(TrainingDiverged, match="the weights became NaN or infinite by step 4"):
+        train(tiny(), tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["step"] == 2
+
+
 def test_checkpoints_also_come_with_time(tmp_path):
     train(tiny(checkpoint_every=100, checkpoint_minutes=1e-9), tmp_path / "run", stop_at=3)
     assert json.loads((tmp_path / "run" / "checkpoint.json").read_text())["step"] == 3
