@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from mlvgm.generators import load_generator
-from mlvgm.quantify import QuantifyConfig, train_walkers
+from mlvgm.quantification import train_walkers
+from mlvgm.quantify import QuantifyConfig
 
 STEPS = 20  # per unit
 BATCH = 64

@@ -51,8 +51,6 @@ from mlvgm.augment import PixelAugment
 from mlvgm.data.sources import ContinuousSampling, ImageFolderSource, steps_for, view_streams
 from mlvgm.hostmem import retain_freed_memory
 from mlvgm.recipe import (
-    PRESETS,
-    TrainConfig,
     build_method,
     build_optimizer,
     build_source,
@@ -61,6 +59,7 @@ from mlvgm.recipe import (
     peak_lr,
     use_amp,
 )
+from mlvgm.train_config import PRESETS, TrainConfig
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SEED = 0

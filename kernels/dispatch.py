@@ -20,8 +20,9 @@ import os
 import torch
 
 from mlvgm.errors import InputError
+from mlvgm.options import KERNEL_IMPLS
 
-IMPLS = ("auto", "torch", "compiled", "triton")
+IMPLS = KERNEL_IMPLS
 NO_TRITON = "impl='triton' needs the triton package: pip install triton (CUDA builds of torch bring it)"
 
 _log = logging.getLogger("mlvgm.kernels")

@@ -36,9 +36,10 @@ from torch import Tensor, nn
 
 from mlvgm.errors import InputError
 from mlvgm.latents import uniform
+from mlvgm.options import AUGMENTS
 from mlvgm.streams import Draws
 
-PRESETS = ("simclr", "no_color", "no_crop", "none")
+PRESETS = AUGMENTS
 IMPLS = ("fused", "kornia")
 CROP_SCALE = (0.2, 1.0)  # area of the crop, as a fraction of the image
 CROP_RATIO = (3 / 4, 4 / 3)  # aspect ratio w / h of the crop

@@ -9,81 +9,37 @@ state dict under torchvision.models.resnet18/resnet50's own key names (conv1.wei
 ...; no fc.*). The JSON beside it says how to build the network those weights fit: `arch`, `width` (64 is
 torchvision's; another width needs mlvgm.encoders.backbone) and `small_stem` (a 3x3 stride-1 conv1 and no
 max-pool), with the feature size and the input the network was trained on.
+
+The implementation is mlvgm.backbone_io; `load_backbone`, `read_backbone`, `describe` and `FORMAT` import from
+here too, loaded on first use, so the command checks its arguments before torch loads.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
-
-from mlvgm.checkpoint import load_checkpoint, read_record
 from mlvgm.cli import run
 from mlvgm.config import option, parse_config
-from mlvgm.encoders import ARCHS
-from mlvgm.encoders import backbone as build_backbone
-from mlvgm.errors import InputError
-from mlvgm.io import atomic_path, atomic_write_json, check_output_file, field, read_json
-from mlvgm.recipe import build_method
+from mlvgm.io import check_output_file
 from mlvgm.runs import load_run_config
 
-FORMAT = "mlvgm-backbone/1"
+_EXPORTS = {name: "mlvgm.backbone_io" for name in ("FORMAT", "load_backbone", "describe", "read_backbone")}
+
+__all__ = sorted([*_EXPORTS, "BackboneConfig", "main"])
 
 
-def load_backbone(run: str | Path, *, device: torch.device | str = "cpu") -> nn.Module:
-    """The trained backbone of the run folder `run` at its current checkpoint, in eval mode on `device`:
-    (B, 3, H, W) images in [0, 1] -> (B, F) features, F = 8 x width (x 4 for ResNet-50)."""
-    config, _ = load_run_config(run)
-    method = build_method(config)
-    load_checkpoint(run, method)
-    return method.backbone.to(device).eval()
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mlvgm.backbone' has no attribute {name!r}")
 
 
-def describe(run: str | Path) -> dict:
-    """How to build the network a run's backbone weights fit (the JSON written beside them)."""
-    config, preset = load_run_config(run)
-    _, features = build_backbone(config.arch, small_stem=config.small_stem, width=config.width)
-    return {
-        "format": FORMAT,
-        "arch": config.arch,  # torchvision.models.<arch>, fc replaced by nn.Identity
-        "width": config.width,  # channels of conv1 and layer1 (torchvision's: 64)
-        "small_stem": config.small_stem,  # conv1 3x3 stride 1 padding 1, maxpool nn.Identity
-        "features": features,
-        "input": {"channels": 3, "range": [0.0, 1.0], "resolution": config.crop or None},
-        "build": "mlvgm.encoders.backbone(arch, small_stem=small_stem, width=width)[0]",
-        "run": {"method": config.method, "preset": preset, "generator": config.generator, "source": config.source},
-    }
-
-
-def read_backbone(path: str | Path, *, device: torch.device | str = "cpu") -> nn.Module:
-    """The network a `python -m mlvgm.backbone` file describes (FILE.json beside FILE.safetensors), with its
-    weights, in eval mode on `device`."""
-    path = Path(path)
-    meta_path = path.with_suffix(".json")
-    fix = "give a file python -m mlvgm.backbone wrote, with its .json beside it"
-    meta = read_json(meta_path, what="backbone description", fix=fix)
-    where = str(meta_path)
-    arch = field(meta, "arch", str, where=where, fix=fix)
-    if arch not in ARCHS:
-        raise InputError(f"{where}: arch must be one of {', '.join(ARCHS)}, got {arch!r}: {fix}")
-    width = field(meta, "width", int, where=where, fix=fix, low=8, high=256)
-    small_stem = field(meta, "small_stem", bool, where=where, fix=fix)
-    net, _ = build_backbone(arch, small_stem=small_stem, width=width)
-    try:
-        state = load_file(str(path))
-    except Exception as exc:  # noqa: BLE001 -- safetensors raises its own error types for damaged files
-        raise InputError(f"{path} is not a readable safetensors file ({exc}): {fix}") from None
-    own = net.state_dict()
-    bad = [k for k in own if k not in state or state[k].shape != own[k].shape] + [k for k in state if k not in own]
-    if bad:
-        raise InputError(f"{path} does not fit the network its JSON describes (first: {bad[0]}): {fix}")
-    net.load_state_dict(state)
-    return net.to(device).eval()
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,12 +52,10 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args, _, _ = parse_config(BackboneConfig, None, argv, prog="python -m mlvgm.backbone",
                               description=__doc__.split("\n\n")[0])  # fmt: skip
     out = check_output_file(args.out, suffixes=(".safetensors",))
-    net = load_backbone(args.run)  # every input is checked before anything is written
-    meta = {**describe(args.run), "step": read_record(args.run)["step"]}
-    state = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
-    with atomic_path(out) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT, "arch": meta["arch"]})
-    atomic_write_json(out.with_suffix(".json"), meta)
+    load_run_config(args.run)  # not a run folder: one line before torch loads
+    from mlvgm.backbone_io import write_backbone
+
+    meta = write_backbone(args.run, out)
     print(f"{meta['arch']} (width {meta['width']}, small stem {meta['small_stem']}, {meta['features']} features) "
           f"of {args.run} at step {meta['step']}: {out} and {out.with_suffix('.json')}")  # fmt: skip
     return out

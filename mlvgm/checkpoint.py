@@ -28,8 +28,8 @@ from safetensors.torch import load_file, save_file
 
 from mlvgm.errors import InputError
 from mlvgm.io import atomic_path, atomic_write_json, check_regular_file, field, inside, read_json
+from mlvgm.runs import RECORD
 
-RECORD = "checkpoint.json"
 FILE_PATTERN = r"checkpoint-\d{8}\.safetensors"  # the only names save_checkpoint writes
 DAMAGED = "the run folder is damaged, start a new run"
 

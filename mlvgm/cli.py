@@ -11,12 +11,15 @@ check) into one line on stderr and exit status 2, never a traceback. It also rou
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from mlvgm.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class _NoCudaHomeNotice(logging.Filter):
@@ -47,8 +50,10 @@ def setup_logging(level: int = logging.INFO) -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level)
-    if not torch.cuda.is_available():
-        logging.getLogger("torch.utils.cpp_extension").addFilter(_NoCudaHomeNotice())
+    # added before torch is imported (a command checks its arguments first); harmless where CUDA runs
+    cpp = logging.getLogger("torch.utils.cpp_extension")
+    if not any(isinstance(f, _NoCudaHomeNotice) for f in cpp.filters):
+        cpp.addFilter(_NoCudaHomeNotice())
 
 
 def run(main: Callable[[Sequence[str] | None], object], prog: str, argv: Sequence[str] | None = None) -> int:
@@ -66,8 +71,19 @@ def run(main: Callable[[Sequence[str] | None], object], prog: str, argv: Sequenc
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
+def launched_rank() -> int:
+    """The rank torchrun gave this process (0 without torchrun), readable before any initialisation."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def launched_world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' -> cuda when available else cpu; 'cpu', 'cuda', 'cuda:N' checked against this machine."""
+    import torch  # here, not at the top: a command's argument errors come before torch loads
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

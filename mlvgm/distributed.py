@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from mlvgm.cli import resolve_device
+from mlvgm.cli import launched_rank, launched_world, resolve_device
 from mlvgm.errors import InputError
 
 
@@ -27,15 +27,6 @@ class Distributed:
     def lead(self) -> bool:
         """Rank 0: the one that writes files and prints."""
         return self.rank == 0
-
-
-def launched_rank() -> int:
-    """The rank torchrun gave this process (0 without torchrun), readable before any initialisation."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def launched_world() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def init_distributed(device: str, batch_size: int) -> Distributed:

@@ -29,9 +29,7 @@ from torch import Tensor, nn
 
 from mlvgm.errors import InputError
 from mlvgm.losses import byol_loss, info_nce, simsiam_loss
-
-ARCHS = ("resnet18", "resnet50")
-METHODS = ("simclr", "simsiam", "byol")
+from mlvgm.options import ARCHS
 
 
 def backbone(arch: str, *, small_stem: bool, width: int = 64) -> tuple[nn.Module, int]:

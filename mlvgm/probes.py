@@ -30,6 +30,7 @@ from torchvision import datasets
 from mlvgm.augment import PixelAugment
 from mlvgm.data.sources import folder_resolution, folder_transform
 from mlvgm.errors import InputError
+from mlvgm.options import PROBE_VAL_SHARE, PROBE_WEIGHT_DECAYS, check_probe_options
 from mlvgm.progress import Progress
 from mlvgm.streams import Stream
 
@@ -91,13 +92,6 @@ def knn_accuracy(
     return _topk(torch.cat(scores), test_labels, require_positive=True)
 
 
-# Weight decays the linear probe chooses from (decades: the optimum of a convex problem moves smoothly), and
-# the share of the train features held out to choose it. In scikit-learn's terms C = 1 / (wd x n_train):
-# 1e-5..1e-1 spans C from about 25 to 0.0025 at 4,000 images, around the values a 20% split picks there.
-PROBE_WEIGHT_DECAYS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-PROBE_VAL_SHARE = 0.2
-
-
 class LinearProbe(NamedTuple):
     top1: float
     top5: float
@@ -118,14 +112,6 @@ def check_finite(features: Tensor, *, what: str = "features") -> Tensor:
             "read them; retrain with a lower --base_lr"
         )
     return features
-
-
-def check_probe_options(weight_decays: Sequence[float], val_share: float) -> None:
-    """InputError unless the grid is one or more finite values >= 0 and the validation share is in (0, 1)."""
-    if not weight_decays or any(not (math.isfinite(w) and w >= 0) for w in weight_decays):
-        raise InputError(f"probe_weight_decays must be one or more finite values >= 0, got {tuple(weight_decays)}")
-    if not (math.isfinite(val_share) and 0 < val_share < 1):
-        raise InputError(f"probe_val_share must be between 0 and 1 (exclusive), got {val_share}")
 
 
 def fit_softmax(
@@ -159,6 +145,13 @@ def fit_softmax(
     return weight.detach(), bias.detach()
 
 
+def validation_split(n: int, val_share: float, seed: int) -> tuple[Tensor, Tensor]:
+    """(fit, val) indices of n train samples: a seeded shuffle, val_share of it held out (at least one each)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    held = min(max(1, round(val_share * n)), n - 1)
+    return order[held:], order[:held]
+
+
 def linear_probe(
     train: Tensor,  # (N, F)
     train_labels: Tensor,  # (N,)
@@ -179,9 +172,7 @@ def linear_probe(
     check_finite(test, what="probe test features")
     mean, std = train.double().mean(dim=0), train.double().std(dim=0) + 1e-6
     x, x_test = (train.double() - mean) / std, (test.double() - mean) / std
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    held = min(max(1, round(val_share * len(x))), len(x) - 1)
-    fit, val = order[held:], order[:held]
+    fit, val = validation_split(len(x), val_share, seed)
     best, best_accuracy, init = None, -1.0, None
     for decay in sorted(weight_decays, reverse=True):  # strongest first: each fit warm-starts the next
         init = fit_softmax(x[fit], train_labels[fit], classes, decay, init=init)

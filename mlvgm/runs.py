@@ -15,13 +15,13 @@ import dataclasses
 import datetime
 from pathlib import Path
 
-from mlvgm.checkpoint import RECORD
 from mlvgm.config import coerce
 from mlvgm.errors import InputError
 from mlvgm.io import field, inside, read_json
-from mlvgm.recipe import TrainConfig
+from mlvgm.train_config import TrainConfig
 
 CONFIG = "config.json"
+RECORD = "checkpoint.json"  # the current checkpoint's record (written by mlvgm.checkpoint)
 
 
 def default_run_dir(preset: str) -> Path:

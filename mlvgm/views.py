@@ -12,7 +12,9 @@
 - `learned` (Li et al. 2022): the walkers mlvgm.quantify trained, T_i(z_i) = z_i + p(z_i; phi_i).
 
 Every strategy returns `Views(anchors, positives, norms)`, with norms[b, i] = ||z'_i - z_i||_2, the
-per-level perturbation magnitude that the paper's Table 1 summarises.
+per-level perturbation magnitude that the paper's Table 1 summarises. The strategies live in
+mlvgm.view_strategies and the Figure-4 sweep in mlvgm.view_grids; their names import from here too, loaded on
+first use, so the command checks its arguments before torch loads.
 
 `python -m mlvgm.views --generator shapes --out grid.png` draws the paper's Figure 4 for a generator:
 rows are anchors, and each column adds the *same* noise vector w to one level (or group) at a time,
@@ -21,233 +23,42 @@ with the amplified pixel difference to the anchor underneath.
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
-
-from mlvgm.cli import resolve_device, run
+from mlvgm.cli import run
 from mlvgm.config import option, parse_config
 from mlvgm.errors import InputError, check_positive_int
-from mlvgm.generators import load_generator
-from mlvgm.generators.base import device_of, level_label, resolve_levels, sample_anchors
-from mlvgm.io import atomic_write_json, check_output_file
-from mlvgm.kernels.dispatch import IMPLS
-from mlvgm.kernels.perturb import LevelParams, perturb, perturb_reference
-from mlvgm.latents import RandomSource, truncated_normal
-from mlvgm.plots import view_grid
-from mlvgm.provenance import provenance, provenance_line
-from mlvgm.streams import Draws, Stream
-from mlvgm.walkers import LevelWalkers
+from mlvgm.io import check_output_file
 
-LevelSelection = int | str | Iterable[int | str] | None
+if TYPE_CHECKING:
+    from mlvgm.view_grids import ViewGrid
 
+_EXPORTS = {
+    "Views": "mlvgm.view_strategies",
+    "LevelNoise": "mlvgm.view_strategies",
+    "NoViews": "mlvgm.view_strategies",
+    "RandomViews": "mlvgm.view_strategies",
+    "LearnedViews": "mlvgm.view_strategies",
+    "LevelSelection": "mlvgm.view_strategies",
+    "ViewGrid": "mlvgm.view_grids",
+    "level_sweep": "mlvgm.view_grids",
+}
 
-@dataclass
-class Views:
-    """A batch of anchor/positive latent pairs."""
-
-    anchors: list[Tensor]  # per level (B, d_i)
-    positives: list[Tensor]  # per level (B, d_i)
-    norms: Tensor  # (B, n_levels): ||positive_i - anchor_i||_2, 0 on untouched levels
+__all__ = sorted([*_EXPORTS, "ViewsConfig", "main"])
 
 
-@dataclass(frozen=True)
-class LevelNoise:
-    """Per-coordinate perturbation w ~ N^t(mu, sigma, t) of one level, optionally applied with
-    probability p per sample and with sigma drawn per sample from U(sigma, sigma_max) (multi-level option)."""
-
-    sigma: float  # standard deviation (>= 0); the lower end of the range when sigma_max is set
-    mu: float = 0.0  # mean
-    t: float | None = 2.0  # truncation in units of sigma (> 0), None = untruncated
-    sigma_max: float | None = None  # upper end of a per-sample sigma range; None = fixed sigma
-    p: float = 1.0  # probability that a sample's level is perturbed at all
-
-    def __post_init__(self) -> None:
-        if not self.sigma >= 0:
-            raise InputError(f"sigma must be >= 0, got {self.sigma}: use a non-negative standard deviation")
-        if self.t is not None and not self.t > 0:
-            raise InputError(f"truncation t must be > 0 (in units of sigma), got {self.t}: use None for no truncation")
-        if self.sigma_max is not None and not self.sigma_max >= self.sigma:
-            raise InputError(f"sigma_max must be >= sigma ({self.sigma}), got {self.sigma_max}")
-        if not 0 <= self.p <= 1:
-            raise InputError(f"probability p must be in [0, 1], got {self.p}")
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mlvgm.views' has no attribute {name!r}")
 
 
-class NoViews:
-    """T_z = identity: positives are the anchors."""
-
-    name = "none"
-
-    def __init__(self, g) -> None:
-        self.num_levels = len(g.level_dims)
-
-    def __call__(self, anchors: Sequence[Tensor], generator: RandomSource = None) -> Views:
-        anchors = list(anchors)
-        norms = anchors[0].new_zeros((anchors[0].shape[0], self.num_levels))
-        return Views(anchors, list(anchors), norms)
-
-
-class RandomViews:
-    """T_z(z)_i = z_i + w_i, w_i ~ N^t(mu_i, sigma_i, t_i) on the chosen levels (Jahanian et al. 2021).
-
-    g:     the generator (its level_dims, level_names and groups resolve `noise`)
-    noise: {level or group (1-based number or name): LevelNoise}; levels not named are not perturbed
-    impl:  kernel for counter-based sources (mlvgm.kernels.perturb): "auto" | "torch" | "compiled" | "triton";
-           a torch.Generator source always runs the torch ops (the kernels reproduce Philox streams only)
-    """
-
-    name = "random"
-
-    def __init__(self, g, noise: Mapping[int | str, LevelNoise], *, impl: str = "auto") -> None:
-        if not noise:
-            raise InputError("random views need at least one level to perturb: name levels or groups")
-        if impl not in IMPLS:
-            raise InputError(f"unknown perturbation impl {impl!r}: choose one of {', '.join(IMPLS)}")
-        self.level_dims = tuple(g.level_dims)
-        self.impl = impl
-        per_level: dict[int, LevelNoise] = {}
-        for selection, level_noise in noise.items():
-            if not isinstance(level_noise, LevelNoise):
-                raise InputError(
-                    f"noise for level {selection!r} must be a LevelNoise, got {type(level_noise).__name__}"
-                )
-            for i in resolve_levels(g, selection):
-                if i in per_level and per_level[i] != level_noise:
-                    raise InputError(f"level {level_label(g, i)} is given two different noises: name it once")
-                per_level[i] = level_noise
-        self.noise = dict(sorted(per_level.items()))  # 0-based level -> LevelNoise
-        untouched = LevelNoise(sigma=0.0, t=None)  # w = 0 exactly
-        levels = [self.noise.get(i, untouched) for i in range(len(self.level_dims))]
-        self.params = LevelParams(
-            level_dims=self.level_dims,
-            mu=tuple(n.mu for n in levels),
-            sigma=tuple(n.sigma for n in levels),
-            sigma_max=tuple(n.sigma if n.sigma_max is None else n.sigma_max for n in levels),
-            t=tuple(float("inf") if n.t is None else n.t for n in levels),
-            p=tuple(n.p for n in levels),
-        )
-        self.params.on(device_of(g))  # built before any compiled step traces it
-
-    @classmethod
-    def uniform(
-        cls, g, levels: LevelSelection = None, *, sigma: float, mu: float = 0.0, t: float | None = 2.0,
-        sigma_max: float | None = None, p: float = 1.0, impl: str = "auto",
-    ):  # fmt: skip
-        """The same noise on every chosen level (all levels when `levels` is None)."""
-        noise = LevelNoise(sigma=sigma, mu=mu, t=t, sigma_max=sigma_max, p=p)
-        return cls(g, {i + 1: noise for i in resolve_levels(g, levels)}, impl=impl)
-
-    def perturbation(self, batch: int, *, generator: RandomSource = None, device=None) -> Tensor:
-        """w: (batch, D) perturbation of all levels at once, zero on untouched levels."""
-        return self._perturb(torch.zeros(batch, sum(self.level_dims), device=device), generator)[0]
-
-    def _perturb(self, z: Tensor, generator: RandomSource) -> tuple[Tensor, Tensor]:
-        """(z + w, per-level ||w||) for z (B, D): the fused kernel for a Philox stream, torch ops otherwise."""
-        if isinstance(generator, Draws):
-            return perturb(z, self.params, generator, impl=self.impl)
-        return perturb_reference(z, self.params, generator)
-
-    def __call__(self, anchors: Sequence[Tensor], generator: RandomSource = None) -> Views:
-        anchors = list(anchors)
-        positives, norms = self._perturb(torch.cat(anchors, dim=1), generator)  # (B, D), (B, L)
-        return Views(anchors, list(torch.split(positives, list(self.level_dims), dim=1)), norms)
-
-
-class LearnedViews:
-    """T_z = the trained walkers (mlvgm.walkers, from mlvgm.quantify) on the chosen levels: the paper's
-    *learned* strategy (Li et al. 2022). Per-level walkers make the multi-level learned views; walkers
-    trained with single=True (one over every level) make Li et al.'s single-latent baseline.
-
-    g:       the generator the walkers were trained on
-    walkers: a LevelWalkers, or the path its `save` wrote
-    levels:  apply the units whose levels are all among these (1-based numbers, names or groups);
-             None = every unit
-    """
-
-    name = "learned"
-
-    def __init__(self, g, walkers, levels: LevelSelection = None) -> None:
-        if not isinstance(walkers, LevelWalkers):
-            walkers = LevelWalkers.load(walkers, g)
-        device = device_of(g)
-        self.walkers = walkers.to(device).eval().requires_grad_(False)  # on the generator's device
-        self.num_levels = len(g.level_dims)
-        if levels is None:
-            self.units = list(range(len(walkers)))
-        else:
-            chosen = set(resolve_levels(g, levels))
-            self.units = [k for k, unit in enumerate(walkers.units) if set(unit) <= chosen]
-            covered = {i for k in self.units for i in walkers.units[k]}
-            if chosen - covered:
-                missing = level_label(g, min(chosen - covered))
-                raise InputError(
-                    f"no walker acts on level {missing} alone: the walkers' units are "
-                    f"{', '.join(walkers.labels)}; choose levels that make whole units"
-                )
-        if not self.units:
-            raise InputError("learned views need at least one walker unit to apply")
-
-    def __call__(self, anchors: Sequence[Tensor], generator: RandomSource = None) -> Views:
-        anchors = list(anchors)
-        positives = list(anchors)
-        with torch.no_grad():
-            for k in self.units:  # units are disjoint: each replaces its own levels
-                moved = self.walkers.perturb(anchors, k)
-                for i in self.walkers.units[k]:
-                    positives[i] = moved[i]
-            norms = torch.stack([(p - a).norm(dim=1) for p, a in zip(positives, anchors, strict=True)], dim=1)
-        return Views(anchors, positives, norms)
-
-
-# --- Figure 4: the same noise vector on one level at a time -----------------------------------------
-
-
-@dataclass
-class ViewGrid:
-    """images[r, c]: anchor r with the noise added to column c's levels (column 0: the anchor itself)."""
-
-    images: Tensor  # (rows, 1 + columns, 3, H, W)
-    labels: list[str]  # column titles, "anchor" first
-    max_abs_diff: Tensor  # (rows, 1 + columns): max |view - anchor| over pixels
-
-
-@torch.no_grad()
-def level_sweep(
-    g,
-    anchors: Sequence[Tensor],  # per level (rows, d_i)
-    w: Tensor,  # (d,) one noise vector, added to each level of a column (a level of size d_i < d takes w[:d_i])
-    columns: Sequence[int | str] | None = None,  # levels or groups, one per column; None = every level
-) -> ViewGrid:
-    """Render the paper's Figure 4: each column adds the same w to one level (or every level of a group).
-
-    Levels of unequal size (a hierarchical VAE's, whose latents grow with resolution) take the leading
-    coordinates of one long w: every column then sees the same draw, per coordinate."""
-    if columns is None:
-        columns = [i + 1 for i in range(len(g.level_dims))]
-    anchor_images = g(list(anchors))
-    images, labels = [anchor_images], ["anchor"]
-    for column in columns:
-        levels = resolve_levels(g, column)
-        latents = [z.clone() for z in anchors]
-        for i in levels:
-            if g.level_dims[i] > w.numel():
-                raise InputError(
-                    f"the noise vector has {w.numel()} dims but level {level_label(g, i)} has {g.level_dims[i]}: "
-                    "draw it at least as long as the largest level swept"
-                )
-            latents[i] = latents[i] + w[: g.level_dims[i]].to(latents[i])
-        images.append(g(latents))
-        labels.append(level_label(g, levels[0]) if len(levels) == 1 else str(column))
-    stacked = torch.stack(images, dim=1)  # (rows, 1 + columns, 3, H, W)
-    diff = (stacked - anchor_images[:, None]).abs().flatten(2).amax(dim=2)
-    return ViewGrid(stacked, labels, diff)
-
-
-# --- command line ------------------------------------------------------------------------------------
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,34 +89,9 @@ def main(argv: Sequence[str] | None = None) -> ViewGrid:
         "same noise vector to one latent level (or group), with |view - anchor| underneath.",
     )  # fmt: skip
     out = check_output_file(args.out, suffixes=(".png",))
-    device = resolve_device(args.device)
-    g = load_generator(args.generator, device=device)
-    columns = list(args.levels) or None
-    for column in columns or []:
-        resolve_levels(g, column)  # fail on a bad level before any work
-    record = provenance(dataclasses.asdict(args))
-    print(provenance_line(record))
+    from mlvgm.view_grids import draw_view_grid  # torch loads only once the arguments pass
 
-    anchors = sample_anchors(
-        g, args.anchors, truncation=args.truncation, generator=Stream(args.seed, purpose="anchors").at(0)
-    )
-    swept = {i for column in columns or range(1, len(g.level_dims) + 1) for i in resolve_levels(g, column)}
-    noise_source = Stream(args.seed, purpose="view-grid").at(0)
-    longest = max(g.level_dims[i] for i in swept)
-    w = truncated_normal(longest, std=args.sigma, t=args.t, generator=noise_source, device=device)
-    grid = level_sweep(g, anchors, w, columns)
-    title = f"{args.generator}: the same w ~ N^t(0, {args.sigma:g}, {args.t:g}) added to one level per column"
-    view_grid(grid, title, out)
-
-    mean_diff = grid.max_abs_diff.mean(dim=0).tolist()
-    record["columns"] = {label: round(v, 6) for label, v in zip(grid.labels, mean_diff, strict=True)}
-    record["max_abs_diff"] = grid.max_abs_diff.tolist()
-    record["noise_vector"] = w.tolist()
-    atomic_write_json(out.with_suffix(".json"), record)
-    for label, v in zip(grid.labels[1:], mean_diff[1:], strict=True):
-        print(f"  {label:<16} max |view - anchor| = {v:.4f} (mean over {args.anchors} anchors)")
-    print(f"wrote {out} and {out.with_suffix('.json')}")
-    return grid
+    return draw_view_grid(args, out)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,8 @@ def template(tmp_path_factory) -> Path:
     """Inputs good and bad: a small trained-looking run, benchmark JSONs, checkpoint-named junk, images."""
     from mlvgm.checkpoint import save_checkpoint
     from mlvgm.config import make_config
-    from mlvgm.recipe import PRESETS, TrainConfig, build_method, build_optimizer, peak_lr
+    from mlvgm.recipe import build_method, build_optimizer, peak_lr
+    from mlvgm.train_config import PRESETS, TrainConfig
 
     root = tmp_path_factory.mktemp("template")
     (root / "text.pkl").write_text("a text file, not a network pickle\n")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -20,7 +19,7 @@ from mlvgm.generators.embedded import load_embedded
 from mlvgm.generators.safe_pickle import load_network_pickle
 from mlvgm.generators.shapes import ShapesWorld
 from mlvgm.generators.stylegan2 import from_kwargs_and_state
-from mlvgm.io import check_regular_file
+from mlvgm.options import generator_spec
 
 
 @dataclass(frozen=True)
@@ -74,33 +73,6 @@ def load_generator(spec: str, *, device: torch.device | str | None = None) -> to
     g = entry.factory(argument)
     g.requires_grad_(False)
     return g.eval().to(device) if device is not None else g.eval()
-
-
-_CHECKPOINT_GENERATORS = ("stylegan2", "bigbigan")  # built-in generators whose spec argument is a path
-_BUILT_IN_WORLDS = ("shapes", "embedded")  # built-in generators that need no checkpoint: their argument is options
-
-
-def generator_spec(name: str, checkpoint: str = "") -> str:
-    """The spec of a config's `generator` and `checkpoint` keys: NAME, or NAME:PATH when a checkpoint is
-    given (it must exist); the checkpoint generators refuse to run without one."""
-    if not checkpoint:
-        if name in _CHECKPOINT_GENERATORS:
-            raise InputError(
-                f"the {name} generator needs its weights: pass --checkpoint PATH "
-                "(BigBiGAN_x1.pth or an NVIDIA StyleGAN2 .pkl)"
-            )
-        return name
-    if name in _BUILT_IN_WORLDS:
-        raise InputError(
-            f"the {name} generator takes no checkpoint: drop --checkpoint (only "
-            f"{' and '.join(_CHECKPOINT_GENERATORS)} load weights)"
-        )
-    if Path(checkpoint).is_dir():
-        raise InputError(f"checkpoint {checkpoint} is a folder: give the weights file inside it")
-    if not Path(checkpoint).exists():
-        raise InputError(f"checkpoint {checkpoint} does not exist: give the path of the generator's weights")
-    check_regular_file(checkpoint, what="checkpoint", fix="give the path of the generator's weights file")
-    return f"{name}:{checkpoint}"
 
 
 def _shapes(argument: str) -> ShapesWorld:

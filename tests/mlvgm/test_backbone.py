@@ -15,8 +15,8 @@ from mlvgm.backbone import main, read_backbone
 from mlvgm.cli import run
 from mlvgm.encoders import backbone as build_backbone
 from mlvgm.errors import InputError
-from mlvgm.recipe import TrainConfig
-from mlvgm.train import train
+from mlvgm.train_config import TrainConfig
+from mlvgm.training import train
 
 SMALL = {
     "generator": "shapes:resolution=32", "epochs": 1, "epoch_images": 32, "batch_size": 8, "checkpoint_every": 2,
@@ -31,7 +31,7 @@ IMAGES = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 ])  # fmt: skip
 def trained(request, tmp_path_factory):
     """(run folder, the features of the training process's own backbone at its last checkpoint)."""
-    import mlvgm.train as trainer
+    import mlvgm.training as trainer
 
     folder = tmp_path_factory.mktemp("run") / "run"
     seen = {}

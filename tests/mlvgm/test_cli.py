@@ -125,7 +125,7 @@ def test_help_lists_every_flag_once_with_its_default_once(capsys, views):
 
 def test_hyphens_and_underscores_name_the_same_key(tmp_path, capsys):
     from mlvgm.config import parse_config
-    from mlvgm.recipe import PRESETS, TrainConfig
+    from mlvgm.train_config import PRESETS, TrainConfig
 
     for flag in ("--base-lr", "--base_lr", "--base-lr=0.5", "--base_lr=0.5"):
         argv = [flag] if "=" in flag else [flag, "0.5"]
@@ -152,7 +152,7 @@ def test_hyphens_and_underscores_name_the_same_key(tmp_path, capsys):
 )
 def test_train_config_errors_are_one_line(argv, message):
     from mlvgm.config import parse_config
-    from mlvgm.recipe import PRESETS, TrainConfig
+    from mlvgm.train_config import PRESETS, TrainConfig
 
     with pytest.raises(InputError, match=None) as info:
         parse_config(TrainConfig, PRESETS, argv, prog="t", description="", default_preset="quickstart")

@@ -12,8 +12,9 @@ import pytest
 
 from mlvgm import experiments
 from mlvgm.errors import InputError
-from mlvgm.experiments import ExperimentsConfig, Job, estimate, plan, table1
+from mlvgm.experiments import ExperimentsConfig
 from mlvgm.generators import load_generator
+from mlvgm.paper_jobs import Job, estimate, plan, table1
 from mlvgm.paper_tables import (
     kl_agreement,
     kl_markdown,
@@ -149,7 +150,7 @@ def test_table1_statistics_match_a_literal_computation(tmp_path):
 def test_smoke_two_runs_killed_resumed_and_reaggregated(tmp_path, monkeypatch, capsys):
     """Two 4-step runs; the second is killed after its checkpoint at step 2. The rerun trains only the
     second, from step 2; the third invocation trains nothing and only re-aggregates."""
-    from mlvgm import train as train_module
+    from mlvgm import training as train_module
 
     real_train = train_module.train
     calls = []

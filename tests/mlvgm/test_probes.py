@@ -140,8 +140,9 @@ def test_the_probe_matches_scikit_learn_on_a_trained_encoders_features(tmp_path)
     from mlvgm.checkpoint import load_checkpoint
     from mlvgm.generators import load_generator
     from mlvgm.probes import PROBE_WEIGHT_DECAYS, extract_features, generated_probe_set
-    from mlvgm.recipe import TrainConfig, build_method
-    from mlvgm.train import train as train_run
+    from mlvgm.recipe import build_method
+    from mlvgm.train_config import TrainConfig
+    from mlvgm.training import train as train_run
 
     config = TrainConfig(generator="shapes:resolution=32", epochs=1, epoch_images=320, batch_size=32, width=8,
                          proj_hidden=32, proj_dim=16, evaluate=False, log_every=5, amp="off")  # fmt: skip

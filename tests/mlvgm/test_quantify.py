@@ -104,7 +104,7 @@ def test_the_walker_waits_at_identity_until_the_critic_is_below_gamma():
 def test_stops_at_gamma_only_after_the_critic_got_below_it(monkeypatch):
     """InfoNCE starts high (a fresh critic) and must first drop below gamma; a rise back to gamma after
     min_samples stops the unit. Scripted losses make the rule visible step by step."""
-    import mlvgm.quantify as q
+    import mlvgm.quantification as q
 
     script = iter([3.0, 3.0, 0.5, 0.5, 0.5, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0] + [2.0] * 100)
     monkeypatch.setattr(q, "_step_unit", lambda *a: (next(script), 1.0, True))
@@ -116,7 +116,7 @@ def test_stops_at_gamma_only_after_the_critic_got_below_it(monkeypatch):
 def test_the_progress_total_drops_the_budget_of_units_that_stopped_early(monkeypatch):
     """A unit at gamma after 6 of its 40 steps takes its 34 unused steps out of the total, so the time
     left that the progress shows is that of the work still to do."""
-    import mlvgm.quantify as q
+    import mlvgm.quantification as q
     from mlvgm.progress import Progress
 
     script = iter([3.0, 3.0, 0.5, 0.5, 0.5, 2.0] + [2.0] * 100)
@@ -135,7 +135,7 @@ def test_the_progress_total_drops_the_budget_of_units_that_stopped_early(monkeyp
 
 
 def test_a_critic_that_never_learns_is_undetermined_not_a_verdict(monkeypatch):
-    import mlvgm.quantify as q
+    import mlvgm.quantification as q
 
     monkeypatch.setattr(q, "_step_unit", lambda *a: (3.0, 1.0, True))
     config = QuantifyConfig(levels=("1",), min_samples=16, max_samples=16 * 3, **FAST)
@@ -145,7 +145,7 @@ def test_a_critic_that_never_learns_is_undetermined_not_a_verdict(monkeypatch):
 
 
 def test_a_diverging_unit_stops_the_run_with_its_cause(monkeypatch):
-    import mlvgm.quantify as q
+    import mlvgm.quantification as q
 
     monkeypatch.setattr(q, "_step_unit", lambda *a: (float("nan"), 1.0, True))
     with pytest.raises(InputError, match=r"unit z1 strong diverged: non-finite .* lower lr_walk/lr_critic"):

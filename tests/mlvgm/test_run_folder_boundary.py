@@ -15,9 +15,10 @@ from safetensors.torch import load_file, save_file
 
 from mlvgm.checkpoint import save_checkpoint
 from mlvgm.cli import run
-from mlvgm.recipe import TrainConfig, build_method, build_optimizer, peak_lr
+from mlvgm.recipe import build_method, build_optimizer, peak_lr
 from mlvgm.runs import load_run_config
-from mlvgm.train import train
+from mlvgm.train_config import TrainConfig
+from mlvgm.training import train
 
 SMALL = {
     "generator": "shapes:resolution=32", "epochs": 1, "epoch_images": 32, "batch_size": 8, "checkpoint_every": 2,

@@ -20,8 +20,10 @@ from safetensors.torch import load_file
 from mlvgm.cli import run
 from mlvgm.config import make_config
 from mlvgm.errors import InputError
-from mlvgm.recipe import PRESETS, TrainConfig, build_source, build_views, check_inputs, learning_rate
-from mlvgm.train import main, steps_in_budget, train
+from mlvgm.recipe import build_source, build_views, learning_rate
+from mlvgm.train import main
+from mlvgm.train_config import PRESETS, TrainConfig, check_inputs
+from mlvgm.training import steps_in_budget, train
 
 TINY = {
     "generator": "shapes:resolution=32", "epochs": 1, "epoch_images": 32, "batch_size": 8, "checkpoint_every": 2,
@@ -231,7 +233,7 @@ def test_same_seed_same_weights_and_resume_is_exact(method, tmp_path):
 def test_a_training_step_that_cannot_be_captured_runs_eagerly_with_the_same_weights(tmp_path, monkeypatch, caplog):
     """--cuda_graphs on compiles the step with CUDA graphs (CUDA only); where that fails on the first step, the run
     says why in one line and goes on with the eager model, leaving no gradient of the failed attempt behind."""
-    import mlvgm.train as trainer
+    import mlvgm.training as trainer
 
     def failing_capture(model, config, device):
         def forward(view_a, view_b):
@@ -337,7 +339,7 @@ def test_a_diverged_run_is_one_line_and_claims_nothing(tmp_path, capsys):
 def poison(monkeypatch, first: int, *, loss: bool = True) -> None:
     """From the `first` step of this session on, NaN gradients (so NaN weights after the step) and, with
     `loss`, a NaN loss: a divergence at a step of our choosing."""
-    import mlvgm.train as trainer
+    import mlvgm.training as trainer
 
     real, calls = trainer._forward_backward, []
 
@@ -358,7 +360,7 @@ def poison(monkeypatch, first: int, *, loss: bool = True) -> None:
 def test_a_divergence_between_log_steps_keeps_the_last_good_checkpoint_and_resumes_exactly(tmp_path, monkeypatch):
     """The loss is watched on the device and read at log steps and checkpoints: a NaN at step 3 (no log step)
     is caught before the step-4 checkpoint, named by its own step, and the step-2 checkpoint stays resumable."""
-    from mlvgm.train import TrainingDiverged
+    from mlvgm.training import TrainingDiverged
 
     config = tiny(log_every=100)
     train(config, tmp_path / "whole")
@@ -375,7 +377,7 @@ def test_a_divergence_between_log_steps_keeps_the_last_good_checkpoint_and_resum
 
 
 def test_weights_that_went_nan_under_a_finite_loss_are_not_checkpointed(tmp_path, monkeypatch):
-    from mlvgm.train import TrainingDiverged
+    from mlvgm.training import TrainingDiverged
 
     poison(monkeypatch, 4, loss=False)  # the last step's update breaks the weights; its loss was fine
     with pytest.raises(TrainingDiverged, match="the weights became NaN or infinite by step 4"):
@@ -433,7 +435,7 @@ def test_a_run_that_slows_down_is_cut_again_to_stay_within_its_budget(tmp_path, 
     slower after the probe (another job took the cores) trains fewer steps than the probe planned."""
     import logging
 
-    import mlvgm.train as loop
+    import mlvgm.training as loop
 
     clock = {"now": 0.0}
     schedule = loop.learning_rate

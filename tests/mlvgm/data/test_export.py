@@ -12,7 +12,7 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.transforms.functional import pil_to_tensor
 
-from mlvgm.data import export as export_module
+from mlvgm.data import exporting as export_module
 from mlvgm.data.export import CHUNK, export_dataset
 from mlvgm.errors import InputError
 from mlvgm.generators import load_generator

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from mlvgm.augment import PixelAugment
-from mlvgm.data.export import export_dataset
+from mlvgm.data.exporting import export_dataset
 from mlvgm.data.sources import ContinuousSampling, EpochSampler, ImageFolderSource, steps_for
 from mlvgm.errors import InputError
 from mlvgm.generators import load_generator
 from mlvgm.streams import Stream
-from mlvgm.views import RandomViews
+from mlvgm.view_strategies import RandomViews
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,8 @@ def test_an_image_folder_trains_at_its_own_size_unless_crop_says_otherwise(tmp_p
 
     from mlvgm.data.sources import folder_resolution
     from mlvgm.probes import folder_probe_set
-    from mlvgm.recipe import TrainConfig, build_source
+    from mlvgm.recipe import build_source
+    from mlvgm.train_config import TrainConfig
 
     rng = np.random.default_rng(0)
     for split in ("train", "val"):

@@ -16,7 +16,7 @@ from mlvgm.data.step_graph import StepGraph
 from mlvgm.errors import InputError
 from mlvgm.generators import load_generator
 from mlvgm.generators.base import MLVGM
-from mlvgm.views import LevelNoise, NoViews, RandomViews
+from mlvgm.view_strategies import LevelNoise, NoViews, RandomViews
 
 
 class Tiny(MLVGM):

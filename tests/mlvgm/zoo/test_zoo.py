@@ -13,6 +13,8 @@ from mlvgm.generators import load_generator
 from mlvgm.generators.shapes import SHAPE_CLASSES
 from mlvgm.zoo import evidence as evidence_module
 from mlvgm.zoo import train as zoo_train
+from mlvgm.zoo import training
+from mlvgm.zoo.judging import judge
 from mlvgm.zoo.train import ZooTrainConfig, learning_rate
 
 TINY = ["--steps", "4", "--batch_size", "4", "--eval_images", "4", "--checkpoint_every", "2", "--log_every", "2",
@@ -29,7 +31,7 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
 def test_a_killed_training_resumes_exactly_and_ships_loadable_weights(tmp_path, monkeypatch):
     whole = tmp_path / "whole"
     zoo_train.main([*TINY, "--out", str(whole), "--publish", str(tmp_path / "shipped")])
-    real_images = zoo_train.images
+    real_images = training.images
 
     def dies_at_step_2(world, stream, step, n, truncation):
         if step == 2:
@@ -37,11 +39,11 @@ def test_a_killed_training_resumes_exactly_and_ships_loadable_weights(tmp_path, 
         return real_images(world, stream, step, n, truncation)
 
     killed = tmp_path / "killed"
-    monkeypatch.setattr(zoo_train, "images", dies_at_step_2)
+    monkeypatch.setattr(training, "images", dies_at_step_2)
     with pytest.raises(KeyboardInterrupt):
         zoo_train.main([*TINY, "--out", str(killed)])
     assert json.loads((killed / "checkpoint.json").read_text())["step"] == 2
-    monkeypatch.setattr(zoo_train, "images", real_images)
+    monkeypatch.setattr(training, "images", real_images)
     zoo_train.main([*TINY, "--out", str(killed)])
     a, b = load_file(str(whole / "embedded.safetensors")), load_file(str(killed / "embedded.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -71,7 +73,7 @@ def test_judge_counts_classes_and_confidence_literally():
     images = torch.zeros(12, 3, 2, 2)
     for i, c in enumerate([0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 5, 5]):
         images[i, 0, 0, 0] = c / 11
-    result = evidence_module.judge(Fixed(), [images[:5], images[5:]])
+    result = judge(Fixed(), [images[:5], images[5:]])
     shares = [3, 2, 1, 4, 0, 2] + [0] * 6
     assert result["shares"] == pytest.approx([s / 12 for s in shares], abs=1e-5)  # rounded to 5 places
     assert result["empty_classes"] == [SHAPE_CLASSES[i] for i in (4, 6, 7, 8, 9, 10, 11)]
