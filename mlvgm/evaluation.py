@@ -12,11 +12,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch import nn
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from mlvgm.checkpoint import load_checkpoint
 from mlvgm.cli import resolve_device
-from mlvgm.data.sources import check_images
+from mlvgm.data.sources import check_images, image_dirs
 from mlvgm.errors import InputError
 from mlvgm.generators import load_generator
 from mlvgm.io import atomic_write_text
@@ -55,7 +54,8 @@ def evaluate_saved_run(run_dir: Path, config: TrainConfig, *, data: str, device:
     """Probe the checkpoint in run_dir (built with `config`, the run's own with the command's changes) and
     write probes.csv and probes.md beside it; `command` (the command's arguments) goes into the provenance line."""
     if data:
-        check_images(p for p in sorted(Path(data).rglob("*")) if p.suffix.lower() in IMG_EXTENSIONS)
+        # the folder walk training uses: links are followed, each real folder once
+        check_images(Path(where) / name for where, names in image_dirs(data) for name in names)
     device = resolve_device(device)
     record = provenance({**command, "run_config": dataclasses.asdict(config)})
     print(provenance_line(record))

@@ -25,10 +25,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision import datasets
 
 from mlvgm.augment import PixelAugment
-from mlvgm.data.sources import folder_resolution, folder_transform
+from mlvgm.data.sources import folder_resolution, folder_transform, image_folder
 from mlvgm.errors import InputError
 from mlvgm.options import PROBE_VAL_SHARE, PROBE_WEIGHT_DECAYS, check_probe_options
 from mlvgm.progress import Progress
@@ -213,7 +212,7 @@ def folder_probe_set(root: Path, split: str, *, size: int) -> tuple[Tensor, dict
     if not folder.is_dir():
         raise InputError(f"{folder} does not exist: evaluation needs {root}/train and {root}/val class folders")
     size = size or folder_resolution(folder)
-    dataset = datasets.ImageFolder(str(folder), transform=folder_transform(size), allow_empty=True)
+    dataset = image_folder(folder, transform=folder_transform(size))
     to_input = PixelAugment("none", size)
     images = torch.stack([dataset[i][0] for i in range(len(dataset))]).float() / 255.0
     labels = torch.tensor(dataset.targets)

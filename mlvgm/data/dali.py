@@ -83,10 +83,9 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torchvision import datasets
 
 from mlvgm.augment import CROP_RATIO, CROP_SCALE, IMAGENET_MEAN, IMAGENET_STD, PRESETS, PixelAugment
-from mlvgm.data.sources import EpochSampler
+from mlvgm.data.sources import EpochSampler, image_folder
 from mlvgm.errors import InputError, check_positive_int
 from mlvgm.streams import Stream
 
@@ -160,7 +159,7 @@ class DALISource:
         if not root.is_dir():
             raise InputError(f"image folder {root} does not exist: give the path of an ImageFolder (class subfolders)")
         try:  # torchvision's listing, so that index i is the same image as in ImageFolderSource
-            samples = datasets.ImageFolder(str(root), allow_empty=True).samples
+            samples = image_folder(root).samples
         except (FileNotFoundError, RuntimeError) as exc:
             raise InputError(
                 f"{root} is not an ImageFolder ({exc}): it needs one subfolder of images per class"

@@ -92,9 +92,9 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torchvision import datasets
 
 from mlvgm.augment import CROP_RATIO, CROP_SCALE, PixelAugment
+from mlvgm.data import sources
 from mlvgm.data.sources import EpochSampler, view_streams
 from mlvgm.errors import InputError, check_nonnegative_int, check_positive_int
 from mlvgm.io import atomic_path, check_output_file
@@ -308,7 +308,7 @@ def write_beton(
     if not root.is_dir():
         raise InputError(f"image folder {root} does not exist: give the path of an ImageFolder (class subfolders)")
     try:
-        folder = datasets.ImageFolder(str(root), allow_empty=True)
+        folder = sources.image_folder(root)  # the walk that follows each real folder once
     except (FileNotFoundError, RuntimeError) as exc:
         why = " ".join(str(exc).split())
         raise InputError(f"{root} is not an ImageFolder ({why}): it needs one subfolder of images per class") from None
@@ -345,7 +345,7 @@ def write_split_betons(
     written = []
     for split in ("train", "val"):
         folder = dataset / split
-        if not folder.is_dir() or not datasets.ImageFolder(str(folder), allow_empty=True).samples:
+        if not folder.is_dir() or not sources.image_folder(folder).samples:
             continue  # an export with val_fraction 0 has an empty val/
         written.append(write_beton(folder, dataset / f"{split}.beton", **options))
     if not written:

@@ -227,6 +227,17 @@ def test_a_symlink_back_into_the_tree_is_walked_once(tmp_path):
     assert folder_resolution(tmp_path) == 8
 
 
+def test_the_probe_reads_a_folder_with_links_back_into_itself_once(tmp_path):
+    """Evaluation on an image folder walks it as training does: 3 images, not a copy of 1.jpg per link hop
+    (torchvision's os.walk(followlinks=True) lists ~40, until the OS's symlink limit)."""
+    from mlvgm.probes import folder_probe_set
+
+    tree(tmp_path, ["train/disc/0.jpg", "train/disc/deeper/1.jpg", "train/ring/2.jpg"])
+    (tmp_path / "train" / "disc" / "deeper" / "up").symlink_to("..")
+    images, labels, classes = folder_probe_set(tmp_path, "train", size=8)
+    assert images.shape[0] == 3 and classes == 2 and labels["class"].tolist() == [0, 0, 1]
+
+
 def test_the_first_image_is_read_without_walking_the_tree(tmp_path, monkeypatch):
     """folder_resolution lists the folders that sort before the first image's, not the whole tree."""
     import os
