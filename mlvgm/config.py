@@ -286,7 +286,8 @@ def _required(f: dataclasses.Field) -> bool:
 
 
 def _config_file(cls, path: str) -> dict[str, object]:
-    """The keys of a --config JSON file, typed like the config's fields; InputError naming the problem."""
+    """The keys of a --config JSON file, typed like the config's fields (a key starting with _ is a note, not
+    read); InputError naming the problem."""
     fix = "give a JSON file of keys"
     if not Path(path).exists():  # the two common mistakes keep their short messages
         raise InputError(f"--config {path}: cannot read it (No such file or directory): {fix}")
@@ -296,6 +297,7 @@ def _config_file(cls, path: str) -> dict[str, object]:
     data = read_json(path, what="--config", fix="fix the file")
     if not isinstance(data, dict):
         raise InputError(f"--config {path} must hold a JSON object of config keys, got {type(data).__name__}")
+    data = {key: value for key, value in data.items() if not key.startswith("_")}  # notes (views.json's _audit)
     names = [f.name for f in dataclasses.fields(cls)]
     bad = [key for key in data if key not in names]
     if bad:

@@ -59,3 +59,8 @@ def generator_spec(name: str, checkpoint: str = "") -> str:
         raise InputError(f"checkpoint {checkpoint} does not exist: give the path of the generator's weights")
     check_regular_file(checkpoint, what="checkpoint", fix="give the path of the generator's weights file")
     return f"{name}:{checkpoint}"
+
+
+# The sigmas `python -m mlvgm.audit` sweeps by default: 1/16 to 64, doubling, so that each level of the shapes world
+# runs from a change under 1/255 to positives mostly saturated (results/quantify/shapes/audit).
+AUDIT_SIGMAS = tuple(2.0**k for k in range(-4, 7))

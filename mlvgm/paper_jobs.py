@@ -44,9 +44,12 @@ from mlvgm.quantification import run as quantify_run
 from mlvgm.quantification import write_outputs
 from mlvgm.quantify_config import PRESETS as QUANTIFY_PRESETS
 from mlvgm.quantify_config import QuantifyConfig
-from mlvgm.recipe import build_method
+from mlvgm.recipe import build_method, build_views, spec
 from mlvgm.train_config import PRESETS as TRAIN_PRESETS
 from mlvgm.train_config import TrainConfig
+from mlvgm.view_audit import audit_views
+from mlvgm.view_calibration import views_of
+from mlvgm.view_rule import DESTROYED, RULE
 
 SINGLE_ROWS = ("synth", "random", "ml-random")  # the rows SimSiam and BYOL train (the issue's minimum)
 
@@ -63,9 +66,9 @@ _ROW_VIEWS = {  # the T_z and T_x of each row (ml-random and ml-learned take the
 }  # fmt: skip
 
 
-@dataclass
 class MissingInput(InputError):
-    """A job's input that an earlier job did not make (quantification found no normal level): the job is skipped."""
+    """A job that cannot run as planned, skipped with the reason: an input an earlier job did not make
+    (quantification kept no level), or views that destroy the positive (mlvgm.view_audit)."""
 
 
 @dataclass
@@ -147,6 +150,7 @@ def plan_generator(config: ExperimentsConfig, generator: str) -> list[Job]:
                     if row == "real":  # a finite dataset: whole epochs of it, as near the budget as they come
                         fields["epochs"] = max(1, round(config.budget / (config.real_images // batch)))
                     if row in ("ml-random", "ml-learned"):
+                        fields["views_rule"] = RULE  # its levels (and sigmas) are the rule's
                         needs = {"views": quantified[seed]} | ({"walkers": quantified[seed]} if row == "ml-learned"
                                                                else {})  # fmt: skip
                     if row == "learned":
@@ -176,17 +180,31 @@ def train_config(job: Job, runs: Path, config: ExperimentsConfig) -> TrainConfig
         fields["data"] = str(job.needs["data"].folder(runs) / "train")
     if "walkers" in job.needs:
         fields["walkers"] = str(job.needs["walkers"].folder(runs) / "walkers.safetensors")
+    fields.pop("views_rule", None)  # in the job's key only: views made by another rule are another job
     if "views" in job.needs:
-        views = job.needs["views"].folder(runs) / "views.json"
-        if not views.exists():
-            raise MissingInput(f"{views} is missing: quantification found no normal level to make views of")
-        suggested = json.loads(views.read_text())
+        quantified = job.needs["views"]
+        g = load_generator(quantified.config.get("generator", WORLD), device=resolve_device(config.device))
+        suggested = views_of(quantified.folder(runs), g)
+        if not suggested:
+            raise MissingInput(f"{quantified.folder(runs)}: no level is kept and changes the image measurably, so "
+                               "there are no views to train on")  # fmt: skip
         fields["view_levels"] = tuple(suggested["view_levels"])
         if job.config["views"] == "random":
             fields["view_sigma"] = tuple(suggested["view_sigma"])
             fields["view_t"] = suggested["view_t"]
     fields.update(device=config.device, eval_train=config.eval_train, eval_test=config.eval_test)
     return TrainConfig(**fields)
+
+
+def refuse_destroyed_views(job: Job, trained: TrainConfig, device) -> None:
+    """MissingInput (the row is skipped, with why) when the row's T_z destroys its positives (mlvgm.view_audit)."""
+    if trained.views == "none" or trained.source != "cs":
+        return
+    g = load_generator(spec(trained), device=device)
+    row = audit_views(g, build_views(trained, g), truncation=trained.truncation, seed=trained.seed)
+    if row["destroyed"]:
+        raise MissingInput(f"{job.name}: its views destroy the positive ({row['saturated_excess']:.0%} of the pixels "
+                           f"saturated beyond the anchors', over {DESTROYED:.0%}): not trained")  # fmt: skip
 
 
 def probe_config(trained: TrainConfig) -> TrainConfig:
@@ -202,9 +220,11 @@ def run_job(job: Job, runs: Path, config: ExperimentsConfig) -> None:
     elif job.kind == "quantify":
         quantify = QuantifyConfig(**{**job.config, "device": config.device, "out": str(folder)})
         result = quantify_run(load_generator(quantify.generator, device=device), quantify, progress=False)
-        write_outputs(result, quantify, folder, provenance(dataclasses.asdict(quantify)))
+        g = load_generator(quantify.generator, device=device)
+        write_outputs(g, result, quantify, folder, provenance(dataclasses.asdict(quantify)))
     else:
         trained = train_config(job, runs, config)
+        refuse_destroyed_views(job, trained, device)
         summary_path = folder / "summary.json"
         finished = summary_path.exists() and json.loads(summary_path.read_text())["steps"] == trained.epochs * (
             trained.epoch_images // trained.batch_size

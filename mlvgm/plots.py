@@ -6,6 +6,8 @@ switch, so importing mlvgm never changes a user's matplotlib state), saved atomi
     view_grid(grid, title, path)                       the paper's Figure 4 for a generator (mlvgm.views)
     error_bars(labels, means, stds, path, ...)         one bar per label, +- std (Table 1 of mlvgm.experiments)
     panels(panels, path, ...)                          bars per label in one panel per quantity, seeds as dots
+    calibration_sheet(images, sigmas, title, path)      one level moved by each sigma of a grid (mlvgm.audit)
+    audit_curves(sweep, chosen, path, ...)             pixel change and saturation against sigma (mlvgm.audit)
 
 matplotlib is imported when a figure is drawn, not when mlvgm is.
 """
@@ -144,6 +146,58 @@ def panels(data: dict[str, list[tuple[str, float, float, list[float]]]], path: s
         ax.set_ylabel(ylabel, fontsize=8)
     for ax in axes[count:]:
         ax.set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def calibration_sheet(images, sigmas, title: str, path: str | Path) -> None:
+    """The paper's Figure 4 as a calibration sheet: per anchor a row, the anchor and then the same level moved
+    by each sigma; `images` is (rows, 1 + len(sigmas), 3, H, W) in [0, 1]."""
+    from matplotlib.figure import Figure
+
+    rows, cols = images.shape[:2]
+    fig = Figure(figsize=(0.95 * cols + 0.4, 0.95 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    labels = ["anchor", *(f"{s:g}" for s in sigmas)]
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(images[r, c].float().clamp(0, 1).permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(labels[c] if c == 0 else f"sigma {labels[c]}", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def audit_curves(sweep, chosen, path: str | Path, *, title: str, margin: float, measurable: float) -> None:
+    """Two panels against sigma (log): each level's mean pixel change (`measurable` dotted), and its saturated
+    share beyond the anchors' (the rule's `margin` dashed); the chosen sigmas circled."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.8))
+    change, excess = fig.subplots(1, 2)
+    for i, (level, rows) in enumerate(sweep.groupby("level", sort=False)):
+        color = f"C{i % 10}"
+        change.plot(rows["sigma"], rows["pixel_change"], ".-", color=color, label=level)
+        excess.plot(rows["sigma"], 100 * rows["saturated_excess"], ".-", color=color, label=level)
+        pick = chosen[(chosen["level"] == level) & chosen["kept"]]
+        if len(pick):
+            change.plot(pick["sigma"], pick["pixel_change"], "o", color=color, markersize=8, markerfacecolor="none")
+            excess.plot(pick["sigma"], 100 * pick["saturated_excess"], "o", color=color, markersize=8,
+                        markerfacecolor="none")  # fmt: skip
+    change.axhline(measurable, color="0.5", linestyle=":", linewidth=1, label="measurable")
+    excess.axhline(100 * margin, color="tab:red", linestyle="--", linewidth=1, label="rule's margin")
+    for ax, ylabel in ((change, "mean |positive - anchor|"), (excess, "saturated beyond the anchors' (%)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("sigma (circles: chosen)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    change.set_yscale("log")
+    change.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_png(fig, path)

@@ -31,6 +31,7 @@ from mlvgm.quantify_config import QuantifyConfig
 from mlvgm.streams import Stream
 from mlvgm.testing import check_mlvgm
 from mlvgm.verdicts import CRITIC_NEVER_LEARNT, ZERO_GRADIENT, advice, judge
+from mlvgm.view_calibration import calibrate, kept_units
 from mlvgm.walkers import LevelWalkers, monte_carlo
 
 SUPCON_BASE_TEMPERATURE = 0.07  # the paper's code (SupCon) scales its logged loss by tau / 0.07
@@ -220,6 +221,7 @@ def run(g, config: QuantifyConfig, *, progress: bool = True) -> QuantifyResult:
     table["mu_lower_bound"] = [v.mu_lower_bound for v in judged]
     table["suggested_samples"] = [v.suggested_samples or 0 for v in judged]
     table["suggestion_timed"] = [v.timed for v in judged]
+    table["keep"] = [v.keep for v in judged]
     return QuantifyResult(table, dynamics, walkers,
                           {"training": trained, "monte_carlo": time.perf_counter() - start})  # fmt: skip
 
@@ -238,7 +240,8 @@ def quantify(
 ):
     """Table 1 for `generator`: a pandas.DataFrame, one row per level (or group), with columns level,
     levels, infonce, loss_paper, mu, sigma, ci95, samples, reached, stop, z_norm (the unit's typical
-    latent norm), verdict, reason, mu_lower_bound and suggested_samples (0: none; mlvgm.verdicts). The
+    latent norm), verdict, reason, mu_lower_bound, suggested_samples (0: none) and keep (a candidate level
+    for positive views; mlvgm.verdicts). The
     dynamics (InfoNCE and mean perturbation norm against samples) are in `table.attrs["dynamics"]`."""
     names = {f.name for f in dataclasses.fields(QuantifyConfig)}
     bad = sorted(set(options) - names)
@@ -257,21 +260,16 @@ def quantify(
 # --- outputs -----------------------------------------------------------------------------------------
 
 
-def suggested_views(result: QuantifyResult, config: QuantifyConfig) -> dict[str, object]:
-    """A `python -m mlvgm.train --config` file: random views on the `normal` units, each coordinate's
-    sigma = mu / sqrt(d) so that E||w|| is about the unit's measured mu; over- and under-used units
-    are left out (the paper's section 4 choice)."""
-    levels, sigmas = [], []
-    for k, row in result.table.iterrows():
-        if row["verdict"] != "normal":
-            continue
-        sigma = float(row["mu"]) / math.sqrt(result.walkers.unit_dim(k))
-        for i in result.walkers.units[k]:
-            levels.append(str(i + 1))
-            sigmas.append(round(sigma, 6))
-    if not levels:
+def suggested_views(g, result: QuantifyResult, config: QuantifyConfig) -> dict[str, object]:
+    """A `python -m mlvgm.train --config` file: random views on the units phase one keeps (the `keep` column),
+    each at the sigma the audit's rule picks (mlvgm.view_calibration), t = the anchors' truncation; {} when
+    none is kept or none changes the image measurably."""
+    units = kept_units(result.table)
+    if not units:
         return {}
-    return {"views": "random", "view_levels": levels, "view_sigma": sigmas, "view_t": config.truncation}
+    calibration = calibrate(g, units, t=config.truncation, truncation=config.truncation, seed=config.seed,
+                            pairs=config.audit_pairs)  # fmt: skip
+    return calibration.views()
 
 
 def table_markdown(table, config: QuantifyConfig) -> str:
@@ -292,9 +290,9 @@ def table_markdown(table, config: QuantifyConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(result: QuantifyResult, config: QuantifyConfig, out, record: dict) -> None:
-    """table1.csv/.md, dynamics.csv/.png, walkers.safetensors/.json, views.json, quantify.json in `out`
-    (created if missing)."""
+def write_outputs(g, result: QuantifyResult, config: QuantifyConfig, out, record: dict) -> None:
+    """table1.csv/.md, dynamics.csv/.png, walkers.safetensors/.json, views.json (audited on g), quantify.json in
+    `out` (created if missing)."""
     out = Path(out)
     atomic_write_text(out / "table1.csv", result.table.to_csv(index=False))
     atomic_write_text(out / "table1.md", table_markdown(result.table, config))
@@ -302,7 +300,7 @@ def write_outputs(result: QuantifyResult, config: QuantifyConfig, out, record: d
     walker_dynamics(result.dynamics, config.gamma, f"{config.generator}: walkers against their critics",
                     out / "dynamics.png")  # fmt: skip
     result.walkers.save(out / "walkers", generator=config.generator, gamma=config.gamma)
-    views = suggested_views(result, config)
+    views = suggested_views(g, result, config)
     if views:
         atomic_write_json(out / "views.json", views)
     else:  # a views.json of an earlier run in this folder would no longer describe these results
@@ -325,10 +323,13 @@ def quantify_command(config: QuantifyConfig, spec: str, *, preset: str) -> Quant
     print(table_markdown(result.table, config))
     print(f"trained in {result.seconds['training']:.0f} s, Monte Carlo {result.seconds['monte_carlo']:.0f} s")
     if config.out:
-        write_outputs(result, config, config.out, record)
-        views = (f"views.json (python -m mlvgm.train --config {config.out}/views.json)"
+        write_outputs(g, result, config, config.out, record)
+        views = (f"views.json (python -m mlvgm.train --config {config.out}/views.json; python -m mlvgm.audit "
+                 f"--quantify {config.out} --out DIR draws its calibration sheets)"
                  if (Path(config.out) / "views.json").exists()
-                 else "no views.json: no unit has a normal verdict to make views of")  # fmt: skip
+                 else "no views.json: no unit is kept for views (none normal, none on its way above the over-used "
+                 "bar)" if not result.table["keep"].any()
+                 else "no views.json: no kept unit changes the image measurably")  # fmt: skip
         print(f"wrote {config.out}/: table1.csv, table1.md, dynamics.csv, dynamics.png, walkers, {views}")
     print(advice(result.table, max_samples=config.max_samples))
     return result

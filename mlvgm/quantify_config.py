@@ -40,13 +40,14 @@ class QuantifyConfig:
     kernels: str = option("auto", "InfoNCE kernel: auto, torch, compiled, triton")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     seed: int = option(0, "seed of anchors, walkers, critics and the Monte Carlo")
+    audit_pairs: int = option(2048, "anchor/positive pairs per sigma of the audit that sets views.json's sigmas")
     out: str = option("", "folder for table1.csv/.md, dynamics.csv/.png, walkers and views.json (CLI)")
 
     def __post_init__(self) -> None:
         if not self.gamma > 0:
             raise InputError(f"gamma must be > 0, got {self.gamma}: the paper uses about 1")
         for key in ("batch_size", "min_samples", "max_samples", "mc_samples", "mc_batch", "log_every", "proj_dim",
-                    "proj_hidden"):  # fmt: skip
+                    "proj_hidden", "audit_pairs"):  # fmt: skip
             if getattr(self, key) <= 0:
                 raise InputError(f"{key} must be > 0, got {getattr(self, key)}")
         if self.batch_size < 2:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from mlvgm.checkpoint import load_checkpoint, save_checkpoint
+from mlvgm.data.sources import ContinuousSampling
 from mlvgm.distributed import agree_min, barrier, init_distributed
 from mlvgm.errors import InputError
 from mlvgm.evaluation import evaluate_run
@@ -38,6 +39,8 @@ from mlvgm.recipe import (
 )
 from mlvgm.runs import has_checkpoint
 from mlvgm.train_config import TrainConfig
+from mlvgm.view_audit import audit_views, views_line
+from mlvgm.view_strategies import NoViews
 
 _log = logging.getLogger("mlvgm.train")  # the command's name: its lines are the command's, as before the move
 
@@ -171,6 +174,8 @@ def train(
             f"bf16 {'on' if amp else 'off'}, {device}"
         )
         atomic_write_json(run_dir / ("config.json" if not resume else "resume.json"), record)
+        if isinstance(source, ContinuousSampling) and not isinstance(source.views, NoViews):
+            report_views(source, config, run_dir)
     fields = ["step", "epoch", "loss", "lr", "pairs_per_s", "elapsed_s", *metric_names(config)]
     log = MetricsLog(run_dir / "metrics.csv", fields, start_step=start_step, enabled=lead)
 
@@ -270,6 +275,19 @@ def train(
         title = f"{preset or 'run'}: {config.method}, batch {config.batch_size}"
         loss_curve(pd.read_csv(run_dir / "metrics.csv"), run_dir / "loss.png", title=title, chance=chance)
     return summary
+
+
+def report_views(source: ContinuousSampling, config: TrainConfig, run_dir: Path) -> dict:
+    """What the run's T_z does to its images (mlvgm.view_audit, on pairs of their own stream): one log line,
+    views_audit.json in the run folder, and a warning when most of the positives are destroyed."""
+    row = audit_views(source.generator, source.views, truncation=config.truncation, seed=config.seed)
+    atomic_write_json(run_dir / "views_audit.json", row)
+    _log.info(views_line(row))
+    if row["destroyed"]:
+        _log.warning(f"the views destroy the positives: {row['saturated_excess']:.0%} of their pixels are "
+                     "saturated beyond the anchors'; lower --view_sigma (python -m mlvgm.audit picks sigmas that "
+                     "keep the image)")  # fmt: skip
+    return row
 
 
 def _forward_backward(forward, optimizer: torch.optim.Optimizer, view_a, view_b, *, amp: bool, graphed: bool):

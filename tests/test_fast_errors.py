@@ -26,6 +26,7 @@ COMMANDS = {
     "mlvgm.experiments": ["--seeds", "0"],
     "mlvgm.backbone": ["--run", "no-such-run", "--out", "encoder.safetensors"],
     "mlvgm.views": ["--out", "grid.png", "--anchors", "0"],
+    "mlvgm.audit": ["--out", "audit", "--levels", "3", "--pairs", "0"],
     "mlvgm.data.export": ["--out", "data", "--n", "10", "--val_fraction", "1"],
     "mlvgm.zoo.train": ["--steps", "0"],
     "mlvgm.zoo.evidence": ["--images", "0"],

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OPTIONAL = ("nvidia.dali", "ffcv", "numba", "triton", "matplotlib", "torch.utils.tensorboard")
 # Torch-free modules a command starts from: they import the model stack inside main, after the arguments pass.
 FRONTS = {"mlvgm.cli", "mlvgm.train", "mlvgm.evaluate", "mlvgm.quantify", "mlvgm.experiments", "mlvgm.backbone",
-          "mlvgm.views", "mlvgm.data.export", "mlvgm.zoo.train", "mlvgm.zoo.evidence"}  # fmt: skip
+          "mlvgm.views", "mlvgm.audit", "mlvgm.data.export", "mlvgm.zoo.train", "mlvgm.zoo.evidence"}  # fmt: skip
 
 
 def package_files() -> dict[str, Path]:

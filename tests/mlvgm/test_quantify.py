@@ -78,14 +78,15 @@ def test_ground_truth_the_weaker_level_needs_the_larger_perturbation():
 def test_a_budget_too_short_for_the_weak_level_leaves_it_undetermined_not_under_used():
     """The same toy with 16 x 120 samples: the weak level's walker is still on its way to gamma when the
     budget ends, so its verdict is undetermined (mu a lower bound, a longer budget suggested), where the
-    old rule read a low InfoNCE as under-use; the strong level, alone at gamma, has nothing to be
-    compared with. With 16 x 600 (above) the weak level reaches gamma and is normal."""
+    old rule read a low InfoNCE as under-use; the strong level, alone at gamma, is compared with a median
+    that the weak level's lower bound leaves open above, so it is undetermined too. With 16 x 600 (above)
+    the weak level reaches gamma and is normal."""
     config = QuantifyConfig(min_samples=16 * 50, max_samples=16 * 120, smoothing=0.9, **{**FAST, "lr_walk": 1e-2})
     table = run(Toy(), config, progress=False).table.set_index("level")
     strong, weak, unused = table.loc["z1 strong"], table.loc["z2 weak"], table.loc["z3 unused"]
     assert strong["stop"] == "gamma" and weak["stop"] == "budget"
     assert weak["verdict"] == "undetermined" and weak["mu_lower_bound"] and weak["suggested_samples"] > 16 * 120
-    assert strong["verdict"] == "undetermined" and "the only unit at gamma" in strong["reason"]
+    assert strong["verdict"] == "undetermined" and "the units still on the way at the budget decide" in strong["reason"]
     assert unused["verdict"] == "under-used"
 
 
@@ -193,14 +194,14 @@ def test_api_returns_table_with_dynamics():
     table = mlvgm.quantify(Toy(), levels=["strong"], max_samples=16 * 10, min_samples=16 * 5, progress=False, **FAST)
     assert list(table.columns) == ["level", "levels", "infonce", "loss_paper", "mu", "sigma", "ci95", "samples",
                                    "reached", "stop", "z_norm", "verdict", "reason", "mu_lower_bound",
-                                   "suggested_samples", "suggestion_timed"]  # fmt: skip
+                                   "suggested_samples", "suggestion_timed", "keep"]  # fmt: skip
     assert len(pd.DataFrame(table.attrs["dynamics"])) == 2
     json.dumps(table.attrs["dynamics"])  # plain data, safe to save
 
 
 def test_cli_writes_table_dynamics_walkers_and_a_views_config(tmp_path, capsys):
     """python -m mlvgm.quantify --out DIR: every file in place, the walkers load; no views.json, since a
-    short run reaches no verdict of normal to make views of (a stale one is removed), and the last line
+    short run keeps no unit to make views of (a stale one is removed), and the last line
     counts the units at gamma."""
     from mlvgm.cli import run as run_cli
     from mlvgm.quantify import main
@@ -218,7 +219,7 @@ def test_cli_writes_table_dynamics_walkers_and_a_views_config(tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
     assert not (out / "views.json").exists()
     printed = capsys.readouterr().out
-    assert "no views.json: no unit has a normal verdict" in printed
+    assert "no views.json: no unit is kept for views" in printed
     assert printed.strip().splitlines()[-1].startswith("0 of 2 units reached gamma")
     table = pd.read_csv(out / "table1.csv")
     assert list(table["level"]) == ["z1 identity", "z6 unused"]
@@ -231,15 +232,24 @@ def test_cli_writes_table_dynamics_walkers_and_a_views_config(tmp_path, capsys):
     assert len(LevelWalkers.load(out / "walkers", load_generator("shapes:resolution=32"))) == 2
 
 
-def test_suggested_views_scale_sigma_to_each_units_mu():
-    """sigma = mu / sqrt(d) per coordinate, so that E||w|| is about the measured mu; only normal units."""
+def test_suggested_views_give_the_kept_units_the_same_image_change():
+    """views.json perturbs the units phase one keeps, each at the sigma where its mean pixel change equals the
+    others' (mlvgm.view_rule): the weak level (gain 0.3) gets a larger sigma than the strong one (gain 1)."""
     from mlvgm.quantify import QuantifyResult, suggested_views
     from mlvgm.walkers import LevelWalkers
 
-    walkers = LevelWalkers(Toy())
-    table = pd.DataFrame({"mu": [2.0, 4.0, 100.0], "verdict": ["normal", "normal", "under-used"]})
-    views = suggested_views(QuantifyResult(table, pd.DataFrame(), walkers), QuantifyConfig())
-    assert views == {"views": "random", "view_levels": ["1", "2"], "view_sigma": [1.0, 2.0], "view_t": 2.0}
+    g = Toy()
+    table = pd.DataFrame({"level": ["z1 strong", "z2 weak", "z3 unused"], "levels": ["1", "2", "3"],
+                          "keep": [True, True, False]})  # fmt: skip
+    result = QuantifyResult(table, pd.DataFrame(), LevelWalkers(g))
+    views = suggested_views(g, result, QuantifyConfig(audit_pairs=128))
+    assert views["views"] == "random" and views["view_levels"] == ["1", "2"] and views["view_t"] == 2.0
+    strong, weak = views["view_sigma"]
+    assert weak > 2 * strong
+    chosen = {row["level"]: row for row in views["_audit"]["chosen"]}
+    assert chosen["z1 strong"]["pixel_change"] == pytest.approx(chosen["z2 weak"]["pixel_change"], rel=0.1)
+    nothing = QuantifyResult(table.assign(keep=False), pd.DataFrame(), LevelWalkers(g))
+    assert suggested_views(g, nothing, QuantifyConfig(audit_pairs=128)) == {}
 
 
 @pytest.mark.parametrize(

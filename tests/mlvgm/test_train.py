@@ -258,9 +258,13 @@ def test_a_run_writes_its_files_and_resume_rejects_another_config(tmp_path, caps
     argv = [f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in TINY.items()]
     code, err = cli([*argv, "--out", str(out), "--evaluate", "true", "--eval_train", "64", "--eval_test", "32"], capsys)
     assert code == 0, err
-    files = ("config.json", "metrics.csv", "checkpoint.json", "summary.json", "loss.png", "probes.csv", "probes.md")
+    files = ("config.json", "metrics.csv", "checkpoint.json", "summary.json", "loss.png", "probes.csv", "probes.md",
+             "views_audit.json")  # fmt: skip
     for name in files:
         assert (out / name).exists(), name
+    audit = json.loads((out / "views_audit.json").read_text())  # the quickstart's views keep the image
+    assert audit["pairs"] == 512 and not audit["destroyed"] and 0 < audit["pixel_change"] < 0.2
+    assert audit["flip_shape"] == 0.0 and audit["flip_color"] > 0  # z2-z5 move colour, never the shape (z1)
     if importlib.util.find_spec("tensorboard") is not None:
         assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     record = json.loads((out / "config.json").read_text())
