@@ -174,7 +174,7 @@ def audit_command(config) -> Calibration | None:
     bar = Progress(len(units) * len(config.sigmas), desc="audit", unit="sigma")
     calibration = calibrate(g, units, sigmas=config.sigmas, t=config.t, pairs=config.pairs,
                             truncation=config.truncation, seed=config.seed, features=config.features,
-                            progress=lambda: bar.update(bar.done + 1))  # fmt: skip
+                            progress=lambda: bar.update(1))  # fmt: skip
     bar.close()
     write_audit(g, calibration, config, out, record, spec)
     return calibration
