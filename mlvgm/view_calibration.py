@@ -37,9 +37,6 @@ from mlvgm.view_audit import (
 )
 from mlvgm.view_rule import MEASURABLE, RULE, RULE_TEXT, SATURATION_MARGIN, choose
 
-AUDIT_COLUMNS = ["level", "sigma", "norm", "pixel_change", "feature_change", "saturated_anchor",
-                 "saturated_positive", "saturated_excess"]  # fmt: skip
-
 
 @dataclass
 class Calibration:
@@ -219,7 +216,8 @@ def verdicts_markdown(table: pd.DataFrame) -> str:
 def audit_markdown(calibration: Calibration, pairs: int, *, sweep_table: bool = True) -> str:
     """The chosen sigmas with what they do, then (sweep_table) every (level, sigma) measured."""
     flips = [c for c in calibration.sweep.columns if c.startswith("flip_")]
-    head = ["level", "sigma", "mean pixel change", "feature change", "saturated: anchors", "positives", *flips]
+    head = ["level", "sigma", "mean pixel change", "feature change", "saturated: anchors", "positives",
+            *(f"{c[5:]} flips" for c in flips)]  # fmt: skip
     lines = [f"Rule {RULE_TEXT}", "", f"Chosen ({pairs:,} anchor/positive pairs each):", "",
              "| " + " | ".join([*head, "why"]) + " |", "|" + "---|" * (len(head) + 1)]  # fmt: skip
     for _, r in calibration.chosen.iterrows():
