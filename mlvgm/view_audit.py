@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mlvgm.encoders import backbone
-from mlvgm.generators.base import device_of, sample_anchors
+from mlvgm.generators.base import device_of, level_label, sample_anchors
 from mlvgm.latents import truncated_normal
 from mlvgm.streams import Stream
 from mlvgm.view_rule import DESTROYED
@@ -135,8 +135,8 @@ def level_noise(g, anchors: Anchors, levels: Sequence[int], *, t: float, seed: i
     return list(torch.split(e, [g.level_dims[i] for i in levels], dim=1))
 
 
-def perturbed(anchors: Anchors, levels: Sequence[int], noise: Sequence[Tensor], sigma: float) -> list[Tensor]:
-    positives = list(anchors.latents)
+def perturbed(latents: Sequence[Tensor], levels: Sequence[int], noise: Sequence[Tensor], sigma: float) -> list[Tensor]:
+    positives = list(latents)
     for i, e in zip(levels, noise, strict=True):
         positives[i] = positives[i] + sigma * e.to(positives[i].dtype)
     return positives
@@ -150,7 +150,7 @@ def sweep(g, anchors: Anchors, units: dict[str, Sequence[int]], sigmas: Sequence
         noise = level_noise(g, anchors, levels, t=t, seed=seed)
         norm = float(torch.cat(noise, dim=1).norm(dim=1).mean())
         for sigma in sigmas:
-            positives = perturbed(anchors, levels, noise, sigma)
+            positives = perturbed(anchors.latents, levels, noise, sigma)
             rows.append({"level": label, "sigma": float(sigma), "norm": sigma * norm,
                          **measure(g, anchors, positives, net)})  # fmt: skip
             progress()
@@ -161,9 +161,8 @@ def sheet(g, anchors: Anchors, levels: Sequence[int], sigmas: Sequence[float], *
           rows: int) -> Tensor:  # fmt: skip
     """(rows, 1 + len(sigmas), 3, H, W): the first `rows` anchors, then each with the level moved by each sigma."""
     noise = [e[:rows] for e in level_noise(g, anchors, levels, t=t, seed=seed)]
-    head = Anchors([z[:rows] for z in anchors.latents], anchors.images[:rows], None, anchors.saturated[:rows], {},
-                   math.nan)  # fmt: skip
-    columns = [head.images] + [render(g, perturbed(head, levels, noise, s)) for s in sigmas]
+    head = [z[:rows] for z in anchors.latents]
+    columns = [anchors.images[:rows]] + [render(g, perturbed(head, levels, noise, s)) for s in sigmas]
     return torch.stack(columns, dim=1).cpu()
 
 
@@ -180,10 +179,8 @@ def audit_views(g, views, *, pairs: int = 512, truncation: float = 2.0, seed: in
     made = views(anchors.latents, generator=generator)
     row = measure(g, anchors, made.positives, None)
     row.pop("feature_change")
-    labels = getattr(g, "level_names", None) or [str(i + 1) for i in range(len(g.level_dims))]
-    row["norm_per_level"] = {f"z{i + 1} {name}" if getattr(g, "level_names", None) else f"z{i + 1}": float(v)
-                             for i, (name, v) in enumerate(zip(labels, made.norms.float().mean(dim=0).tolist(),
-                                                               strict=True))}  # fmt: skip
+    norms = made.norms.float().mean(dim=0).tolist()
+    row["norm_per_level"] = {level_label(g, i): float(v) for i, v in enumerate(norms)}
     row.update(pairs=pairs, destroyed=row["saturated_excess"] > DESTROYED)
     return row
 

@@ -114,7 +114,7 @@ def calibrate(g, units: dict[str, Sequence[int]], *, sigmas: Sequence[float] = A
 
 def measure_at(g, anchors: Anchors, levels: Sequence[int], sigma: float, *, t: float, seed: int, net) -> dict:
     noise = level_noise(g, anchors, levels, t=t, seed=seed)
-    return measure(g, anchors, perturbed(anchors, levels, noise, sigma), net)
+    return measure(g, anchors, perturbed(anchors.latents, levels, noise, sigma), net)
 
 
 def views_of(folder: str | Path, g, **options) -> dict[str, object]:

@@ -62,7 +62,7 @@ def test_the_numbers_match_a_literal_loop():
     g = Ramp()
     anchors = make_anchors(g, 300, truncation=3.0, seed=4, net=None)
     noise = level_noise(g, anchors, (0, 1), t=2.0, seed=4)
-    positives = perturbed(anchors, (0, 1), noise, 1.5)
+    positives = perturbed(anchors.latents, (0, 1), noise, 1.5)
     got = measure(g, anchors, positives, None)
 
     x = literal(anchors.latents[0].numpy(), anchors.latents[1].numpy())
