@@ -18,6 +18,9 @@
 #               kernel tests, whose Triton side then runs on CUDA
 #   kernels     (180) bench/gpu_check.py: Triton kernels against fp64 references, their speed and memory
 #   train       (120) the quickstart (python -m mlvgm.train) on CUDA
+#   miniature   (600, not in the default list: a lease of its own) the pre-registered miniature at GPU scale:
+#               arms S, M, P, N x 8 seeds, width 64, batch 256, 1,000 steps each, seed by seed, one CSV row
+#               per finished run in OUT_DIR/miniature/runs.csv (a time limit still returns whole pairs)
 #
 # One call may run 600 s: on a lease, run `sources cs_step` first, then `generators real`, then the rest.
 # A failed part does not stop the next. $PYTHON (default python3) runs everything; $MLVGM_BENCH_WORKERS
@@ -84,7 +87,11 @@ for part in $parts; do
     train)
         # the run folder (checkpoints) in a scratch folder; its summary, metrics and plots in OUT_DIR/train
         run train 120 "$py" -m mlvgm.train --out "$(mktemp -d)/run" --results "$out/train" ;;
+    miniature)
+        # the checkpoints in a scratch folder; the published jobs, runs.csv and the tests in OUT_DIR/miniature
+        run miniature 600 "$py" -m mlvgm.experiments miniature --device cuda --width 64 --batch 256 --budget 1000 \
+            --seeds 8 --out "$out/miniature" --runs "$(mktemp -d)/runs" ;;
     *)
-        echo "unknown part $part: choose from sources cs_step generators real tests kernels train" >&2 ;;
+        echo "unknown part $part: choose from sources cs_step generators real tests kernels train miniature" >&2 ;;
     esac
 done

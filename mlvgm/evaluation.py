@@ -27,10 +27,18 @@ from mlvgm.train_config import TrainConfig
 _log = logging.getLogger("mlvgm.evaluate")  # the command's name: its lines are the command's, as before the move
 
 
-def evaluate_run(config: TrainConfig, backbone: nn.Module, *, device, progress: bool = True) -> pd.DataFrame:
-    """Probe tables of a run's trained backbone and of the same network at the run's initialisation:
-    on the generator's ground-truth factors, or on config.data's train/ and val/ for an image-folder run."""
-    backbones = {"trained": backbone, "random init": initial_backbone(config, device)}
+def evaluate_run(
+    config: TrainConfig,
+    backbone: nn.Module | None,
+    *,
+    device,
+    progress: bool = True,
+    encoders: tuple[str, ...] = ("trained", "random init"),
+) -> pd.DataFrame:
+    """Probe tables of a run's trained backbone and of the same network at the run's initialisation (the
+    `encoders` asked for: an experiment probes each seed's initialisation once, not beside every run): on the
+    generator's ground-truth factors, or on config.data's train/ and val/ for an image-folder run."""
+    backbones = {name: backbone if name == "trained" else initial_backbone(config, device) for name in encoders}
     probe = {"weight_decays": config.probe_weight_decays, "val_share": config.probe_val_share}
     if config.source == "imagefolder":
         root = Path(config.data)

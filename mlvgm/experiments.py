@@ -1,9 +1,11 @@
-"""`python -m mlvgm.experiments NAME`: the paper's Tables 1-3 in miniature, on the shapes world.
+"""`python -m mlvgm.experiments NAME`: the paper's Tables 1 and 2 in miniature on the shapes world, and a pre-registered comparison.
 
     python -m mlvgm.experiments table1     # quantification with 3 seeds: mu +- std per level, verdicts' agreement
     python -m mlvgm.experiments table2     # real / synth / random / learned / ml-random / ml-learned rows
     python -m mlvgm.experiments figure5    # the data-loader benchmark (bench/figure5.py, from a checkout)
     python -m mlvgm.experiments all        # all three; --seeds, --budget (steps per run), --out override
+    python -m mlvgm.experiments pilot      # the miniature's pilot: {S, M} x {crop+flip, no T_x}, one seed
+    python -m mlvgm.experiments miniature  # the pre-registered comparison of arms S, M, P, N (docs/experiments.md)
 
 An experiment is data: a list of jobs (export a dataset, quantify, train) derived from the presets, each
 named by a hash of its config and of the jobs it reads. Runs live in RUNS/<job>-<hash>/: a finished job is
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from mlvgm.cli import run
 from mlvgm.config import parse_config
-from mlvgm.experiments_config import ExperimentsConfig
+from mlvgm.experiments_config import MINIATURE, ExperimentsConfig, resolved
 from mlvgm.io import check_creatable
 
 # The jobs' names, served from mlvgm.paper_jobs on first use (PEP 562): `mlvgm.experiments.plan(config)` lists an
@@ -33,9 +35,14 @@ __all__ = ["ExperimentsConfig", "main", *_JOBS]
 def main(argv: Sequence[str] | None = None) -> dict:
     config, _, _ = parse_config(ExperimentsConfig, None, argv, prog="python -m mlvgm.experiments",
                                 description=__doc__.split("\n\n")[0])  # fmt: skip
+    config = resolved(config)
     check_creatable(Path(config.runs), flag="--runs")
     check_creatable(Path(config.out), flag="--out")
-    from mlvgm.paper_jobs import run_experiments  # the model stack loads only once the arguments have passed
+    if config.name in MINIATURE:  # the model stack loads only once the arguments have passed
+        from mlvgm.miniature import run_miniature
+
+        return run_miniature(config)
+    from mlvgm.paper_jobs import run_experiments
 
     return run_experiments(config)
 

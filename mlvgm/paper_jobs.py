@@ -24,7 +24,7 @@ from mlvgm.cli import resolve_device
 from mlvgm.data.export import export_dataset
 from mlvgm.errors import InputError
 from mlvgm.evaluation import evaluate_run
-from mlvgm.experiments_config import EMBEDDED_ROWS, GENERATORS, WORLD, ExperimentsConfig
+from mlvgm.experiments_config import EMBEDDED_ROWS, GENERATORS, WORLD, ExperimentsConfig, resolved
 from mlvgm.generators import load_generator
 from mlvgm.generators.embedded import read_meta
 from mlvgm.io import atomic_write_json, atomic_write_text, make_output_dir
@@ -111,6 +111,7 @@ def quantify_job(config: ExperimentsConfig, seed: int, *, single: bool = False, 
 
 def plan(config: ExperimentsConfig) -> list[Job]:
     """Every job of the experiment, each after the jobs it reads."""
+    config = resolved(config)
     jobs: list[Job] = []
     for generator in config.generators:
         jobs += plan_generator(config, generator)
@@ -393,6 +394,7 @@ def aggregate_generator(jobs: list[Job], generator: str, runs: Path, out: Path) 
 def run_experiments(config: ExperimentsConfig) -> dict:
     """Run every job not yet done (in plan order), then aggregate; returns counts and the wall time. (main has
     checked that the folders can be made.)"""
+    config = resolved(config)
     started = time.perf_counter()
     runs, out = Path(config.runs), Path(config.out)
     jobs = plan(config)

@@ -8,6 +8,7 @@ switch, so importing mlvgm never changes a user's matplotlib state), saved atomi
     panels(panels, path, ...)                          bars per label in one panel per quantity, seeds as dots
     calibration_sheet(images, sigmas, title, path)      one level moved by each sigma of a grid (mlvgm.audit)
     audit_curves(sweep, chosen, path, ...)             pixel change and saturation against sigma (mlvgm.audit)
+    paired_arms(per_run, analysis, path, ...)          arms paired by seed and the tested differences (miniature)
 
 matplotlib is imported when a figure is drawn, not when mlvgm is.
 """
@@ -199,5 +200,39 @@ def audit_curves(sweep, chosen, path: str | Path, *, title: str, margin: float, 
     change.set_yscale("log")
     change.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_png(fig, path)
+
+
+def paired_arms(per_run, analysis: dict, path: str | Path, *, chance: float, ceiling: float) -> None:
+    """Left: shape linear top-1 per arm, each seed a dot joined across arms (the pairing), the untrained network
+    grey, chance and the supervised ceiling as lines. Right: each tested difference with its 95% interval."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.8))
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.2, 1]})
+    arms = [*analysis["arms"], "init"]
+    shape = per_run[(per_run["factor"] == "shape")].pivot_table(index="seed", columns="arm", values="linear_top1")
+    shape = shape[[a for a in arms if a in shape]]
+    for _, row in shape.iterrows():
+        left.plot(range(len(row)), row.values, color="0.75", linewidth=0.8, marker=".", markersize=5)
+    left.plot(range(len(shape.columns)), shape.mean().values, "o", color="tab:blue", label="mean")
+    left.axhline(chance, color="tab:red", linestyle="--", linewidth=1, label="chance")
+    left.axhline(ceiling, color="tab:green", linestyle=":", linewidth=1, label="supervised ceiling")
+    left.set_xticks(range(len(shape.columns)), list(shape.columns))
+    left.set_ylabel("shape, linear top-1")
+    left.set_title("each seed (grey) across arms", fontsize=9)
+    left.legend(fontsize=7, loc="center right")
+    tested = ([analysis["primary"]] if "primary" in analysis else []) + list(analysis["secondary"])
+    tested = [row for row in tested if "mean" in row]
+    labels = [f"{row['comparison']} ({row['probe']})" for row in tested]
+    for i, row in enumerate(tested):
+        right.errorbar(row["mean"], i, xerr=[[row["mean"] - row["low"]], [row["high"] - row["mean"]]], fmt="o",
+                       color="tab:blue" if i else "black", capsize=3)  # fmt: skip
+    right.axvline(0, color="0.5", linewidth=1)
+    right.set_yticks(range(len(tested)), labels, fontsize=7)
+    right.invert_yaxis()
+    right.set_xlabel("paired difference in shape top-1 (95% CI)")
+    right.set_title("primary (black) and secondaries", fontsize=9)
     fig.tight_layout()
     save_png(fig, path)

@@ -343,7 +343,7 @@ CASES = [
     # mlvgm.experiments
     ("mlvgm.experiments", ["table9", "--out", "{work}/paper"], "unknown experiment 'table9': choose one of", None),
     ("mlvgm.experiments", ["table2", "--budgte", "5"], "unknown option '--budgte': did you mean --budget", None),
-    ("mlvgm.experiments", ["table2", "--seeds", "0", "--out", "{work}/paper"], "--seeds must be > 0", None),
+    ("mlvgm.experiments", ["table2", "--seeds", "-1", "--out", "{work}/paper"], "--seeds must be >= 0", None),
     ("mlvgm.experiments", ["table2", "--rows", "synth,ml", "--out", "{work}/paper"], "--rows must be some of", None),
     ("mlvgm.experiments", ["table2", "--out", "{work}/text.pkl/paper", "--runs", "{work}/runs"], "text.pkl", None),
     ("mlvgm.views", ["--out", "{work}/folder.png"], "folder.png is a folder: give a file name", None),

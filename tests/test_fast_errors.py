@@ -23,7 +23,7 @@ COMMANDS = {
     "mlvgm.train": ["--batch_size", "0"],
     "mlvgm.evaluate": ["--run", "no-such-run"],
     "mlvgm.quantify": ["--batch_size", "0"],
-    "mlvgm.experiments": ["--seeds", "0"],
+    "mlvgm.experiments": ["--seeds", "-1"],
     "mlvgm.backbone": ["--run", "no-such-run", "--out", "encoder.safetensors"],
     "mlvgm.views": ["--out", "grid.png", "--anchors", "0"],
     "mlvgm.audit": ["--out", "audit", "--levels", "3", "--pairs", "0"],

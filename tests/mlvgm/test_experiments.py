@@ -56,7 +56,10 @@ def test_a_job_key_follows_its_config_and_its_inputs():
     ("argv", "message"),
     [(["table9"], "unknown experiment 'table9'"), (["table2", "--rows", "synth,nope"], "--rows must be some of"),
      (["table2", "--real_images", "10"], "--real_images must be at least one batch"),
-     (["table2", "--seeds", "0"], "--seeds must be > 0"),
+     (["table2", "--seeds", "-1"], "--seeds must be >= 0"),
+     (["miniature", "--seeds", "1"], "--seeds 1 leaves the paired tests without a spread"),
+     (["miniature", "--arms", "S,Q"], "--arms must be some of"),
+     (["miniature", "--augment", "jitter"], "--augment must be one of"),
      (["figure5", "--figure5_json", "nope.json"], "--figure5_json nope.json is not a file")],
 )  # fmt: skip
 def test_bad_options_are_one_line(argv, message):
