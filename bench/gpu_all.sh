@@ -21,6 +21,8 @@
 #   miniature   (600, not in the default list: a lease of its own) the pre-registered miniature at GPU scale:
 #               arms S, M, P, N x 8 seeds, width 64, batch 256, 1,000 steps each, seed by seed, one CSV row
 #               per finished run in OUT_DIR/miniature/runs.csv (a time limit still returns whole pairs)
+#   miniature-ssl (2 x 600, not in the default list) the same for SimSiam and BYOL, with their collapse
+#               monitor -> OUT_DIR/miniature-simsiam, OUT_DIR/miniature-byol
 #
 # One call may run 600 s: on a lease, run `sources cs_step` first, then `generators real`, then the rest.
 # A failed part does not stop the next. $PYTHON (default python3) runs everything; $MLVGM_BENCH_WORKERS
@@ -91,7 +93,12 @@ for part in $parts; do
         # the checkpoints in a scratch folder; the published jobs, runs.csv and the tests in OUT_DIR/miniature
         run miniature 600 "$py" -m mlvgm.experiments miniature --device cuda --width 64 --batch 256 --budget 1000 \
             --seeds 8 --out "$out/miniature" --runs "$(mktemp -d)/runs" ;;
+    miniature-ssl)
+        for method in simsiam byol; do
+            run "miniature-$method" 600 "$py" -m mlvgm.experiments miniature --method $method --device cuda \
+                --width 64 --batch 256 --budget 1000 --seeds 8 --out "$out/miniature-$method" --runs "$(mktemp -d)/runs"
+        done ;;
     *)
-        echo "unknown part $part: choose from sources cs_step generators real tests kernels train miniature" >&2 ;;
+        echo "unknown part $part: choose from sources cs_step generators real tests kernels train miniature miniature-ssl" >&2 ;;
     esac
 done

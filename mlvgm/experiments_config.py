@@ -48,6 +48,11 @@ class ExperimentsConfig:
     eval_test: int = option(
         0, "labelled images the probes are scored on (0: 1,000 for table2, 5,000 for the pilot and the miniature)"
     )
+    method: str = option(
+        "simclr",
+        f"the pilot's and the miniature's method: {', '.join(METHODS)} (SimSiam and BYOL "
+        "only at GPU scale: docs/experiments.md)",
+    )
     arms: tuple[str, ...] = option(tuple(design.ARMS), "the miniature's arms (docs/experiments.md): S, M, P, N")
     augment: str = option("", "the miniature's T_x for every arm (empty: the one the committed pilot chose)")
     width: int = option(0, "the pilot's and the miniature's encoder width (0: 32, the quickstart's)")
@@ -75,6 +80,8 @@ class ExperimentsConfig:
             raise InputError("--seeds 1 leaves the paired tests without a spread: give at least 2 (0: 8)")
         if self.real_images < 64:
             raise InputError(f"--real_images must be at least one batch (64), got {self.real_images}")
+        if self.method not in METHODS:
+            raise InputError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.augment and self.augment not in AUGMENTS:
             raise InputError(f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
         for key, valid in (

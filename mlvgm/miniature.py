@@ -52,8 +52,8 @@ def chosen_augment(config: ExperimentsConfig) -> str:
 def base_fields(config: ExperimentsConfig, seed: int) -> dict[str, object]:
     """What every job of a seed shares: the encoder, optimiser, steps, probe sets (TrainConfig fields)."""
     batch = config.batch
-    return {**design.BASE, "width": config.width, "batch_size": batch, "seed": seed, "epochs": 1,
-            "epoch_images": config.budget * batch, "evaluate": False, "budget_minutes": 0.0,
+    return {**design.BASE, "method": config.method, "width": config.width, "batch_size": batch, "seed": seed,
+            "epochs": 1, "epoch_images": config.budget * batch, "evaluate": False, "budget_minutes": 0.0,
             "checkpoint_minutes": 5.0, "checkpoint_every": max(1, config.budget // 5),
             "eval_train": config.eval_train, "eval_test": config.eval_test}  # fmt: skip
 
@@ -69,12 +69,13 @@ def plan_miniature(config: ExperimentsConfig) -> list[Job]:
     seeds = (design.PILOT_SEED,) if pilot else tuple(range(config.seeds))
     cells = [(arm, tx) for arm in design.PILOT_ARMS for tx in design.PILOT_TX] if pilot else \
         [(arm, chosen_augment(config)) for arm in config.arms]  # fmt: skip
+    prefix = config.name if config.method == "simclr" else f"{config.name}/{config.method}"
     jobs = []
     for seed in seeds:  # seed by seed, so a sweep cut short still holds whole pairs
         base = base_fields(config, seed)
-        jobs.append(Job("init", f"{config.name}/init/s{seed}", {**base, "views": "none", "augment": "none"}))
+        jobs.append(Job("init", f"{prefix}/init/s{seed}", {**base, "views": "none", "augment": "none"}))
         for arm, tx in cells:
-            name = f"{config.name}/{arm}-{tx}/s{seed}" if pilot else f"{config.name}/{arm}/s{seed}"
+            name = f"{prefix}/{arm}-{tx}/s{seed}" if pilot else f"{prefix}/{arm}/s{seed}"
             jobs.append(Job("train", name, {**base, **arm_fields(arm), "augment": tx}))
     return jobs
 
@@ -137,9 +138,13 @@ def results(jobs: list[Job], out: Path) -> pd.DataFrame:
         if done(job, out):
             probes = pd.read_csv(published(job, out) / "probes.csv")
             record = json.loads((published(job, out) / "job.json").read_text())
-            arm = job.name.split("/")[1].split("-")[0]
+            arm = job.name.split("/")[-2].split("-")[0]
             augment = job.config["augment"] if arm != "init" else ""
+            metrics = published(job, out) / "metrics.csv"
+            last = pd.read_csv(metrics).iloc[-1] if metrics.is_file() else {}
             frames.append(probes.assign(job=job.name, arm=arm, augment=augment, seed=int(job.config["seed"]),
+                                        final_loss=last.get("loss", float("nan")),
+                                        z_std=last.get("z_std", float("nan")),
                                         seconds=record["seconds"], commit=str(record["git"]["sha"])[:10],
                                         dirty=bool(record["git"]["dirty"])))  # fmt: skip
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -120,9 +120,11 @@ def analyse(per_run: pd.DataFrame) -> dict[str, object]:
 
 def arms_table(per_run: pd.DataFrame, analysis: dict) -> str:
     factors = list(dict.fromkeys(per_run["factor"]))
+    collapse = "z_std" in per_run and per_run["z_std"].notna().any()  # SimSiam's per-dimension feature std
     lines = ["| arm | seeds | shape, linear | gain over init [95% CI] | learned | shape, kNN | kNN gain [95% CI] | "
-             + " | ".join(f"{f}, linear" for f in factors if f != "shape") + " |",
-             "|---|---|---|---|---|---|---|" + "---|" * (len(factors) - 1)]  # fmt: skip
+             + " | ".join(f"{f}, linear" for f in factors if f != "shape") + " | final loss |"
+             + (" feature std x sqrt(d) |" if collapse else ""),
+             "|---|---|---|---|---|---|---|" + "---|" * (len(factors) + collapse)]  # fmt: skip
     for arm in [*analysis["arms"], "init"]:
         shape, knn = values(per_run, arm, "linear"), values(per_run, arm, "knn")
         others = [values(per_run, arm, "linear", f) for f in factors if f != "shape"]
@@ -135,8 +137,11 @@ def arms_table(per_run: pd.DataFrame, analysis: dict) -> str:
             learned = "yes" if row["learns"] else "no"
         cells = [f"{v.mean():.3f} +- {v.std():.3f}" for v in (shape, knn, *others)]
         label = "init (untrained)" if arm == "init" else f"{arm}: {design.ARM_NAMES[arm]}"
+        runs = per_run[(per_run["arm"] == arm) & (per_run["factor"] == "shape")]
+        loss = "" if arm == "init" else f"{runs['final_loss'].mean():.3f}"
+        std = "" if arm == "init" else f"{runs['z_std'].mean():.3f}"
         lines.append(f"| {label} | {len(shape)} | {cells[0]} | {gain} | {learned} | {cells[1]} | {kgain} | "
-                     + " | ".join(cells[2:]) + " |")  # fmt: skip
+                     + " | ".join(cells[2:]) + f" | {loss} |" + (f" {std} |" if collapse else ""))  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
