@@ -55,6 +55,7 @@ class ExperimentsConfig:
     )
     arms: tuple[str, ...] = option(tuple(design.ARMS), "the miniature's arms (docs/experiments.md): S, M, P, N")
     augment: str = option("", "the miniature's T_x for every arm (empty: the one the committed pilot chose)")
+    analyse_only: bool = option(False, "the miniature and its pilot: analyse the published jobs, run none")
     width: int = option(0, "the pilot's and the miniature's encoder width (0: 32, the quickstart's)")
     batch: int = option(0, "the pilot's and the miniature's pairs per step (0: 64, the quickstart's)")
     figure5_json: str = option(

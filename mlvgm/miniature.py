@@ -155,8 +155,9 @@ def run_miniature(config: ExperimentsConfig) -> dict:
     started = time.perf_counter()
     runs, out = Path(config.runs), Path(config.out)
     jobs = plan_miniature(config)
-    todo = [job for job in jobs if not done(job, out)]
-    print(f"{config.name}: {len(jobs)} jobs, {len(jobs) - len(todo)} published in {out}/jobs, {len(todo)} to run "
+    todo = [] if config.analyse_only else [job for job in jobs if not done(job, out)]
+    finished = sum(done(job, out) for job in jobs)
+    print(f"{config.name}: {len(jobs)} jobs, {finished} published in {out}/jobs, {len(todo)} to run "
           f"(checkpoints in {runs})")  # fmt: skip
     make_output_dir(runs, flag="--runs")
     make_output_dir(out, flag="--out")

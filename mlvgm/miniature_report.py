@@ -228,7 +228,13 @@ def miniature_report(config: ExperimentsConfig, per_run: pd.DataFrame, analysis:
     classes = int(per_run[per_run["factor"] == "shape"]["classes"].iloc[0])
     paired_arms(per_run, analysis, out / "miniature.png", chance=1 / classes, ceiling=design.CEILING)
     augment = per_run[per_run["arm"] != "init"]["augment"].iloc[0]
-    lines = ["# The paper in miniature: a pre-registered comparison of positive views", "",
+    complete = per_run.groupby("seed")["arm"].nunique()
+    complete = int((complete == len(analysis["arms"]) + 1).sum())  # seeds with every arm and the init probe
+    interim = [] if complete >= config.seeds else [
+        f"**Interim: {complete} of {config.seeds} seeds complete.** The pre-registration reads its tests at "
+        f"{config.seeds} seeds, fixed in advance; the tests below are an interim look at the seeds done so far, "
+        "not the result, and no decision is taken on them.", ""]  # fmt: skip
+    lines = ["# The paper in miniature: a pre-registered comparison of positive views", "", *interim,
              "`python -m mlvgm.experiments miniature`: SimCLR on the shapes world at 32 px, arms "
              f"{', '.join(analysis['arms'])} paired by seed, T_x `{augment}` for every arm, {config.budget} steps of "
              f"{config.batch} pairs, width {config.width}; probes on {config.eval_train:,} + {config.eval_test:,} "

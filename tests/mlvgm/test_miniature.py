@@ -1,6 +1,7 @@
 """The pre-registered miniature: its plan holds everything equal but T_z, its pilot rule and its analysis read
 what the pre-registration says, and a sweep resumes from published jobs alone."""
 
+import dataclasses
 import json
 import shutil
 
@@ -121,4 +122,9 @@ def test_a_sweep_resumes_from_its_published_jobs_alone(tmp_path, capsys):
     assert run_miniature(config)["ran"] == 0
     assert "0 to run" in capsys.readouterr().out
     readme = (tmp_path / "out" / "README.md").read_text()
-    assert "jobs: 4 published" in readme and "| N: no T_z" in readme
+    assert "jobs: 4 published" in readme and "| N: no T_z" in readme and "Interim" not in readme
+    # analysing a sweep cut short: nothing runs, and the README says it is an interim look
+    shutil.rmtree(tmp_path / "out" / "jobs" / jobs[-1].folder(tmp_path).name)
+    more = dataclasses.replace(config, analyse_only=True)
+    assert run_miniature(more)["ran"] == 0 and not done(jobs[-1], tmp_path / "out")
+    assert "Interim: 1 of 2 seeds complete" in (tmp_path / "out" / "README.md").read_text()
