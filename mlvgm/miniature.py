@@ -15,21 +15,17 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from mlvgm import miniature_design as design
-from mlvgm import training
-from mlvgm.checkpoint import load_checkpoint
 from mlvgm.cli import resolve_device
 from mlvgm.errors import InputError
 from mlvgm.evaluation import evaluate_run
 from mlvgm.experiments_config import ExperimentsConfig
 from mlvgm.io import atomic_write_json, atomic_write_text, make_output_dir
 from mlvgm.miniature_report import write_report
-from mlvgm.paper_jobs import Job, MissingInput, refuse_destroyed_views
+from mlvgm.paper_jobs import Job, MissingInput, trained_backbone
 from mlvgm.progress import duration
 from mlvgm.provenance import provenance
-from mlvgm.recipe import build_method
 from mlvgm.train_config import TrainConfig
 
 PUBLISHED = ("config.json", "metrics.csv", "summary.json", "views_audit.json", "probes.csv")
@@ -96,15 +92,8 @@ def run_job(job: Job, runs: Path, config: ExperimentsConfig) -> pd.DataFrame:
     if job.kind == "init":
         folder.mkdir(parents=True, exist_ok=True)
         return evaluate_run(trained, None, device=device, progress=False, encoders=("random init",))
-    refuse_destroyed_views(job, trained, device)
-    steps = trained.epochs * (trained.epoch_images // trained.batch_size)
-    summary = folder / "summary.json"
-    if not (summary.exists() and json.loads(summary.read_text())["steps"] == steps):
-        training.train(trained, folder, resume=folder.exists(), preset=job.name, progress=False)
-    torch.manual_seed(trained.seed)
-    method = build_method(trained).to(device)
-    load_checkpoint(folder, method)
-    return evaluate_run(trained, method.backbone, device=device, progress=False, encoders=("trained",))
+    backbone = trained_backbone(job, trained, folder, device)
+    return evaluate_run(trained, backbone, device=device, progress=False, encoders=("trained",))
 
 
 def publish(job: Job, runs: Path, out: Path, table: pd.DataFrame, seconds: float) -> None:

@@ -213,6 +213,20 @@ def probe_config(trained: TrainConfig) -> TrainConfig:
     return dataclasses.replace(trained, source="cs", data="", generator=WORLD, views="none", walkers="")
 
 
+def trained_backbone(job: Job, trained: TrainConfig, folder: Path, device) -> torch.nn.Module:
+    """The job's trained backbone: its views checked, its training run (or resumed) unless finished, its last
+    checkpoint loaded."""
+    refuse_destroyed_views(job, trained, device)
+    summary = folder / "summary.json"
+    steps = trained.epochs * (trained.epoch_images // trained.batch_size)
+    if not (summary.exists() and json.loads(summary.read_text())["steps"] == steps):
+        training.train(trained, folder, resume=folder.exists(), preset=job.name, progress=False)
+    torch.manual_seed(trained.seed)
+    method = build_method(trained).to(device)
+    load_checkpoint(folder, method)
+    return method.backbone
+
+
 def run_job(job: Job, runs: Path, config: ExperimentsConfig) -> None:
     folder = job.folder(runs)
     device = resolve_device(config.device)
@@ -225,17 +239,8 @@ def run_job(job: Job, runs: Path, config: ExperimentsConfig) -> None:
         write_outputs(g, result, quantify, folder, provenance(dataclasses.asdict(quantify)))
     else:
         trained = train_config(job, runs, config)
-        refuse_destroyed_views(job, trained, device)
-        summary_path = folder / "summary.json"
-        finished = summary_path.exists() and json.loads(summary_path.read_text())["steps"] == trained.epochs * (
-            trained.epoch_images // trained.batch_size
-        )
-        if not finished:
-            training.train(trained, folder, resume=folder.exists(), preset=job.name, progress=False)
-        torch.manual_seed(trained.seed)
-        method = build_method(trained).to(device)
-        load_checkpoint(folder, method)
-        table = evaluate_run(probe_config(trained), method.backbone, device=device, progress=False)
+        backbone = trained_backbone(job, trained, folder, device)
+        table = evaluate_run(probe_config(trained), backbone, device=device, progress=False)
         atomic_write_text(folder / "probes.csv", table.to_csv(index=False))
 
 
