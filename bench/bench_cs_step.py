@@ -1,4 +1,4 @@
-"""The Continuous-Sampling step's per-batch cost: the compiled step against the path before it.
+"""The Continuous-Sampling step's per-batch cost: the compiled step against the same step called eagerly.
 
     pytest bench/bench_cs_step.py --benchmark-json out.json          # batch 8 and 256
     pytest bench/bench_cs_step.py -m ci --benchmark-json out.json    # the same (it is the CI subset)
@@ -6,17 +6,19 @@
 
 One group, `cs-step`, members `{path}-{batch}`:
 
-- `fused`: `ContinuousSampling` as `mlvgm.train` builds it with --compile_generator: the whole step (anchor
-  draws, T_z, the generator, T_x) one compiled graph, the step a tensor input.
-- `stepwise`: the path before it (`fused=False`): the generator compiled alone, its draws, T_z and T_x
-  as eager ops around it, each a launch (on a GPU) and a trip through Python.
+- `compiled`: `ContinuousSampling` as `mlvgm.train --cs_compile on` builds it (what `auto` picks on CUDA and for
+  long CPU runs): the whole step (anchor draws, T_z, the generator, T_x) one compiled graph, the step a
+  tensor input.
+- `eager`: the same `produce` called with the step as an int (`--cs_compile off`, what `auto` picks for a
+  short CPU run): each op a launch (on a GPU) and a trip through Python; T_z runs its own kernel
+  (`--kernels`).
 
 Both make the same views of the shapes world at 64 px (no_color, 56 px views, ML random views on z2-z5),
 as bench_sources' `cs` member does. Per member, extra_info holds images/s (pairs per second, as
 bench_sources counts them) and the number of top-level ops a batch issues outside compiled graphs
-(torch's profiler, one batch after warm-up). bench.compare tracks, as ratios within the run: fused
-against stepwise at each batch (the time per batch), the fused step's images/s at batch 8 over batch 256
-(1.0 = no fixed cost per batch), and the fused step's op count.
+(torch's profiler, one batch after warm-up). bench.compare tracks, as ratios within the run: compiled
+against eager at each batch (the time per batch), the compiled step's images/s at batch 8 over batch 256
+(1.0 = no fixed cost per batch), and the compiled step's op count.
 """
 
 from __future__ import annotations
@@ -46,9 +48,10 @@ def generator():
     return load_generator(f"shapes:resolution={RESOLUTION}", device=DEVICE)
 
 
-def make(g, batch: int, fused: bool) -> ContinuousSampling:
-    config = dataclasses.replace(CONFIG, batch_size=batch, crop=VIEW_CROP)
-    return continuous_sampling(config, g, rank=0, world=1, device=DEVICE, fused=fused)
+def make(g, batch: int, compiled: bool) -> ContinuousSampling:
+    """The source mlvgm.train builds for the bench's preset, with its path forced."""
+    config = dataclasses.replace(CONFIG, batch_size=batch, crop=VIEW_CROP, cs_compile="on" if compiled else "off")
+    return continuous_sampling(config, g, rank=0, world=1, device=DEVICE)
 
 
 def ops_outside_graphs(source: ContinuousSampling, step: int) -> int:
@@ -61,10 +64,10 @@ def ops_outside_graphs(source: ContinuousSampling, step: int) -> int:
 
 @pytest.mark.ci
 @pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("path", ["fused", "stepwise"])
+@pytest.mark.parametrize("path", ["compiled", "eager"])
 def test_cs_step(benchmark, generator, path: str, batch: int):
     benchmark.group = "cs-step"
-    source = make(generator, batch, fused=path == "fused")
+    source = make(generator, batch, compiled=path == "compiled")
     steps = itertools.count()
     for _ in range(WARMUP):
         source.batch(next(steps))
@@ -76,9 +79,8 @@ def test_cs_step(benchmark, generator, path: str, batch: int):
         _sync()
 
     benchmark.pedantic(one, rounds=max(MIN_ROUNDS, IMAGES_PER_MEMBER // batch), iterations=1)
-    mode = source.step_graph.mode if source.step_graph is not None else "generator compiled alone"
     benchmark.extra_info.update(
         member=f"{path}-{batch}", path=path, batch=batch, resolution=RESOLUTION, crop=VIEW_CROP,
-        ops_outside_graphs=ops, mode=mode, threads=torch.get_num_threads(), device=DEVICE.type,
+        ops_outside_graphs=ops, mode=source.mode, threads=torch.get_num_threads(), device=DEVICE.type,
         images_per_s=batch / benchmark.stats.stats.median,
     )  # fmt: skip

@@ -15,14 +15,16 @@ with 2 workers each.
 
 - `sources-batch{B}`: images/s the source delivers, N consecutive batches of one iterator per round,
   after warm-up batches (worker start-up, torch.compile, numba) that are not timed. Members: `cs` (the
-  shapes world compiled, Philox latents, fused T_z, as `mlvgm.train` builds it), `cs-bigbigan` (the same
+  source `mlvgm.train --preset shapes-ml-random` builds, on the path its `--cs_compile auto` picks, named in
+  extra_info `cs_path` and `cs_mode`), `cs-bigbigan` (the same
   CS over the paper's Figure-5 generator: BigBiGAN's full architecture at 128 px with random weights,
   compiled, its ML-random views on chunks 2-6, views cropped to the same size), `cs-stylegan2` (GPU only:
   StyleGAN2 at 256 px, random weights, bf16, the paper's ML random views on its w's), `cs-paper` (the
   paper's code path: scipy latents on the CPU, eager generator moved to the device and back every
   step; a no-op move on a CPU machine), `imagefolder` (torch DataLoader), `dali`, `ffcv`.
-- `epoch-time-batch{B}`: one SimCLR step (small-stem ResNet-18 built by `mlvgm.recipe.build_method`,
-  Adam as in the paper's Figure-5 runs, 32-px views) fed by each source, against `resident`: the same
+- `epoch-time-batch{B}`: one SimCLR step (`mlvgm.train_step.TrainStep`, the step mlvgm.train takes, on the
+  small-stem ResNet-18 `mlvgm.recipe.build_method` builds, Adam as in the paper's Figure-5 runs, 32-px
+  views) fed by each source, against `resident`: the same
   step on one batch already on the device, the limit no source can beat. Each member's extra_info
   holds the time per step and the energy and CO2 of its timed steps (codecarbon's offline tracker,
   `bench/carbon.py`), extrapolated to an epoch of ImageNet-100's 126,789 images as the paper's were.
@@ -48,6 +50,7 @@ import torch
 
 from bench.carbon import EnergyMeter
 from mlvgm.augment import PixelAugment
+from mlvgm.config import make_config
 from mlvgm.data.sources import ContinuousSampling, ImageFolderSource, steps_for, view_streams
 from mlvgm.hostmem import retain_freed_memory
 from mlvgm.recipe import (
@@ -56,10 +59,12 @@ from mlvgm.recipe import (
     build_source,
     build_views,
     continuous_sampling,
+    cs_path,
     peak_lr,
     use_amp,
 )
 from mlvgm.train_config import PRESETS, TrainConfig
+from mlvgm.train_step import TrainStep, channels_last
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SEED = 0
@@ -99,9 +104,12 @@ EPOCH_ROUNDS, WARMUP_STEPS = 4, 2
 SLOW_DATA_ROUNDS, SLOW_WARMUP_BATCHES, SLOW_EPOCH_ROUNDS, SLOW_WARMUP_STEPS = 3, 1, 2, 1
 # The paper's epoch: ImageNet-100's size, the default of mlvgm.train's --epoch_images.
 EPOCH_IMAGES = TrainConfig.epoch_images
-# SimCLR, small-stem ResNet-18, Adam (the paper's Figure-5 optimiser), the shapes world with ML random
-# views on z2-z5 (sigma 1, t 2: mlvgm.train's defaults) compiled, T_x no_color.
-CONFIG = TrainConfig(method="simclr", optimizer="adam", augment=PRESET, compile_generator=True, seed=SEED)
+# The preset `python -m mlvgm.train --preset shapes-ml-random --optimizer adam` trains: SimCLR, small-stem
+# ResNet-18, Adam (the paper's Figure-5 optimiser), the shapes world with ML random views on z2-z5 (sigma 1,
+# t 2), T_x no_color, and the Continuous-Sampling path its --cs_compile auto picks (recipe.cs_path).
+BENCH_PRESET, BENCH_CHANGES = "shapes-ml-random", {"optimizer": "adam", "seed": SEED}
+CONFIG = make_config(TrainConfig, PRESETS, BENCH_PRESET, BENCH_CHANGES)
+assert CONFIG.augment == PRESET, "the bench's preset changed its T_x"
 
 
 def _threads() -> int:
@@ -276,6 +284,13 @@ def make_source(name: str, data: Data, batch: int, crop: int):
     raise ValueError(f"unknown source {name!r}")
 
 
+def _path(made, batch: int) -> dict:
+    """The Continuous-Sampling path a member ran (what mlvgm.train records for a run), or nothing for a loader."""
+    if not isinstance(made, ContinuousSampling):
+        return {}
+    return {"cs_mode": made.mode, "cs_path": cs_path(dataclasses.replace(CONFIG, batch_size=batch), DEVICE).line()}
+
+
 def _record(benchmark, source: str, **info) -> None:
     benchmark.extra_info.update(
         source=source, resolution=RESOLUTIONS.get(source, RESOLUTION), preset=PRESET,
@@ -293,7 +308,8 @@ def test_data_path(benchmark, data, source: str, batch: int):
     slow = _slow(source)
     per_round = 1 if slow else max(2, IMAGES_PER_ROUND // batch)
     rounds, warmup = (SLOW_DATA_ROUNDS, SLOW_WARMUP_BATCHES) if slow else (DATA_ROUNDS, WARMUP_BATCHES)
-    batches = make_source(source, data, batch, VIEW_CROP).iterate(0)
+    made = make_source(source, data, batch, VIEW_CROP)
+    batches = made.iterate(0)
 
     def take() -> None:
         for _ in range(per_round):
@@ -309,36 +325,18 @@ def test_data_path(benchmark, data, source: str, batch: int):
         batches.close()  # stops DataLoader workers and loader threads now, not at garbage collection
     _record(
         benchmark, source, batch=batch, crop=VIEW_CROP, batches_per_round=per_round,
-        images_per_s=per_round * batch / benchmark.stats.stats.median,
+        images_per_s=per_round * batch / benchmark.stats.stats.median, **_path(made, batch),
     )  # fmt: skip
 
 
-def _trainer(batch: int):
-    """The SimCLR model and optimiser mlvgm.train builds for this batch, on DEVICE, fresh and seeded."""
+def _trainer(batch: int) -> TrainStep:
+    """The SimCLR training step mlvgm.train takes for this batch (mlvgm.train_step, at a constant learning rate),
+    on DEVICE, fresh and seeded."""
     config = dataclasses.replace(CONFIG, batch_size=batch, crop=TRAIN_CROP)
     torch.manual_seed(SEED)
-    method = build_method(config).to(DEVICE)
-    if DEVICE.type == "cuda":
-        method = method.to(memory_format=torch.channels_last)
+    method = channels_last(build_method(config).to(DEVICE), DEVICE).train()
     optimizer = build_optimizer(config, method.param_groups(peak_lr(config)))
-    return method.train(), optimizer, use_amp(config, DEVICE)
-
-
-def _train_step(method, optimizer, view_a, view_b, *, amp: bool) -> None:
-    """The body of mlvgm.train's loop for one batch (without its lr schedule, logging and checkpoints; SimCLR's
-    after_step does nothing)."""
-    # mlvgm.train's CUDA format; on the CPU one format for every source, because FFCV yields channels-last
-    # views and oneDNN runs the network faster on them: a property of the step, not of loading.
-    memory_format = torch.channels_last if DEVICE.type == "cuda" else torch.contiguous_format
-    view_a, view_b = (v.contiguous(memory_format=memory_format) for v in (view_a, view_b))
-    # Gradients on explicitly: ImageFolderSource yields inside `with torch.no_grad()`, which leaves grad mode
-    # off in the caller while its generator is suspended (`mlvgm.train --source imagefolder` stops at its
-    # first backward on it).
-    with torch.enable_grad(), torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=amp):
-        loss, _ = method(view_a, view_b)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    return TrainStep(method, optimizer, amp=use_amp(config, DEVICE))
 
 
 @pytest.mark.parametrize(("source", "batch"), _cases(("resident", *SOURCES)))
@@ -351,14 +349,14 @@ def test_epoch_time(benchmark, data, source: str, batch: int):
             data.folder, PixelAugment(PRESET, TRAIN_CROP).to(DEVICE), batch, seed=SEED, resolution=RESOLUTION,
             workers=0, device=DEVICE,
         )  # fmt: skip
-        batches = itertools.repeat(next(folder.iterate(0)))
+        made, batches = None, itertools.repeat(next(folder.iterate(0)))
     else:
-        batches = make_source(source, data, batch, TRAIN_CROP).iterate(0)
-    method, optimizer, amp = _trainer(batch)
+        made = make_source(source, data, batch, TRAIN_CROP)
+        batches = made.iterate(0)
+    train_step = _trainer(batch)
 
     def step() -> None:
-        view_a, view_b = next(batches)
-        _train_step(method, optimizer, view_a, view_b, amp=amp)
+        train_step(*next(batches))
         _sync()
 
     rounds, warmup = (SLOW_EPOCH_ROUNDS, SLOW_WARMUP_STEPS) if _slow(source) else (EPOCH_ROUNDS, WARMUP_STEPS)
@@ -375,10 +373,10 @@ def test_epoch_time(benchmark, data, source: str, batch: int):
     energy = dict(meter.record)
     per_epoch = steps_per_epoch / rounds  # the meter covered `rounds` steps
     _record(
-        benchmark, source, batch=batch, crop=TRAIN_CROP, amp=amp, steps_timed=rounds,
+        benchmark, source, batch=batch, crop=TRAIN_CROP, amp=train_step.amp, steps_timed=rounds,
         time_per_step_s=per_step, epoch_images=EPOCH_IMAGES, steps_per_epoch=steps_per_epoch,
         epoch_time_s=per_step * steps_per_epoch,
         energy_kwh_per_epoch=None if energy["energy_kwh"] is None else energy["energy_kwh"] * per_epoch,
         co2_kg_per_epoch=None if energy["emissions_kg"] is None else energy["emissions_kg"] * per_epoch,
-        energy=energy,
+        energy=energy, **_path(made, batch),
     )  # fmt: skip

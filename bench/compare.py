@@ -16,8 +16,8 @@ gate reads only such ratios from a pytest-benchmark JSON:
                            (the torch reference's time where the paper's code was skipped; not the
                            compiled InfoNCE's backward row, which is only a final scaling)
 - `quantify-*`             sequential time / joint time                                higher is better
-- `cs-step`                stepwise CS time / the compiled step's, per batch            higher is better
-                           fused images/s at the smallest batch / at the largest       higher is better
+- `cs-step`                eager CS time / the compiled step's, per batch               higher is better
+                           compiled images/s at the smallest batch / at the largest    higher is better
                            the compiled step's top-level ops outside graphs (a count)  lower is better
 
 It prints every tracked figure with its baseline, its value now and the change, beside the absolute
@@ -166,22 +166,22 @@ def _kernels(group: str, members: dict[str, dict]) -> dict[str, Figure]:
 
 
 def _cs_step(group: str, members: dict[str, dict]) -> dict[str, Figure]:
-    """Fused against stepwise per batch (a speedup), fused batch 8 over 256 in images/s (1 = no per-batch
-    cost), and the fused step's ops outside compiled graphs (a count: lower is better)."""
+    """Compiled against eager per batch (a speedup), compiled batch 8 over 256 in images/s (1 = no per-batch
+    cost), and the compiled step's ops outside compiled graphs (a count: lower is better)."""
     out = {}
     batches = sorted({int(name.rsplit("-", 1)[1]) for name in members})
     for batch in batches:
-        out |= _pair(group, members, f"fused_speedup_batch{batch}", (f"stepwise-{batch}", "stepwise"),
-                     (f"fused-{batch}", "fused"), higher=True)  # fmt: skip
-        fused = members.get(f"fused-{batch}")
-        if fused is not None:
-            ops = float(fused["extra_info"]["ops_outside_graphs"])
-            out[f"{group}/fused_ops_batch{batch}"] = Figure(ops, False, f"{ops:.0f} ops outside compiled graphs")
-    small, large = members.get(f"fused-{batches[0]}"), members.get(f"fused-{batches[-1]}")
+        out |= _pair(group, members, f"compiled_speedup_batch{batch}", (f"eager-{batch}", "eager"),
+                     (f"compiled-{batch}", "compiled"), higher=True)  # fmt: skip
+        compiled = members.get(f"compiled-{batch}")
+        if compiled is not None:
+            ops = float(compiled["extra_info"]["ops_outside_graphs"])
+            out[f"{group}/compiled_ops_batch{batch}"] = Figure(ops, False, f"{ops:.0f} ops outside compiled graphs")
+    small, large = members.get(f"compiled-{batches[0]}"), members.get(f"compiled-{batches[-1]}")
     if small is not None and large is not None and small is not large:
         ratio = _rate(small) / _rate(large)
         detail = f"batch {batches[0]} {_rate(small):,.0f} img/s, batch {batches[-1]} {_rate(large):,.0f} img/s"
-        out[f"{group}/fused_small_over_large_batch"] = Figure(ratio, True, detail)
+        out[f"{group}/compiled_small_over_large_batch"] = Figure(ratio, True, detail)
     return out
 
 

@@ -13,8 +13,8 @@ a run, its evaluation and a benchmark of the same config are the same network on
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
+import logging
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -26,7 +26,10 @@ from mlvgm.errors import InputError
 from mlvgm.generators import generator_spec, load_generator
 from mlvgm.kernels.dispatch import resolve_impl
 from mlvgm.train_config import TrainConfig, check_inputs
+from mlvgm.train_step import use_bf16, warmup_cosine
 from mlvgm.view_strategies import LearnedViews, LevelNoise, NoViews, RandomViews
+
+_log = logging.getLogger("mlvgm.train")
 
 # --- building blocks ---------------------------------------------------------------------------------
 
@@ -81,12 +84,21 @@ def build_views(config: TrainConfig, g):
 
 
 def kernels_used(config: TrainConfig, device: torch.device) -> dict[str, str]:
-    """Which implementation each fused op of this run runs (what impl="auto" resolves to), for provenance."""
+    """Which implementation each fused op of this run runs (what impl="auto" resolves to), for provenance. T_z's
+    perturbation inside the compiled Continuous-Sampling step is traced into that graph whatever --kernels
+    asked for ("traced": inductor generates its code); an explicit --kernels triton there says so in one line."""
     used = {}
     if config.method == "simclr":
         used["infonce"] = resolve_impl("infonce", config.kernels, device)
     if config.views == "random" and config.source == "cs":
         used["perturb"] = resolve_impl("perturb", config.kernels, device)
+        if cs_path(config, device).compile and used["perturb"] != "torch":
+            if config.kernels == "triton":
+                _log.warning(
+                    "--kernels triton: T_z's perturbation runs traced inside the compiled Continuous-"
+                    "Sampling step (inductor's code, not the Triton kernel); --cs_compile off runs the kernel"
+                )
+            used["perturb"] = "traced"
     return used
 
 
@@ -103,28 +115,75 @@ def build_source(config: TrainConfig, *, rank: int, world: int, device: torch.de
     return continuous_sampling(config, g, rank=rank, world=world, device=device)
 
 
-def continuous_sampling(config: TrainConfig, g, *, rank: int, world: int, device: torch.device, fused: bool = True):
-    """Continuous Sampling from generator g, already on `device`, with the config's T_z, T_x and batch (fused=False:
-    the compiled generator alone, the path before the compiled step, for benchmarks)."""
+def continuous_sampling(config: TrainConfig, g, *, rank: int, world: int, device: torch.device):
+    """Continuous Sampling from generator g, already on `device`, with the config's T_z, T_x, batch and path
+    (`cs_path`): what `python -m mlvgm.train` trains on and the benchmarks time."""
     augment = PixelAugment(config.augment, config.crop or g.resolution).to(device)
+    path = cs_path(config, device)
     return ContinuousSampling(
         g, build_views(config, g), augment, config.batch_size // world, seed=config.seed, rank=rank,
         steps_per_epoch=steps_for(config.epoch_images, config.batch_size), truncation=config.truncation,
-        compile=config.compile_generator, amp=device.type == "cuda" and use_amp(config, device),
-        render_chunk=config.render_chunk or None, cuda_graphs=use_cuda_graphs(config, device),
-        overlap=config.overlap, fused=fused,
+        compile=path.compile, amp=device.type == "cuda" and use_amp(config, device),
+        render_chunk=config.render_chunk or None, cuda_graphs=path.cuda_graph, overlap=path.overlap,
     )  # fmt: skip
+
+
+# --- the Continuous-Sampling path --------------------------------------------------------------------
+
+# On a CPU, `--cs_compile auto` compiles the step when the run's planned steps repay the compile: at least this
+# many (provisional until bench.cs_compile_cost has measured it on 2 cores).
+CPU_COMPILE_MIN_STEPS = 1000
+
+
+@dataclass(frozen=True)
+class CSPath:
+    """How a run's Continuous-Sampling batches are made, and why (recorded with the run and its benchmarks)."""
+
+    compile: bool  # the step compiled as one graph (else `produce` called eagerly)
+    cuda_graph: bool  # the compiled step replayed from a CUDA graph
+    overlap: bool  # step s + 1 made on a side stream while the trainer uses step s (CUDA)
+    why: str
+
+    @property
+    def mode(self) -> str:
+        """What ContinuousSampling.mode reports when nothing falls back: "graph", "compiled" or "eager"."""
+        return "graph" if self.cuda_graph else "compiled" if self.compile else "eager"
+
+    def line(self) -> str:
+        extra = ", overlapped" if self.overlap else ""
+        return f"Continuous Sampling: {self.mode}{extra} ({self.why})"
+
+
+def planned_steps(config: TrainConfig) -> int:
+    """Steps a Continuous-Sampling run of this config plans (a time budget may train fewer)."""
+    return config.epochs * steps_for(config.epoch_images, config.batch_size)
+
+
+def cs_path(config: TrainConfig, device: torch.device | str) -> CSPath:
+    """The path `--cs_compile` selects on `device`. auto: compiled everywhere it pays, which on CUDA is always
+    (and captured into a CUDA graph), on a CPU when the planned steps reach CPU_COMPILE_MIN_STEPS."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    overlap = config.overlap and cuda
+    if config.cs_compile != "auto":
+        on = config.cs_compile == "on"
+        return CSPath(on, on and cuda, overlap, f"--cs_compile {config.cs_compile}")
+    if cuda:
+        return CSPath(True, True, overlap, "auto: on CUDA one captured graph a step")
+    steps = planned_steps(config)
+    if steps >= CPU_COMPILE_MIN_STEPS:
+        return CSPath(True, False, overlap, f"auto: {steps:,} planned steps repay the compile on a CPU "
+                                            f"(from {CPU_COMPILE_MIN_STEPS:,})")  # fmt: skip
+    return CSPath(False, False, overlap, f"auto: {steps:,} planned steps would not repay the compile on a CPU "
+                                         f"(it needs {CPU_COMPILE_MIN_STEPS:,})")  # fmt: skip
+
+
+# --- the training step's objects ---------------------------------------------------------------------
 
 
 def check_cuda_graphs(config: TrainConfig, device: torch.device) -> None:
     if config.cuda_graphs == "on" and device.type != "cuda":
-        raise InputError(f"--cuda_graphs on needs a CUDA device, not {device}: use --cuda_graphs auto (or off)")
-
-
-def use_cuda_graphs(config: TrainConfig, device: torch.device) -> bool:
-    """Whether the compiled CS step is captured into a CUDA graph: on CUDA with --compile_generator, unless off."""
-    check_cuda_graphs(config, device)
-    return config.cuda_graphs != "off" and device.type == "cuda" and config.compile_generator
+        raise InputError(f"--cuda_graphs on needs a CUDA device, not {device}: use --cuda_graphs off")
 
 
 def step_forward(model: nn.Module, config: TrainConfig, device: torch.device):
@@ -151,24 +210,10 @@ def peak_lr(config: TrainConfig) -> float:
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int, total_steps: int | None = None) -> float:
     """Linear warm-up to base_lr x batch / 256 over warmup_epochs, then cosine decay to 0 at total_steps
     (default: epochs x steps_per_epoch; fewer when a time budget cut the run short)."""
-    peak = peak_lr(config)
     total = total_steps if total_steps is not None else config.epochs * steps_per_epoch
-    warm = min(config.warmup_epochs * steps_per_epoch, max(total - 1, 0))
-    if step < warm:
-        return peak * (step + 1) / warm
-    return peak * 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return warmup_cosine(step, peak=peak_lr(config), warmup=config.warmup_epochs * steps_per_epoch, total=total)
 
 
 def use_amp(config: TrainConfig, device: torch.device) -> bool:
-    """bf16 autocast: on CUDA and on CPUs with native bf16 (elsewhere it is emulated, and slower than fp32)."""
-    if config.amp == "auto":
-        return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
-    return config.amp == "on"
+    """bf16 autocast for this config on `device` (mlvgm.train_step.use_bf16's rule)."""
+    return use_bf16(config.amp, device)

@@ -34,6 +34,18 @@ def has_checkpoint(run_dir: Path) -> bool:
     return path.exists() or path.is_symlink()  # a dangling link is still something to refuse, not to ignore
 
 
+def upgraded(values: dict) -> dict:
+    """A run config written by an earlier version, in this version's keys, running the path it ran: the
+    Continuous-Sampling step compiled where `compile_generator` was true, eager where it was false; the CUDA
+    graph that `cuda_graphs auto` put on that compiled step is now part of `cs_compile on` on CUDA."""
+    values = dict(values)
+    if "compile_generator" in values and "cs_compile" not in values:
+        values["cs_compile"] = "on" if values.pop("compile_generator") is True else "off"
+    if values.get("cuda_graphs") == "auto":
+        values["cuda_graphs"] = "off"
+    return values
+
+
 def load_run_config(run_dir: str | Path, **changes) -> tuple[TrainConfig, str]:
     """(the config a run was made with, with `changes` applied; its preset) from RUN/config.json. Its `results`
     is dropped (give it in `changes` to keep one): copying a run's summary elsewhere is the caller's choice."""
@@ -46,7 +58,7 @@ def load_run_config(run_dir: str | Path, **changes) -> tuple[TrainConfig, str]:
     saved = read_json(path, what="run config", fix=damaged)
     if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
         raise InputError(f"{path} is not a run's config (damaged?): start a new run")
-    values = saved["config"]
+    values = upgraded(saved["config"])
     preset = field(saved, "preset", str, where=str(path), fix=damaged, default="")
     unknown = [key for key in values if key not in {f.name for f in dataclasses.fields(TrainConfig)}]
     if unknown:

@@ -66,13 +66,14 @@ class TrainConfig:
     weight_decay: float = option(1e-4, "weight decay")
     warmup_epochs: int = option(0, "linear warm-up epochs before the cosine decay")
     amp: str = option("auto", "bf16 autocast: auto (CUDA, and CPUs with native bf16), on, off")
-    compile_generator: bool = option(
-        False, "torch.compile the Continuous-Sampling step: its draws, T_z, the generator and T_x as one graph"
-    )
-    cuda_graphs: str = option(
-        "auto", "CUDA graphs: auto (the compiled Continuous-Sampling step, on CUDA), on (that and the training "
-        "step's forward and backward, compiled with CUDA graphs), off"
+    cs_compile: str = option(
+        "auto", "the Continuous-Sampling step (draws, T_z, generator, T_x) compiled as one graph: auto (on CUDA, "
+        "where it is also replayed from a CUDA graph; on a CPU when the run's steps repay the compile: "
+        "docs/data-sources.md), on, off (eager)"
     )  # fmt: skip
+    cuda_graphs: str = option(
+        "off", "the training step's forward and backward compiled with CUDA graphs: on (CUDA only) or off"
+    )
     overlap: bool = option(True, "on CUDA, make the next Continuous-Sampling batch on a side stream during the step")
     render_chunk: int = option(
         0, "images per generator forward in Continuous Sampling (0: a step's anchors and positives in one); "
@@ -106,7 +107,7 @@ class TrainConfig:
         choices = {"method": METHODS, "arch": ARCHS, "source": ("cs", "imagefolder"),
                    "views": ("none", "random", "learned"), "augment": AUGMENTS, "amp": ("auto", "on", "off"),
                    "optimizer": ("sgd", "adam"), "kernels": KERNEL_IMPLS,
-                   "cuda_graphs": ("auto", "on", "off")}  # fmt: skip
+                   "cuda_graphs": ("on", "off"), "cs_compile": ("auto", "on", "off")}  # fmt: skip
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise InputError(f"{key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")

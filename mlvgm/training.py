@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +31,7 @@ from mlvgm.recipe import (
     build_method,
     build_optimizer,
     build_source,
+    cs_path,
     kernels_used,
     learning_rate,
     metric_names,
@@ -39,6 +41,7 @@ from mlvgm.recipe import (
 )
 from mlvgm.runs import has_checkpoint
 from mlvgm.train_config import TrainConfig
+from mlvgm.train_step import TrainStep, channels_last
 from mlvgm.view_audit import audit_views, views_line
 from mlvgm.view_strategies import NoViews
 
@@ -69,6 +72,14 @@ def estimated_eval_s(config: TrainConfig, step_s: float, *, amp: bool) -> float:
         return 0.0
     images = 2 * (config.eval_train + config.eval_test)  # trained and random-init encoders
     return EVAL_STEPS_PER_BATCH * (2 if amp else 1) * images / (2 * config.batch_size) * step_s
+
+
+def _cs_path(config: TrainConfig, device: torch.device, source) -> dict:
+    """The Continuous-Sampling path this run takes and why, for its record (empty for an image folder)."""
+    if not isinstance(source, ContinuousSampling):
+        return {}
+    path = cs_path(config, device)
+    return {"mode": path.mode, "overlap": path.overlap, "why": path.why, "line": path.line()}
 
 
 class TrainingDiverged(InputError):
@@ -128,17 +139,16 @@ def train(
     preset: str = "",
     stop_at: int | None = None,  # stop before this step, as if interrupted (tests, time limits)
     progress: bool | None = None,  # a bar (True), log lines (False); None: a bar on a terminal
+    clock: Callable[[], float] = time.perf_counter,  # seconds: the time budget, ETA and speeds read it
 ) -> dict:
     """Train in run_dir (created once every input is checked, or resumed from its checkpoint); returns the
     run's summary."""
-    started = time.perf_counter()
+    started = clock()
     dist_info = init_distributed(config.device, config.batch_size)
     rank, world, device, lead = dist_info.rank, dist_info.world, dist_info.device, dist_info.lead
     run_dir = Path(run_dir)
     torch.manual_seed(config.seed)  # the initial weights
-    method = build_method(config).to(device)
-    if device.type == "cuda":
-        method = method.to(memory_format=torch.channels_last)
+    method = channels_last(build_method(config).to(device), device)
     lr0 = peak_lr(config)
     optimizer = build_optimizer(config, method.param_groups(lr0))
     source = build_source(config, rank=rank, world=world, device=device)  # loads the generator, checks levels
@@ -158,15 +168,17 @@ def train(
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     amp = use_amp(config, device)
-    forward = step_forward(model, config, device)
+    trainer = CapturedStep(model, step_forward(model, config, device), optimizer, amp=amp)
 
     record = provenance(dataclasses.asdict(config))
     record.update(preset=preset, world_size=world, steps_per_epoch=steps_per_epoch, total_steps=planned, amp=amp,
-                  kernels=kernels_used(config, device),
+                  kernels=kernels_used(config, device), cs_path=_cs_path(config, device, source),
                   host_memory_retained=device.type == "cpu" and retain_freed_memory())  # fmt: skip
     if lead:
         make_output_dir(run_dir)  # only now: every input has been checked, so bad input leaves no folder
         _log.info(provenance_line(record))
+        if record["cs_path"]:
+            _log.info(record["cs_path"]["line"])
         _log.info(
             f"run {run_dir}: {config.method} {config.arch} (width {config.width}), {total} steps of "
             f"{config.batch_size} ({steps_per_epoch} per epoch), "
@@ -183,38 +195,19 @@ def train(
     bar = Progress(total, desc="train", unit="step", initial=start_step, enabled=lead, terminal=progress)
     every = config.checkpoint_every or steps_per_epoch
     method.train()
-    session = last_time = last_checkpoint = time.perf_counter()
+    session = last_time = last_checkpoint = clock()
     probe_from = None  # (time, step) after the first step of this session, which compiles
     step, last_step, loss = start_step, start_step, None
     watch, lr_text = LossWatch(device), f"{config.base_lr:g}"
     try:  # a diverged run stops with its files closed, its last good checkpoint kept and nothing evaluated
         while step < total and (stop_at is None or step < stop_at):
             lr = learning_rate(config, step, steps_per_epoch, total)
-            for group in optimizer.param_groups:
-                group["lr"] = lr0 if group.get("fixed_lr") else lr
             view_a, view_b = next(batches)
-            if device.type == "cuda":
-                view_a, view_b = (v.contiguous(memory_format=torch.channels_last) for v in (view_a, view_b))
-            first_capture = forward is not model and step == start_step
-            buffers = [b.detach().clone() for b in model.buffers()] if first_capture else []  # BatchNorm's statistics
-            try:
-                graphed = forward is not model
-                loss, metrics = _forward_backward(forward, optimizer, view_a, view_b, amp=amp, graphed=graphed)
-            except Exception as exc:  # the captured step failed to compile or capture: the eager one is the same model
-                if not first_capture:
-                    raise
-                with torch.no_grad():  # as before the failed attempt
-                    for buffer, saved in zip(model.buffers(), buffers, strict=True):
-                        buffer.copy_(saved)
-                _log.warning(f"--cuda_graphs: the training step runs without CUDA graphs ({type(exc).__name__}: "
-                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})")  # fmt: skip
-                forward = model
-                loss, metrics = _forward_backward(forward, optimizer, view_a, view_b, amp=amp, graphed=False)
-            optimizer.step()
+            loss, metrics = trainer(view_a, view_b, lr=lr)
             method.after_step(step, total)
             step += 1
             watch.update(loss, step)
-            now = time.perf_counter()
+            now = clock()
             if probe_from is None:
                 probe_from = (now, step)
             elif (timed := step - probe_from[1]) == PROBE_STEPS or (
@@ -244,7 +237,7 @@ def train(
                     save_checkpoint(run_dir, method, optimizer, step=step, extra=extra)
                 kept = step
                 barrier(world)
-                last_checkpoint = time.perf_counter()
+                last_checkpoint = clock()
         watch.check(method, step=step, world=world, lr=lr_text, kept=kept)  # what stop_at or the end leaves
     except TrainingDiverged:
         bar.close()
@@ -255,7 +248,7 @@ def train(
     bar.close()
     log.close()
     batches.close()  # stops DataLoader workers now rather than at garbage collection
-    now = time.perf_counter()
+    now = clock()
     trained = step - start_step
     summary = {
         "run": str(run_dir), "steps": step, "total_steps": total, "planned_steps": planned,
@@ -263,11 +256,13 @@ def train(
         "elapsed_s": round(elapsed_before + now - started, 2),
         "pairs_per_s": round(trained * config.batch_size / (now - session), 2) if trained else 0.0,
     }  # fmt: skip
+    if isinstance(source, ContinuousSampling) and trained:  # what ran: a failed compile or capture falls back
+        summary["cs_mode"] = source.mode
     if lead and step == total and config.evaluate:
         table = evaluate_run(config, method.backbone, device=device, progress=progress is not False)
         atomic_write_text(run_dir / "probes.csv", table.to_csv(index=False))
         summary["probes"] = table.to_dict(orient="records")
-        summary["elapsed_s"] = round(elapsed_before + time.perf_counter() - started, 2)
+        summary["elapsed_s"] = round(elapsed_before + clock() - started, 2)
     if lead:
         atomic_write_json(run_dir / "summary.json", {**summary, "provenance": record})
         # InfoNCE of an encoder that tells nothing apart: every one of the 2N - 1 others equally likely
@@ -290,15 +285,30 @@ def report_views(source: ContinuousSampling, config: TrainConfig, run_dir: Path)
     return row
 
 
-def _forward_backward(forward, optimizer: torch.optim.Optimizer, view_a, view_b, *, amp: bool, graphed: bool):
-    """Loss and metrics of one step, its gradients in the parameters (none left from a failed attempt)."""
-    optimizer.zero_grad(set_to_none=True)
-    if graphed:  # a new iteration: CUDA graph trees may reuse the previous step's output memory
-        torch.compiler.cudagraph_mark_step_begin()
-    with torch.autocast(view_a.device.type, dtype=torch.bfloat16, enabled=amp):
-        loss, metrics = forward(view_a, view_b)
-    loss.backward()
-    return loss, metrics
+class CapturedStep(TrainStep):
+    """The run's TrainStep with `--cuda_graphs on`: the forward compiled with CUDA graphs, and where that fails on
+    the run's first step, one log line, BatchNorm's statistics as they were, and the eager model from then on."""
+
+    def __init__(self, model: nn.Module, forward, optimizer: torch.optim.Optimizer, *, amp: bool) -> None:
+        super().__init__(forward, optimizer, amp=amp, graphed=forward is not model)
+        self.model, self.first = model, True
+
+    def forward_backward(self, *inputs, lr: float | None = None):
+        first, self.first = self.first, False
+        if not (first and self.graphed):
+            return super().forward_backward(*inputs, lr=lr)
+        buffers = [b.detach().clone() for b in self.model.buffers()]
+        try:
+            return super().forward_backward(*inputs, lr=lr)
+        except Exception as exc:  # noqa: BLE001 -- a failed compile or capture: the eager step is the same model
+            with torch.no_grad():  # as before the failed attempt
+                for buffer, saved in zip(self.model.buffers(), buffers, strict=True):
+                    buffer.copy_(saved)
+            text = str(exc).strip()
+            _log.warning(f"--cuda_graphs: the training step runs without CUDA graphs ({type(exc).__name__}: "
+                         f"{text.splitlines()[0] if text else ''})")  # fmt: skip
+            self.forward, self.graphed = self.model, False
+            return super().forward_backward(*inputs, lr=lr)
 
 
 def _plan(config: TrainConfig, *, lead: bool, world: int, step: int, total: int, planned: int, step_s: float,

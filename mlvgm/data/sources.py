@@ -59,21 +59,21 @@ class ContinuousSampling:
     seed, rank:      key of this rank's streams: ranks never share latents
     steps_per_epoch: steps that make one epoch
     truncation:      anchor truncation t (None = untruncated)
-    compile:         torch.compile the step (fixed shapes: worth it for long runs)
+    compile:         run `produce` as one compiled graph (fixed shapes; the compile is repaid over many steps:
+                     mlvgm.recipe.cs_path decides for a training config); False calls it eagerly
     amp:             render under bf16 autocast (for CUDA generators such as StyleGAN2 at 512 px; the
                      images come back in fp32)
     render_chunk:    images per generator forward (None: a step's 2 x batch_size anchors and positives in
                      one). Bounds the memory of large generators at large batches (BigBiGAN at 128 px and 512
                      images overran 24 GiB on a CPU); a chunk that divides 2 x batch_size compiles once.
-    fused:           with compile: the whole step (draws, T_z, the generator, T_x) as one graph, its step a
-                     tensor input (`produce`); False compiles the generator alone, its draws and T_x eager
-                     (the path before the fused step, kept for comparison)
     cuda_graphs:     on CUDA, replay the compiled step from a CUDA graph (falls back, saying why, where
                      capture fails)
     overlap:         on CUDA, make step s + 1 on a side stream while the trainer uses step s (a yielded
                      batch is then valid until the next is requested)
 
-    A T_x with colour ops (kornia's, which draw their seed on the host) runs after the graph, eagerly.
+    A batch is made by one function of the step, `produce`: eager, it is called with the step as an int;
+    compiled, with the step as a tensor (`mlvgm.data.step_graph`). A T_x with colour ops (kornia's, which
+    draw their seed on the host) runs after the compiled graph, eagerly.
     """
 
     def __init__(
@@ -90,7 +90,6 @@ class ContinuousSampling:
         compile: bool = False,
         amp: bool = False,
         render_chunk: int | None = None,
-        fused: bool = True,
         cuda_graphs: bool = False,
         overlap: bool = False,
     ) -> None:
@@ -105,13 +104,11 @@ class ContinuousSampling:
         self.positives = Stream(seed, rank, "views")
         self.pixels = view_streams(seed, rank)
         device = device_of(self.generator)
+        self.render = self.generator
         self.step_graph = None
-        if compile and fused:
-            self.render = self.generator
+        if compile:
             self.step_graph = StepGraph(self.produce, device, cuda_graphs=cuda_graphs and device.type == "cuda",
                                         name="Continuous Sampling step")  # fmt: skip
-        else:
-            self.render = torch.compile(self.generator, fullgraph=True, dynamic=False) if compile else self.generator
         self.streams = CudaStreams(device) if overlap and device.type == "cuda" else SameStream()
 
     @torch.no_grad()
@@ -140,29 +137,35 @@ class ContinuousSampling:
         """Whether T_x runs after the compiled step: its colour ops (kornia) draw their seed on the host."""
         return not (self.augment.fused and self.augment.rest is None)
 
+    @property
+    def mode(self) -> str:
+        """The path that makes the batches: "eager", "compiled" or "graph" (a CUDA graph of the compiled step);
+        after the first batch, what ran (a compile or capture that failed fell back, saying why)."""
+        return "eager" if self.step_graph is None else self.step_graph.mode
+
     @torch.no_grad()
-    def produce(self, step: Tensor) -> tuple[Tensor, ...]:
-        """A step's pair as a function of the step as a 0-d int64 tensor: every draw keyed by it, no host read,
-        so that it compiles to one graph. The views, or (anchor, positive) images when T_x runs after it."""
-        anchors, positives, first, second = (Draws(s.key, step=step, rank=self.rank)
+    def produce(self, step: Tensor | int) -> tuple[Tensor, ...]:
+        """A step's (view_a, view_b), each (B, 3, S, S). With the step as a 0-d int64 tensor every draw is keyed
+        by it and nothing is read on the host, so that it compiles to one graph; then, where T_x has colour ops,
+        the (anchor, positive) images before T_x, which `batch` augments after the graph."""
+        traced = isinstance(step, Tensor)
+        anchors, positives, first, second = (Draws(s.key, step=step, rank=self.rank) if traced else s.at(step)
                                              for s in (self.anchors, self.positives, *self.pixels))  # fmt: skip
         anchor, positive = self._images(anchors, positives)
-        if self.colour_after_graph:
+        if traced and self.colour_after_graph:
             return anchor, positive
         return self.augment(anchor, first), self.augment(positive, second)
 
     def batch(self, step: int) -> tuple[Tensor, Tensor]:
         if self.step_graph is None:
-            anchor, positive = self.images(step)
-        else:
-            out = self.step_graph(step)
-            if not self.colour_after_graph:
-                # a CUDA graph's outputs are overwritten by its next replay; double buffering copies them itself
-                return out if self.step_graph.graph is None or self.streams.overlaps else tuple(t.clone() for t in out)
-            anchor, positive = out
+            return self.produce(step)
+        out = self.step_graph(step)
+        if not self.colour_after_graph:
+            # a CUDA graph's outputs are overwritten by its next replay; double buffering copies them itself
+            return out if self.step_graph.graph is None or self.streams.overlaps else tuple(t.clone() for t in out)
         first, second = (stream.at(step) for stream in self.pixels)
         with torch.no_grad():
-            return self.augment(anchor, first), self.augment(positive, second)
+            return self.augment(out[0], first), self.augment(out[1], second)
 
     def iterate(self, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         return DoubleBuffer(self.batch, self.streams).iterate(start_step)

@@ -5,7 +5,6 @@ check their arguments with these before they import the training (mlvgm.zoo.trai
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +46,10 @@ class ZooTrainConfig:
 
 
 def learning_rate(config: ZooTrainConfig, step: int) -> float:
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    """Linear warm-up to --lr, then cosine decay to a tenth of it at the last step."""
+    from mlvgm.train_step import warmup_cosine  # torch: loaded once training starts, not by the argument checks
+
+    return warmup_cosine(step, peak=config.lr, warmup=config.warmup, total=config.steps, floor=0.1)
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ from mlvgm.io import atomic_write_text, make_output_dir
 from mlvgm.plots import save_png
 from mlvgm.progress import Progress, duration
 from mlvgm.provenance import provenance, provenance_line
-from mlvgm.recipe import cpu_has_bf16
 from mlvgm.runs import RECORD
 from mlvgm.streams import Stream
+from mlvgm.train_step import TrainStep, use_bf16
 from mlvgm.zoo.configs import ZooTrainConfig, learning_rate
 
 _log = logging.getLogger("mlvgm.zoo.train")  # the command's name: its lines are the command's, as before the move
@@ -55,6 +55,18 @@ class Trainee(torch.nn.Module):
     def update_ema(self, decay: float) -> None:
         for e, p in zip(self.ema.parameters(), self.vae.parameters(), strict=True):
             e.lerp_(p, 1 - decay)
+
+
+class VAEStep(TrainStep):
+    """The shared training step on the VAE: its forward returns (loss, the VAE's outputs) at the KL weight set."""
+
+    def __init__(self, vae: HierarchicalVAE, optimizer: torch.optim.Optimizer, *, amp: bool) -> None:
+        super().__init__(self._forward, optimizer, amp=amp)
+        self.vae, self.kl_weight = vae, 1.0
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        result = self.vae(x, kl_weight=self.kl_weight)
+        return result["loss"], result
 
 
 def images(world, stream: Stream, step: int, n: int, truncation: float) -> torch.Tensor:
@@ -129,11 +141,12 @@ def sample_grid(decoder, path: Path, *, n: int = 64, seed: int = 0, title: str =
 def train(config: ZooTrainConfig, *, progress: bool | None = None) -> dict[str, object]:
     out = make_output_dir(config.out)
     device = resolve_device(config.device)
-    amp = config.amp == "on" or (config.amp == "auto" and (device.type == "cuda" or cpu_has_bf16()))
+    amp = use_bf16(config.amp, device)
     hvae = hvae_config(config)
     torch.manual_seed(config.seed)
     model = Trainee(hvae).to(device)
     optimizer = torch.optim.Adam(model.vae.parameters(), lr=config.lr)
+    step_fn = VAEStep(model.vae, optimizer, amp=amp)
     start, elapsed0 = 0, 0.0
     if (out / RECORD).exists():
         resumed = load_checkpoint(out, model, optimizer)
@@ -154,12 +167,8 @@ def train(config: ZooTrainConfig, *, progress: bool | None = None) -> dict[str, 
     for step in range(start, config.steps):
         x = images(world, stream, step, config.batch_size, config.truncation)
         torch.manual_seed(config.seed * 1_000_003 + step)  # the posterior's noise: exact on resume
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            result = model.vae(x, kl_weight=min(1.0, (step + 1) / config.kl_warmup))
-        optimizer.zero_grad(set_to_none=True)
-        result["loss"].backward()
+        step_fn.kl_weight = min(1.0, (step + 1) / config.kl_warmup)
+        _, result = step_fn.forward_backward(x, lr=learning_rate(config, step))  # clipped below, then maybe applied
         norm = float(torch.nn.utils.clip_grad_norm_(model.vae.parameters(), config.clip))
         if math.isfinite(norm) and norm < 20 * config.clip:
             optimizer.step()

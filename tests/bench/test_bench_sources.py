@@ -22,7 +22,7 @@ def test_the_ci_subset_is_every_source_but_bigbigan_at_the_ci_batch():
 
 
 def narrow(batch: int = 3, crop: int = 16):
-    config = dataclasses.replace(CONFIG, batch_size=batch, crop=crop, compile_generator=False)
+    config = dataclasses.replace(CONFIG, batch_size=batch, crop=crop, cs_compile="off")
     # 128 px (6 chunks of 20, as the published network) at a sixteenth of its width
     return cs_bigbigan(config, ch=6)
 
@@ -49,3 +49,27 @@ def test_cs_bigbigan_views_are_a_function_of_the_step():
     assert all(torch.equal(x, y) for x, y in zip(next(again), (a0, b0), strict=True))
     a1, _ = next(again)  # step 1
     assert not torch.equal(a1, a0)
+
+
+def test_the_cs_member_is_the_source_mlvgm_train_builds_for_its_preset():
+    """bench_sources' `cs` is `python -m mlvgm.train --preset shapes-ml-random --optimizer adam`'s source: the same
+    config parsed from that command line, built by the same function, on the same path (and it says which)."""
+    from mlvgm.config import parse_config
+    from mlvgm.recipe import build_source, cs_path
+    from mlvgm.train_config import PRESETS, TrainConfig
+
+    argv = ["--preset", bench_sources.BENCH_PRESET, *(f"--{k}={v}" for k, v in bench_sources.BENCH_CHANGES.items())]
+    config, _, _ = parse_config(TrainConfig, PRESETS, argv, prog="t", description="", default_preset="quickstart")
+    assert config == CONFIG and config.cs_compile == "auto"
+    member = dataclasses.replace(CONFIG, batch_size=CI_BATCH, crop=bench_sources.VIEW_CROP)
+    made = bench_sources.make_source("cs", None, CI_BATCH, bench_sources.VIEW_CROP)
+    built = build_source(member, rank=0, world=1, device=bench_sources.DEVICE)
+    path = cs_path(member, bench_sources.DEVICE)
+    assert path.compile  # 100 epochs of ImageNet-100's size: the compile is repaid on any device
+    for source in (made, built):
+        assert (source.mode, source.batch_size, source.truncation) == (path.mode, CI_BATCH, 2.0)
+        assert source.render_chunk is None
+        assert (source.augment.preset, source.augment.size) == (bench_sources.PRESET, bench_sources.VIEW_CROP)
+        assert source.generator.resolution == bench_sources.RESOLUTION
+    assert made.views.params == built.views.params and type(made.views) is type(built.views)
+    assert bench_sources._path(made, CI_BATCH) == {"cs_mode": path.mode, "cs_path": path.line()}

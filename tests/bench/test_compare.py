@@ -87,19 +87,19 @@ def test_extract_reads_the_cs_step_and_the_gpu_generator_variants():
                                                        "ops_outside_graphs": ops})  # fmt: skip
 
     data = run(
-        step("fused-8", 0.001, 8000.0, 1), step("stepwise-8", 0.004, 2000.0, 203),
-        step("fused-256", 0.025, 10000.0, 1), step("stepwise-256", 0.030, 8500.0, 203),
+        step("compiled-8", 0.001, 8000.0, 1), step("eager-8", 0.004, 2000.0, 203),
+        step("compiled-256", 0.025, 10000.0, 1), step("eager-256", 0.030, 8500.0, 203),
         bench("stylegan2-forward-batch64-full", "a", 0.30, params={"variant": "eager"}),
         bench("stylegan2-forward-batch64-full", "b", 0.10, params={"variant": "compiled"}),
         bench("stylegan2-forward-batch64-full", "c", 0.06, params={"variant": "compiled-bf16"}),
     )  # fmt: skip
     figures, _ = extract(data)
     expected = {
-        "cs-step/fused_speedup_batch8": (4.0, True),
-        "cs-step/fused_speedup_batch256": (1.2, True),
-        "cs-step/fused_ops_batch8": (1.0, False),
-        "cs-step/fused_ops_batch256": (1.0, False),
-        "cs-step/fused_small_over_large_batch": (0.8, True),
+        "cs-step/compiled_speedup_batch8": (4.0, True),
+        "cs-step/compiled_speedup_batch256": (1.2, True),
+        "cs-step/compiled_ops_batch8": (1.0, False),
+        "cs-step/compiled_ops_batch256": (1.0, False),
+        "cs-step/compiled_small_over_large_batch": (0.8, True),
         "stylegan2-forward-batch64-full/compiled_vs_best_eager": (3.0, True),
         "stylegan2-forward-batch64-full/compiled-bf16_vs_eager_fp32": (5.0, True),
     }

@@ -132,9 +132,9 @@ def test_hyphens_and_underscores_name_the_same_key(tmp_path, capsys):
         config, given, _ = parse_config(TrainConfig, PRESETS, argv, prog="t", description="",
                                         default_preset="quickstart")  # fmt: skip
         assert config.base_lr == 0.5 and given == {"base_lr": 0.5}
-    config, _, _ = parse_config(TrainConfig, PRESETS, ["--evaluate", "false", "--compile_generator"], prog="t",
+    config, _, _ = parse_config(TrainConfig, PRESETS, ["--evaluate", "false", "--overlap"], prog="t",
                                 description="", default_preset="quickstart")  # fmt: skip
-    assert config.evaluate is False and config.compile_generator is True  # a bare boolean flag means true
+    assert config.evaluate is False and config.overlap is True  # a bare boolean flag means true
 
 
 @pytest.mark.parametrize(

@@ -270,7 +270,11 @@ def test_a_run_writes_its_files_and_resume_rejects_another_config(tmp_path, caps
     record = json.loads((out / "config.json").read_text())
     assert record["config"]["batch_size"] == 8 and record["git"]["sha"] and record["preset"] == "quickstart"
     assert record["kernels"] == {"infonce": "compiled", "perturb": "compiled"}  # what impl="auto" ran on CPU
-    probes = json.loads((out / "summary.json").read_text())["probes"]
+    # 4 planned steps: too few to repay the compile on a CPU, so auto runs the eager step, and says why
+    assert record["cs_path"]["mode"] == "eager" and "4 planned steps would not repay" in record["cs_path"]["why"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cs_mode"] == "eager"
+    probes = summary["probes"]
     assert {(p["factor"], p["encoder"]) for p in probes} == {
         (f, e) for f in ("shape", "position", "color", "background") for e in ("trained", "random init")
     }
@@ -343,22 +347,22 @@ def test_a_diverged_run_is_one_line_and_claims_nothing(tmp_path, capsys):
 def poison(monkeypatch, first: int, *, loss: bool = True) -> None:
     """From the `first` step of this session on, NaN gradients (so NaN weights after the step) and, with
     `loss`, a NaN loss: a divergence at a step of our choosing."""
-    import mlvgm.training as trainer
+    from mlvgm.train_step import TrainStep
 
-    real, calls = trainer._forward_backward, []
+    real, calls = TrainStep.forward_backward, []
 
-    def forward_backward(forward, optimizer, *args, **kwargs):
-        value, metrics = real(forward, optimizer, *args, **kwargs)
+    def forward_backward(self, *args, **kwargs):
+        value, metrics = real(self, *args, **kwargs)
         calls.append(None)
         if len(calls) >= first:
-            for group in optimizer.param_groups:
+            for group in self.optimizer.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
                         p.grad.fill_(math.nan)
             value = value * math.nan if loss else value
         return value, metrics
 
-    monkeypatch.setattr(trainer, "_forward_backward", forward_backward)
+    monkeypatch.setattr(TrainStep, "forward_backward", forward_backward)
 
 
 def test_a_divergence_between_log_steps_keeps_the_last_good_checkpoint_and_resumes_exactly(tmp_path, monkeypatch):
@@ -434,26 +438,29 @@ def test_a_shorter_run_ends_its_cosine_at_its_last_step():
     assert learning_rate(config, 3, 10, 5) == pytest.approx(peak * 0.5 * (1 + math.cos(math.pi * 0 / 1)))
 
 
-def test_a_run_that_slows_down_is_cut_again_to_stay_within_its_budget(tmp_path, caplog, monkeypatch):
+def test_a_run_that_slows_down_is_cut_again_to_stay_within_its_budget(tmp_path, caplog):
     """The budget is checked again every BUDGET_CHECK_EVERY steps at the mean pace: a run whose steps get
     slower after the probe (another job took the cores) trains fewer steps than the probe planned."""
     import logging
 
-    import mlvgm.training as loop
+    class SlowingClock:
+        """Steps 1-10 take 0.01 s, later ones 1 s: the run reads the clock at its start, at its session's, and
+        once at the end of every step."""
 
-    clock = {"now": 0.0}
-    schedule = loop.learning_rate
+        def __init__(self) -> None:
+            self.readings, self.now = 0, 0.0
 
-    def learning_rate(config, step, *args):  # called once a step: steps 0-9 take 0.01 s, later ones 1 s
-        clock["now"] += 0.01 if step < 10 else 1.0
-        return schedule(config, step, *args)
+        def __call__(self) -> float:
+            step = self.readings - 2  # the step (0-based) that this reading ends
+            if step >= 0:
+                self.now += 0.01 if step < 10 else 1.0
+            self.readings += 1
+            return self.now
 
-    monkeypatch.setattr(loop, "learning_rate", learning_rate)
-    monkeypatch.setattr(loop.time, "perf_counter", lambda: clock["now"])
     # 40 steps planned in 12 s; at step 21, 11.1 s gone at a mean 0.55 s a step: one more fits
     config = tiny(epoch_images=320, checkpoint_every=100, budget_minutes=0.2)
     with caplog.at_level(logging.INFO, logger="mlvgm"):
-        summary = train(config, tmp_path / "run")
+        summary = train(config, tmp_path / "run", clock=SlowingClock())
     assert "training ends in about" in caplog.text  # the probe saw a fast run: no cut then
     assert "budget now holds" in caplog.text
     assert summary["planned_steps"] == 40 and summary["steps"] == summary["total_steps"] == 22

@@ -37,10 +37,10 @@ class Tiny(MLVGM):
         return torch.sigmoid(x).view(-1, 3, 16, 16)
 
 
-def cs(g, *, compile: bool, fused: bool = True, augment: str = "no_color", views=None, batch: int = 8):
+def cs(g, *, compile: bool, augment: str = "no_color", views=None, batch: int = 8):
     views = views or RandomViews(g, {2: LevelNoise(sigma=0.5, sigma_max=1.5, p=0.7)})  # gates and sigma ranges
     return ContinuousSampling(g, views, PixelAugment(augment, 12), batch, seed=3, rank=1, steps_per_epoch=5,
-                              truncation=2.0, compile=compile, fused=fused)  # fmt: skip
+                              truncation=2.0, compile=compile)  # fmt: skip
 
 
 def ops_outside_graphs(source: ContinuousSampling, step: int) -> Counter:
@@ -77,7 +77,7 @@ def test_the_compiled_step_is_one_graph_with_the_same_views_and_resumes_exactly(
     assert all(torch.equal(a, b) for a, b in zip(first, resumed, strict=True))
     outside = ops_outside_graphs(fused, 6)
     assert sum(outside.values()) <= 2, outside  # the step's fill_, nothing else
-    assert sum(ops_outside_graphs(cs(g, compile=True, fused=False), 6).values()) > 20  # the path before
+    assert sum(ops_outside_graphs(plain, 6).values()) > 20  # the same step called eagerly
 
 
 def test_a_colour_preset_runs_its_colour_ops_after_the_graph():
