@@ -43,14 +43,14 @@ run: $(STAMP)
 	$(BIN)/python -m mlvgm.train
 
 views: $(STAMP)
-	$(BIN)/python -m mlvgm.views --generator shapes --out runs/views/shapes.png
+	$(BIN)/python -m mlvgm.grid --generator shapes --out runs/views/shapes.png
 
 # The committed quickstart numbers come from a whole run (no time budget), copied into results/quickstart.
 results: $(STAMP)
 	@mkdir -p $(TORCHINDUCTOR_CACHE_DIR) $(TMPDIR)
 	$(BIN)/python -m mlvgm.train --budget_minutes 0 --out runs/quickstart-results-$$(date +%Y%m%d-%H%M%S) \
 		--results results/quickstart
-	$(BIN)/python -m mlvgm.views --generator shapes --out results/views/shapes.png
+	$(BIN)/python -m mlvgm.grid --generator shapes --out results/views/shapes.png
 
 test: $(STAMP)
 	@mkdir -p $(TORCHINDUCTOR_CACHE_DIR) $(TMPDIR)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlvgm.cli import run
-from mlvgm.config import option, parse_config
+from mlvgm.config import check_ranges, option, parse_config
 from mlvgm.errors import InputError
 from mlvgm.io import atomic_write_json, atomic_write_text, make_output_dir
 
@@ -52,11 +52,7 @@ class CostConfig:
     batch_size: int = option(0, "override every preset's batch (0: each preset's own)")
 
     def __post_init__(self) -> None:
-        for key in ("repeats", "batches"):
-            if getattr(self, key) <= 0:
-                raise InputError(f"{key} must be > 0, got {getattr(self, key)}")
-        if self.batch_size < 0:
-            raise InputError(f"batch_size must be >= 0, got {self.batch_size}")
+        check_ranges(self, positive=("repeats", "batches"), nonnegative=("batch_size",), flag="--")
 
 
 def time_source(preset: str, cs_compile: str, batches: int, batch_size: int) -> dict:

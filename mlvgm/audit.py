@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlvgm.cli import run
-from mlvgm.config import option, parse_config
+from mlvgm.config import check_ranges, device_option, option, parse_config
 from mlvgm.errors import InputError, check_positive_int
 from mlvgm.io import check_creatable
 from mlvgm.options import AUDIT_SIGMAS
@@ -39,7 +39,7 @@ class AuditConfig:
     truncation: float = option(2.0, "truncation of the anchors")
     features: bool = option(True, "measure the feature change (a fixed untrained ResNet-18; off: pixels only)")
     seed: int = option(0, "seed of anchors and noise")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    device: str = device_option()
 
     def __post_init__(self) -> None:
         if bool(self.quantify) == bool(self.levels):
@@ -55,11 +55,7 @@ class AuditConfig:
             raise InputError(f"--sigmas must all be finite and > 0, got {bad:g}: e.g. 0.25,0.5,1,2")
         if list(self.sigmas) != sorted(set(self.sigmas)):
             raise InputError("--sigmas must ascend without repeats: the rule reads them in order")
-        for key in ("t", "truncation"):
-            if not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
-                raise InputError(f"--{key} must be > 0, got {getattr(self, key)}")
-        if self.seed < 0:
-            raise InputError(f"--seed must be >= 0, got {self.seed}")
+        check_ranges(self, positive=("t", "truncation"), nonnegative=("seed",), flag="--")
 
 
 def main(argv: Sequence[str] | None = None):

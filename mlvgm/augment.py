@@ -18,11 +18,10 @@ The random resized crop and the flip, the geometric part of `simclr` and `no_col
 default (`impl="fused"`): the boxes (torchvision's rule: area U(0.2, 1), log-uniform aspect ratio in
 [3/4, 4/3], the first of 10 tries that fits, else the whole image) and the flips come straight from
 the Philox draws, and one `grid_sample` per batch crops, resizes (bilinear, pixel centres) and flips
-every image. kornia does the same per sample through a chain of ops, and with its per-call Philox
-seeding it took about two thirds of the Continuous-Sampling data path on a CPU (9 of 13 ms per batch
-of 32); fused, no_color on 32 images of 64 px takes 2.4 ms against kornia's 4.4 (one thread), and
-CS delivers about 3x the images/s it did (results/bench). `impl="kornia"` keeps kornia's path. The
-colour ops stay kornia's either way: next to a training step they are not the bottleneck.
+every image. kornia does the same per sample through a chain of ops with per-call seeding, which made
+it the largest part of the Continuous-Sampling data path on a CPU (results/bench). `impl="kornia"` keeps
+kornia's path. The colour ops stay kornia's either way: next to a training step they are not the
+bottleneck.
 """
 
 from __future__ import annotations
@@ -103,8 +102,8 @@ def crop_flip(images: Tensor, boxes: Tensor, flip: Tensor, size: int) -> Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-# Inside a compiled graph, grid_sample as ATen's kernel: inductor's decomposition of it ran 7x slower on a CPU
-# (28 ms against 4 for 256 crops of 64 px), which made the compiled Continuous-Sampling step slower than eager.
+# Inside a compiled graph, grid_sample as ATen's kernel: inductor's decomposition of it is several times slower on
+# a CPU, enough to make the compiled Continuous-Sampling step slower than eager (docs/data-sources.md).
 @torch.library.custom_op("mlvgm::sample_bilinear", mutates_args=())
 def _sample_bilinear(images: Tensor, grid: Tensor) -> Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -131,9 +130,8 @@ _sample_bilinear.register_autograd(_sample_backward, setup_context=_sample_save)
 def _crop_flip_normalize(images: Tensor, boxes: Tensor, flip: Tensor, size: int, mean: Tensor | None,
                          inv_std: Tensor | None) -> Tensor:  # fmt: skip
     """crop_flip, then (x - mean) * inv_std when given: one function, so that torch.compile makes it one
-    pass over the views. Alone, 1.6x faster than eager for 256 views of 56 px on a CPU; but inside the
-    loader benchmark, beside the training step and the loaders' workers, CS at batch 32 delivered 5,400
-    images/s with it against 6,800 without, so the trainer leaves it off."""
+    pass over the views. Faster alone, but slower beside a training step and the loaders' workers in the
+    loader benchmark, so the trainer leaves it off (it is compiled as part of the compiled CS step)."""
     out = crop_flip(images, boxes, flip, size)
     return (out - mean) * inv_std if mean is not None else out
 

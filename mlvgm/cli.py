@@ -1,7 +1,7 @@
 """What every `python -m mlvgm.*` command shares: one-line errors, exit status 2, logging, device choice.
 
     if __name__ == "__main__":
-        sys.exit(run(main, "python -m mlvgm.views"))
+        sys.exit(run(main, "python -m mlvgm.grid"))
 
 `run` calls `main(argv)` and turns bad input (an `InputError`, raised by the config parser or any
 check) into one line on stderr and exit status 2, never a traceback. It also routes the library's

@@ -4,7 +4,7 @@ Each command declares one frozen dataclass whose fields carry their help text (n
 without exec; gpt-fast's presets):
 
     @dataclass(frozen=True, kw_only=True)
-    class ViewsConfig:
+    class GridConfig:
         out: str = option(help="PNG to write")                    # no default: required
         anchors: int = option(4, "number of anchor rows")
         sigma: float = option(1.0, "std of the noise vector")
@@ -45,6 +45,25 @@ _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 def option(default: object = dataclasses.MISSING, help: str = "", *, positional: bool = False) -> dataclasses.Field:
     """A config field with its help text; without a default it is required on the command line."""
     return dataclasses.field(default=default, metadata={"help": help, "positional": positional})
+
+
+DEVICE_HELP = "auto, cpu, cuda or cuda:N"
+
+
+def device_option(note: str = "") -> dataclasses.Field:
+    """The `device` key every command has: auto (CUDA where there is one), cpu, cuda or cuda:N."""
+    return option("auto", f"{DEVICE_HELP} ({note})" if note else DEVICE_HELP)
+
+
+def check_ranges(config: object, *, positive: Sequence[str] = (), nonnegative: Sequence[str] = (), flag: str = "",
+                 note: str = "") -> None:  # fmt: skip
+    """One line for the first key of `positive` that is not > 0, then of `nonnegative` that is not >= 0 (NaN is
+    neither): "{flag}{key} must be > 0, got {value}", with `note` after the bound where given."""
+    for keys, bound in ((positive, "> 0"), (nonnegative, ">= 0")):
+        for key in keys:
+            value = getattr(config, key)
+            if not (value > 0 if bound == "> 0" else value >= 0):
+                raise InputError(f"{flag}{key} must be {bound}{f' ({note})' if note else ''}, got {value}")
 
 
 class InputErrorParser(argparse.ArgumentParser):

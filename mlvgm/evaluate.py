@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlvgm.cli import run
-from mlvgm.config import option, parse_config
+from mlvgm.config import device_option, option, parse_config
 from mlvgm.errors import InputError
 from mlvgm.io import check_output_dir
 from mlvgm.options import PROBE_VAL_SHARE, PROBE_WEIGHT_DECAYS
@@ -44,7 +44,7 @@ def __getattr__(name: str):
 class EvaluateConfig:
     run: str = option(help="run folder written by python -m mlvgm.train")
     data: str = option("", "evaluate on this ImageFolder (train/ and val/) instead of the run's own data")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    device: str = device_option()
     probe_weight_decays: tuple[float, ...] = option(
         PROBE_WEIGHT_DECAYS, "the linear probe's weight decays, one chosen on a validation split (default: the run's)"
     )

@@ -1,4 +1,5 @@
-"""`python -m mlvgm.experiments NAME`: the paper's Tables 1 and 2 in miniature, and a pre-registered comparison.
+"""`python -m mlvgm.experiments NAME`: the paper's Tables 1 and 2 and Figure 5 in miniature, and a pre-registered
+comparison.
 
     python -m mlvgm.experiments table1     # quantification with 3 seeds: mu +- std per level, verdicts' agreement
     python -m mlvgm.experiments table2     # real / synth / random / learned / ml-random / ml-learned rows

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlvgm import miniature_design as design
-from mlvgm.config import option
+from mlvgm.config import check_ranges, device_option, option
 from mlvgm.errors import InputError
 from mlvgm.options import AUGMENTS
 
@@ -66,17 +66,14 @@ class ExperimentsConfig:
         "", "folder of the tables, plots and README.md (empty: results/paper, and its pilot/ and miniature/ for those)"
     )
     runs: str = option("runs/paper", "folder of the runs (resumable; delete it to start over)")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    device: str = device_option()
 
     def __post_init__(self) -> None:
         if self.name not in NAMES:
             raise InputError(f"unknown experiment {self.name!r}: choose one of {', '.join(NAMES)}")
-        for key in ("quantify_samples", "real_images"):
-            if getattr(self, key) <= 0:
-                raise InputError(f"--{key} must be > 0, got {getattr(self, key)}")
-        for key in ("seeds", "budget", "eval_train", "eval_test", "width", "batch"):
-            if getattr(self, key) < 0:
-                raise InputError(f"--{key} must be >= 0 (0: the experiment's own), got {getattr(self, key)}")
+        check_ranges(self, positive=("quantify_samples", "real_images"), flag="--")
+        check_ranges(self, nonnegative=("seeds", "budget", "eval_train", "eval_test", "width", "batch"), flag="--",
+                     note="0: the experiment's own")  # fmt: skip
         if self.name == "miniature" and self.seeds == 1:
             raise InputError("--seeds 1 leaves the paired tests without a spread: give at least 2 (0: 8)")
         if self.real_images < 64:

@@ -4,9 +4,8 @@ glibc's malloc serves a request above its mmap threshold (adaptive, at most 32 M
 mmap and unmaps them on free, and trims the top of its heap once more than the trim threshold is free. A
 CPU training step allocates and frees tensors of tens of MiB every step (512 images of 64 px are 25 MiB;
 the shapes world's compiled render holds larger buffers), so with the defaults every step faults its
-memory in again, page by page, zero-filled by the kernel. Measured on 2 cores: a Continuous-Sampling batch
-of 256 pairs (render, T_z, two views of T_x) took 47 ms with glibc's defaults and 26 ms with the memory
-kept; FFCV keeps its own buffers between batches for the same reason.
+memory in again, page by page, zero-filled by the kernel: on a CPU that cost nearly half of a
+Continuous-Sampling batch (results/bench). FFCV keeps its own buffers between batches for the same reason.
 
 `retain_freed_memory()` sets both thresholds so that freed blocks stay in the heap, for the rest of the
 process (and the worker processes it forks). The cost: the process keeps its peak footprint. Training

@@ -1,9 +1,10 @@
-"""Every figure the library writes, with matplotlib's object API (`Figure`, no pyplot, no global backend
-switch, so importing mlvgm never changes a user's matplotlib state), saved atomically as PNG.
+"""The library's shared figures (the zoo's training and judging draw their own VAE plots), with matplotlib's
+object API (`Figure`, no pyplot, no global backend switch, so importing mlvgm never changes a user's
+matplotlib state), saved atomically as PNG.
 
     loss_curve(metrics, path, title=..., chance=...)   a training run's loss and learning rate (loss.png)
     walker_dynamics(dynamics, gamma, title, path)      quantification's InfoNCE and ||T(z) - z|| (dynamics.png)
-    view_grid(grid, title, path)                       the paper's Figure 4 for a generator (mlvgm.views)
+    view_grid(grid, title, path)                       the paper's Figure 4 for a generator (mlvgm.grid)
     error_bars(labels, means, stds, path, ...)         one bar per label, +- std (Table 1 of mlvgm.experiments)
     panels(panels, path, ...)                          bars per label in one panel per quantity, seeds as dots
     calibration_sheet(images, sigmas, title, path)      one level moved by each sigma of a grid (mlvgm.audit)

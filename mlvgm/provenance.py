@@ -73,7 +73,7 @@ def _plain(config: object) -> object:
 
 
 def command_line() -> str:
-    """How this process was started: 'python -m mlvgm.views --out x.png', or the script's name."""
+    """How this process was started: 'python -m mlvgm.grid --out x.png', or the script's name."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     program = f"python -m {spec.name.removesuffix('.__main__')}" if spec and spec.name else Path(sys.argv[0]).name
     return " ".join([program, *sys.argv[1:]])

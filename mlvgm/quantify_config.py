@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlvgm.config import option
+from mlvgm.config import check_ranges, device_option, option
 from mlvgm.errors import InputError
 
 CRITICS = ("resnet18", "resnet50", "tiny")
@@ -38,7 +38,7 @@ class QuantifyConfig:
     mc_batch: int = option(1024, "Monte Carlo batch")
     log_every: int = option(10, "steps between rows of the dynamics")
     kernels: str = option("auto", "InfoNCE kernel: auto, torch, compiled, triton")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    device: str = device_option()
     seed: int = option(0, "seed of anchors, walkers, critics and the Monte Carlo")
     audit_pairs: int = option(2048, "anchor/positive pairs per sigma of the audit that sets views.json's sigmas")
     out: str = option("", "folder for table1.csv/.md, dynamics.csv/.png, walkers and views.json (CLI)")
@@ -46,23 +46,18 @@ class QuantifyConfig:
     def __post_init__(self) -> None:
         if not self.gamma > 0:
             raise InputError(f"gamma must be > 0, got {self.gamma}: the paper uses about 1")
-        for key in ("batch_size", "min_samples", "max_samples", "mc_samples", "mc_batch", "log_every", "proj_dim",
-                    "proj_hidden", "audit_pairs"):  # fmt: skip
-            if getattr(self, key) <= 0:
-                raise InputError(f"{key} must be > 0, got {getattr(self, key)}")
+        check_ranges(self, positive=("batch_size", "min_samples", "max_samples", "mc_samples", "mc_batch", "log_every",
+                                     "proj_dim", "proj_hidden", "audit_pairs"))  # fmt: skip
         if self.batch_size < 2:
             raise InputError("batch_size must be >= 2: InfoNCE needs negatives")
         if self.min_samples > self.max_samples:
             raise InputError(f"min_samples ({self.min_samples}) must not exceed max_samples ({self.max_samples})")
-        for key in ("lr_walk", "lr_critic", "temperature", "truncation"):
-            if not getattr(self, key) > 0:
-                raise InputError(f"{key} must be > 0, got {getattr(self, key)}")
+        check_ranges(self, positive=("lr_walk", "lr_critic", "temperature", "truncation"))
         if not 0 <= self.beta1 < 1 or not 0 <= self.smoothing < 1:
             raise InputError("beta1 and smoothing must be in [0, 1)")
         if self.critic not in CRITICS:
             raise InputError(f"critic must be one of {', '.join(CRITICS)}, got {self.critic!r}")
-        if self.hidden < 0:
-            raise InputError(f"hidden must be >= 0, got {self.hidden}")
+        check_ranges(self, nonnegative=("hidden",))
         if self.single and self.levels:
             raise InputError("single=True quantifies all levels as one: leave levels empty")
 

@@ -25,8 +25,9 @@ from mlvgm.encoders import BYOL, SimCLR, SimSiam
 from mlvgm.errors import InputError
 from mlvgm.generators import generator_spec, load_generator
 from mlvgm.kernels.dispatch import resolve_impl
+from mlvgm.schedule import warmup_cosine
 from mlvgm.train_config import TrainConfig, check_inputs
-from mlvgm.train_step import use_bf16, warmup_cosine
+from mlvgm.train_step import use_bf16
 from mlvgm.view_strategies import LearnedViews, LevelNoise, NoViews, RandomViews
 
 _log = logging.getLogger("mlvgm.train")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlvgm.config import option
+from mlvgm.config import check_ranges, device_option, option
 from mlvgm.errors import InputError
 from mlvgm.options import (
     ARCHS,
@@ -94,7 +94,7 @@ class TrainConfig:
     )  # fmt: skip
     log_every: int = option(10, "steps between metrics.csv rows")
     workers: int = option(2, "DataLoader workers (imagefolder)")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK)")
+    device: str = device_option("torchrun: cuda:LOCAL_RANK")
     evaluate: bool = option(True, "run linear-probe and kNN evaluation at the end")
     eval_train: int = option(5000, "labelled images to fit probes on (generated: the shapes world's factors)")
     eval_test: int = option(1000, "labelled images to test probes on")
@@ -111,18 +111,11 @@ class TrainConfig:
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise InputError(f"{key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
-        positive = ("proj_hidden", "proj_dim", "pred_hidden", "epoch_images", "epochs", "batch_size", "log_every",
-                    "eval_train", "eval_test")  # fmt: skip
-        for key in positive:
-            if getattr(self, key) <= 0:
-                raise InputError(f"{key} must be > 0, got {getattr(self, key)}")
-        for key in ("temperature", "base_lr", "truncation", "view_t"):
-            if not getattr(self, key) > 0:
-                raise InputError(f"{key} must be > 0, got {getattr(self, key)}")
-        for key in ("warmup_epochs", "checkpoint_every", "crop", "workers", "weight_decay", "seed", "render_chunk",
-                    "checkpoint_minutes", "budget_minutes"):  # fmt: skip
-            if getattr(self, key) < 0:
-                raise InputError(f"{key} must be >= 0, got {getattr(self, key)}")
+        check_ranges(self, positive=("proj_hidden", "proj_dim", "pred_hidden", "epoch_images", "epochs", "batch_size",
+                                     "log_every", "eval_train", "eval_test", "temperature", "base_lr", "truncation",
+                                     "view_t"),
+                     nonnegative=("warmup_epochs", "checkpoint_every", "crop", "workers", "weight_decay", "seed",
+                                  "render_chunk", "checkpoint_minutes", "budget_minutes"))  # fmt: skip
         check_probe_options(self.probe_weight_decays, self.probe_val_share)
         if isinstance(self.width, bool) or not 8 <= self.width <= 256:
             raise InputError(f"width must be an integer from 8 to 256 (torchvision's is 64), got {self.width}")

@@ -14,7 +14,6 @@ stops before the optimiser, for a caller that inspects or clips the gradients fi
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,16 +37,6 @@ def use_bf16(amp: str, device: torch.device | str) -> bool:
         device = torch.device(device)
         return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
     return amp == "on"
-
-
-def warmup_cosine(step: int, *, peak: float, warmup: int, total: int, floor: float = 0.0) -> float:
-    """Linear warm-up to `peak` over `warmup` steps (step 0 at peak / warmup), then cosine decay to floor x peak at
-    step `total` (the warm-up is shortened to total - 1 steps where it would not leave one step of decay)."""
-    warm = min(warmup, max(total - 1, 0))
-    if step < warm:
-        return peak * (step + 1) / warm
-    progress = min((step - warm) / max(1, total - warm), 1.0)
-    return peak * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:

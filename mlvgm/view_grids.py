@@ -1,6 +1,6 @@
 """The paper's Figure 4 for a generator: rows are anchors, and each column adds the *same* noise vector w
 to one level (or group) at a time, with the amplified pixel difference to the anchor underneath.
-`python -m mlvgm.views` (its command line) draws it with `draw_view_grid`.
+`python -m mlvgm.grid` (its command line) draws it with `draw_view_grid`.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def level_sweep(
 
 
 def draw_view_grid(args, out: Path) -> ViewGrid:
-    """Draw the grid `args` (a mlvgm.views.ViewsConfig, already checked) asks for to the PNG `out`, with its
+    """Draw the grid `args` (a mlvgm.grid.GridConfig, already checked) asks for to the PNG `out`, with its
     provenance JSON beside it."""
     device = resolve_device(args.device)
     g = load_generator(args.generator, device=device)

@@ -25,7 +25,7 @@ COMMANDS = {
     "mlvgm.quantify": ["--batch_size", "0"],
     "mlvgm.experiments": ["--seeds", "-1"],
     "mlvgm.backbone": ["--run", "no-such-run", "--out", "encoder.safetensors"],
-    "mlvgm.views": ["--out", "grid.png", "--anchors", "0"],
+    "mlvgm.grid": ["--out", "grid.png", "--anchors", "0"],
     "mlvgm.audit": ["--out", "audit", "--levels", "3", "--pairs", "0"],
     "mlvgm.data.export": ["--out", "data", "--n", "10", "--val_fraction", "1"],
     "mlvgm.zoo.train": ["--steps", "0"],

@@ -1,1 +1,2 @@
-"""Data on disk: exporting a generator's images as a dataset (`python -m mlvgm.data.export`)."""
+"""Where the trainer's batches come from: Continuous Sampling and the real-data loaders (sources, step_graph, overlap,
+dali, ffcv), and exporting a generator's images as a dataset for them (`python -m mlvgm.data.export`)."""

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlvgm.config import option
+from mlvgm.config import check_ranges, device_option, option
 from mlvgm.errors import InputError, check_positive_int
 from mlvgm.io import check_creatable
 
@@ -23,16 +23,13 @@ class ExportConfig:
     quality: int = option(90, "JPEG quality, 1-100")
     overwrite: bool = option(False, "replace an existing dataset at --out (only once the new one is complete)")
     format: str = option("imagefolder", "imagefolder, or ffcv: also write train.beton and val.beton beside it")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    device: str = device_option()
 
     def __post_init__(self) -> None:
         check_positive_int("--n", self.n)
-        if not self.truncation > 0:
-            raise InputError(f"--truncation must be > 0, got {self.truncation}")
+        check_ranges(self, positive=("truncation",), nonnegative=("seed",), flag="--")
         if self.format not in ("imagefolder", "ffcv"):
             raise InputError(f"--format must be imagefolder or ffcv, got {self.format!r}")
-        if self.seed < 0:
-            raise InputError(f"--seed must be >= 0, got {self.seed}")
 
 
 def check_export(out: str | os.PathLike, n: int, *, val_fraction: float, quality: int, overwrite: bool) -> Path:

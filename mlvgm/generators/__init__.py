@@ -1,7 +1,9 @@
 """Generators and the registry that turns a spec string into one: `load_generator("shapes")`.
 
 A spec is `NAME` or `NAME:ARGUMENT`; what the argument means is up to the generator (options such as
-`shapes:resolution=32`, or a checkpoint path). Register your own with `register_generator`.
+`shapes:resolution=32`, or a checkpoint path). Register your own with `register_generator`. Each built-in
+generator's module is imported when a spec names it, so that the protocol (mlvgm.generators.base) loads
+without every network.
 """
 
 from __future__ import annotations
@@ -14,11 +16,6 @@ import torch
 
 from mlvgm.errors import InputError
 from mlvgm.generators.base import MLVGM, level_label, resolve_levels
-from mlvgm.generators.bigbigan import load_bigbigan
-from mlvgm.generators.embedded import load_embedded
-from mlvgm.generators.safe_pickle import load_network_pickle
-from mlvgm.generators.shapes import ShapesWorld
-from mlvgm.generators.stylegan2 import from_kwargs_and_state
 from mlvgm.options import generator_spec
 
 
@@ -75,7 +72,9 @@ def load_generator(spec: str, *, device: torch.device | str | None = None) -> to
     return g.eval().to(device) if device is not None else g.eval()
 
 
-def _shapes(argument: str) -> ShapesWorld:
+def _shapes(argument: str) -> torch.nn.Module:
+    from mlvgm.generators.shapes import ShapesWorld
+
     return ShapesWorld(**parse_options("shapes", argument, {"resolution": int}))
 
 
@@ -87,6 +86,8 @@ EMBEDDED_USAGE = "embedded[:temperature=F][,weights=PATH.safetensors]"
 
 def _embedded(argument: str) -> torch.nn.Module:
     """The hierarchical VAE whose weights ship with the package (trained by mlvgm.zoo.train), or other weights."""
+    from mlvgm.generators.embedded import load_embedded
+
     options = parse_options("embedded", argument, {"temperature": float, "weights": str})
     temperature = options.get("temperature")
     if temperature is not None and not 0 < float(temperature) <= 2:
@@ -117,6 +118,9 @@ BIGBIGAN_USAGE = (
 
 def _stylegan2(argument: str) -> torch.nn.Module:
     """An NVIDIA StyleGAN2 pickle, read by the restricted unpickler (no code from the file runs)."""
+    from mlvgm.generators.safe_pickle import load_network_pickle
+    from mlvgm.generators.stylegan2 import from_kwargs_and_state
+
     path, options = _checkpoint_and_options("stylegan2", argument, STYLEGAN2_USAGE, {
         "network": str, "space": str, "truncation_psi": float, "truncation_cutoff": int, "noise_mode": str,
         "output_resolution": int,
@@ -129,6 +133,7 @@ def _stylegan2(argument: str) -> torch.nn.Module:
 
 def _bigbigan(argument: str) -> torch.nn.Module:
     """BigBiGAN_x1.pth (pytorch-pretrained-gans), a plain state dict read with weights_only=True."""
+    from mlvgm.generators.bigbigan import load_bigbigan
 
     def attention(value: str) -> int | None:
         return None if value.strip().lower() == "none" else int(value)
@@ -154,3 +159,11 @@ __all__ = [
     "register_generator",
     "resolve_levels",
 ]
+
+
+def __getattr__(name: str):
+    if name == "ShapesWorld":  # the shapes world's class, importable from here as before (PEP 562: on first use)
+        from mlvgm.generators.shapes import ShapesWorld
+
+        return ShapesWorld
+    raise AttributeError(f"module 'mlvgm.generators' has no attribute {name!r}")

@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlvgm.config import option
+from mlvgm.config import check_ranges, device_option, option
 from mlvgm.errors import InputError
 from mlvgm.options import BUILT_IN_WORLDS, CHECKPOINT_GENERATORS
+from mlvgm.schedule import warmup_cosine
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,10 @@ class ZooTrainConfig:
     log_every: int = option(50, "steps between rows of metrics.csv")
     amp: str = option("auto", "bf16 autocast: auto (CUDA, and CPUs with native bf16), on, off")
     publish: str = option("", "copy embedded.safetensors and .json here at the end (mlvgm/generators/weights ships)")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    device: str = device_option()
 
     def __post_init__(self) -> None:
-        for key in ("steps", "batch_size", "eval_images", "checkpoint_every", "log_every"):
-            if getattr(self, key) <= 0:
-                raise InputError(f"--{key} must be > 0, got {getattr(self, key)}")
+        check_ranges(self, positive=("steps", "batch_size", "eval_images", "checkpoint_every", "log_every"), flag="--")
         if self.resolution not in (32, 64):
             raise InputError(f"--resolution must be 32 or 64, got {self.resolution}")
         if not 0 <= self.ema < 1:
@@ -47,8 +46,6 @@ class ZooTrainConfig:
 
 def learning_rate(config: ZooTrainConfig, step: int) -> float:
     """Linear warm-up to --lr, then cosine decay to a tenth of it at the last step."""
-    from mlvgm.train_step import warmup_cosine  # torch: loaded once training starts, not by the argument checks
-
     return warmup_cosine(step, peak=config.lr, warmup=config.warmup, total=config.steps, floor=0.1)
 
 
@@ -62,12 +59,10 @@ class EvidenceConfig:
     temperatures: tuple[float, ...] = option((0.6, 0.8, 1.0), "sampling temperatures the confidence is measured at")
     truncation: float = option(2.0, "truncation of the real images' latents (the VAE's training data)")
     seed: int = option(0, "seed of the classifier and of the images")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    device: str = device_option()
 
     def __post_init__(self) -> None:
-        for key in ("classifier_steps", "images"):
-            if getattr(self, key) <= 0:
-                raise InputError(f"--{key} must be > 0, got {getattr(self, key)}")
+        check_ranges(self, positive=("classifier_steps", "images"), flag="--")
         if not self.temperatures or not all(0 < t <= 2 for t in self.temperatures):
             raise InputError(f"--temperatures must be in (0, 2], got {self.temperatures}")
         if self.run and not (Path(self.run) / "metrics.csv").is_file():

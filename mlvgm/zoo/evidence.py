@@ -8,7 +8,7 @@ writes into OUT:
                        and of real images, and its mean confidence against the sampling temperature
     classifier.csv     per class: the share of real and of generated images it is assigned to
     kl.png             the per-level KL of the trained VAE on held-out images (from the weights' JSON)
-    views.png/.json    the view grid, `python -m mlvgm.views --generator embedded`
+    views.png/.json    the view grid, `python -m mlvgm.grid --generator embedded`
     training-*         with --run RUN: the training's loss.png and metrics.csv
     evidence.json      every number above, with provenance
     README.md          the command, hardware, commit and the numbers

@@ -251,7 +251,7 @@ def readme(result: dict, meta: dict, record: dict, *, training: bool = False) ->
         lines.append(f"| z{i + 1} {name} | {c}x{r}x{r} = {c * r * r} | {meta['kl_nats'][i]:.2f} | "
                      f"{meta['kl_nats_per_latent_dim'][i]:.4f} | {gain['top_singular']:.3g} | "
                      f"{gain['rms_gain']:.3g} |")  # fmt: skip
-    lines += ["", "![kl](kl.png)", "", "## View grid (`python -m mlvgm.views --generator embedded`)", "",
+    lines += ["", "![kl](kl.png)", "", "## View grid (`python -m mlvgm.grid --generator embedded`)", "",
               "The same noise vector (its leading coordinates for the smaller levels) added to one level per column.",
               "", "![views](views.png)", ""]  # fmt: skip
     return "\n".join(lines)

@@ -20,7 +20,7 @@ from mlvgm.data import export
 from mlvgm.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
-ENTRY_POINTS = ["mlvgm.train", "mlvgm.quantify", "mlvgm.evaluate", "mlvgm.views", "mlvgm.data.export",
+ENTRY_POINTS = ["mlvgm.train", "mlvgm.quantify", "mlvgm.evaluate", "mlvgm.grid", "mlvgm.data.export",
                 "bench.compare", "bench.figure5", "bench.kernels.report", "mlvgm.experiments"]  # fmt: skip
 
 
@@ -36,7 +36,7 @@ def call(module, argv: list[str], capsys) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def views():
-    from mlvgm import views
+    from mlvgm import grid as views
 
     return views
 
@@ -211,11 +211,11 @@ def test_every_entry_point_has_help(module, tmp_path):
 
 
 def test_views_command_records_itself_and_prints_no_noise(tmp_path):
-    result = python_m("mlvgm.views", "--out", str(tmp_path / "grid.png"), "--anchors", "1", "--levels", "6",
+    result = python_m("mlvgm.grid", "--out", str(tmp_path / "grid.png"), "--anchors", "1", "--levels", "6",
                       cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / "grid.json").read_text())
-    assert record["command"].startswith("python -m mlvgm.views --out")
+    assert record["command"].startswith("python -m mlvgm.grid --out")
     assert record["columns"]["z6 unused"] == 0.0
     assert "CUDA_HOME" not in result.stdout + result.stderr
 

@@ -1,7 +1,8 @@
 """The module graph: imports run one way (no cycle), each module imports alone in a fresh process,
 evaluation and the recipe never pull in the training loop, and an import inside a function is only
-ever of an optional dependency (DALI, FFCV, Triton, matplotlib, tensorboard), or a command's front loading
-its implementation once its arguments passed (tests/test_fast_errors.py: errors before torch loads)."""
+ever of an optional dependency (DALI, FFCV, Triton, matplotlib, tensorboard), a command's front loading
+its implementation once its arguments passed (tests/test_fast_errors.py: errors before torch loads), or the
+generator registry loading a built-in generator when a spec names it."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # Imports a function may make: packages mlvgm runs without (extras, or CUDA builds only).
 OPTIONAL = ("nvidia.dali", "ffcv", "numba", "triton", "matplotlib", "torch.utils.tensorboard")
 # Torch-free modules a command starts from: they import the model stack inside main, after the arguments pass.
+# Registries that import a built-in entry's module when it is first asked for: the protocol loads without them.
+REGISTRIES = {"mlvgm.generators"}
 FRONTS = {"mlvgm.cli", "mlvgm.train", "mlvgm.evaluate", "mlvgm.quantify", "mlvgm.experiments", "mlvgm.backbone",
-          "mlvgm.views", "mlvgm.audit", "mlvgm.data.export", "mlvgm.zoo.train", "mlvgm.zoo.evidence"}  # fmt: skip
+          "mlvgm.grid", "mlvgm.audit", "mlvgm.data.export", "mlvgm.zoo.train", "mlvgm.zoo.evidence"}  # fmt: skip
 
 
 def package_files() -> dict[str, Path]:
@@ -81,7 +84,7 @@ def test_the_module_graph_has_no_cycle():
 def test_imports_inside_functions_are_of_optional_dependencies_only():
     late = [f"{path.relative_to(ROOT)}: {module}" for name, path in package_files().items()
             for module, inside in imports(path)
-            if inside and not module.startswith(OPTIONAL) and name not in FRONTS]  # fmt: skip
+            if inside and not module.startswith(OPTIONAL) and name not in FRONTS | REGISTRIES]  # fmt: skip
     assert late == []
 
 
@@ -125,3 +128,13 @@ def test_every_module_imports_alone():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_the_generator_protocol_loads_without_the_networks():
+    code = ("import sys, mlvgm.generators.base, mlvgm.generators as g; "
+            "print(sorted(m for m in ('shapes', 'stylegan2', 'bigbigan', 'embedded', 'safe_pickle') "
+            "if f'mlvgm.generators.{m}' in sys.modules)); g.load_generator('shapes:resolution=32'); "
+            "print('mlvgm.generators.shapes' in sys.modules, g.ShapesWorld.__name__)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["[]", "True ShapesWorld"]

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from mlvgm.train_step import TrainStep, set_learning_rate, use_bf16, warmup_cosine
+from mlvgm.schedule import warmup_cosine
+from mlvgm.train_step import TrainStep, set_learning_rate, use_bf16
 
 
 class Pair(nn.Module):

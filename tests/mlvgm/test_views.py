@@ -13,8 +13,9 @@ from scipy import stats
 from mlvgm.errors import InputError
 from mlvgm.generators import load_generator
 from mlvgm.generators.base import MLVGM
+from mlvgm.grid import main
 from mlvgm.streams import Stream
-from mlvgm.views import LevelNoise, NoViews, RandomViews, level_sweep, main
+from mlvgm.views import LevelNoise, NoViews, RandomViews, level_sweep
 
 
 @pytest.fixture(scope="module")
