@@ -21,6 +21,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from mlvgm.lazy import lazy_exports
+
 __version__ = "0.1.0"
 
 
@@ -74,11 +76,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'mlvgm' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -16,7 +16,6 @@ here too, loaded on first use, so the command checks its arguments before torch 
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 from mlvgm.cli import run
 from mlvgm.config import option, parse_config
 from mlvgm.io import check_output_file
+from mlvgm.lazy import lazy_exports
 from mlvgm.runs import load_run_config
 
 _EXPORTS = {name: "mlvgm.backbone_io" for name in ("FORMAT", "load_backbone", "describe", "read_backbone")}
@@ -32,14 +32,7 @@ _EXPORTS = {name: "mlvgm.backbone_io" for name in ("FORMAT", "load_backbone", "d
 __all__ = sorted([*_EXPORTS, "BackboneConfig", "main"])
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'mlvgm.backbone' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,7 +11,6 @@ beside the trained ones, so a table always shows what training added.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from mlvgm.cli import run
 from mlvgm.config import device_option, option, parse_config
 from mlvgm.errors import InputError
 from mlvgm.io import check_output_dir
+from mlvgm.lazy import lazy_exports
 from mlvgm.options import PROBE_VAL_SHARE, PROBE_WEIGHT_DECAYS
 from mlvgm.runs import load_run_config
 
@@ -34,10 +34,7 @@ _EXPORTS = ("evaluate_run",)
 __all__ = ["EvaluateConfig", "main", *_EXPORTS]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module("mlvgm.evaluation"), name)
-    raise AttributeError(f"module 'mlvgm.evaluate' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_EXPORTS, "mlvgm.evaluation"))
 
 
 @dataclass(frozen=True, kw_only=True)

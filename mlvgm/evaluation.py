@@ -18,6 +18,7 @@ from mlvgm.cli import resolve_device
 from mlvgm.data.sources import check_images, image_dirs
 from mlvgm.errors import InputError
 from mlvgm.generators import load_generator
+from mlvgm.generators.base import labelled
 from mlvgm.io import atomic_write_text
 from mlvgm.probes import evaluate_backbones, folder_probe_set, generated_probe_set, probes_markdown
 from mlvgm.provenance import provenance, provenance_line
@@ -47,7 +48,7 @@ def evaluate_run(
         return evaluate_backbones(backbones, (train_x, train_y), (test_x, test_y), {"class": count}, device=device,
                                   progress=progress, **probe)  # fmt: skip
     g = load_generator(spec(config), device=device)
-    if not hasattr(g, "factors"):
+    if not labelled(g):
         raise InputError(f"{config.generator} has no labels to probe: evaluate on an image folder with --data")
     size = config.crop or g.resolution
     common = {"seed": config.seed, "size": size, "truncation": config.truncation, "device": device}

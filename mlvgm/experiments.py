@@ -17,7 +17,6 @@ Every Table 2 row trains for the same steps x batch and is probed on the same he
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from mlvgm.cli import run
 from mlvgm.config import parse_config
 from mlvgm.experiments_config import MINIATURE, ExperimentsConfig, resolved
 from mlvgm.io import check_creatable
+from mlvgm.lazy import lazy_exports
 
 # The jobs' names, served from mlvgm.paper_jobs on first use (PEP 562): `mlvgm.experiments.plan(config)` lists an
 # experiment's jobs, and a bad argument is still answered before torch loads.
@@ -48,10 +48,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return run_experiments(config)
 
 
-def __getattr__(name: str):
-    if name in _JOBS:
-        return getattr(importlib.import_module("mlvgm.paper_jobs"), name)
-    raise AttributeError(f"module 'mlvgm.experiments' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_JOBS, "mlvgm.paper_jobs"))
 
 
 if __name__ == "__main__":

@@ -12,11 +12,13 @@ from mlvgm import miniature_design as design
 from mlvgm.config import check_ranges, device_option, option
 from mlvgm.errors import InputError
 from mlvgm.options import AUGMENTS
+from mlvgm.plugins import method_names
+from mlvgm.train_config import TABLE2_ROWS
 
 NAMES = ("table1", "table2", "figure5", "all", "pilot", "miniature")
 MINIATURE = ("pilot", "miniature")  # the pre-registered comparison (mlvgm.miniature_design), and its pilot
-ROWS = ("real", "synth", "random", "learned", "ml-random", "ml-learned")
-METHODS = ("simclr", "simsiam", "byol")
+ROWS = tuple(TABLE2_ROWS)
+METHODS = method_names()  # the built-in methods (mlvgm.plugins)
 WORLD = "shapes:resolution=32"
 # Each generator's spec; jobs on any but the shapes world are named "<generator>/..." and write "-<generator>"
 # tables. The embedded VAE trains SimCLR's synth, random and ml-random rows, probed on the shapes world's ground

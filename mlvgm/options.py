@@ -2,7 +2,7 @@
 
 A command parses and checks its arguments with these before it imports the model stack, so a mistyped
 option costs a fraction of a second, not the five seconds torch takes to load. The modules that implement
-each choice (mlvgm.encoders, mlvgm.augment, the kernels' dispatch, mlvgm.probes, mlvgm.generators) take
+each choice (mlvgm.augment, the kernels' dispatch, mlvgm.probes, mlvgm.generators) take
 their names from here.
 """
 
@@ -15,7 +15,6 @@ from pathlib import Path
 from mlvgm.errors import InputError
 from mlvgm.io import check_regular_file
 
-METHODS = ("simclr", "simsiam", "byol")
 ARCHS = ("resnet18", "resnet50")
 AUGMENTS = ("simclr", "no_color", "no_crop", "none")  # the T_x presets of mlvgm.augment
 KERNEL_IMPLS = ("auto", "torch", "compiled", "triton")  # InfoNCE and perturbation kernels (mlvgm.kernels)

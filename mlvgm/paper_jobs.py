@@ -46,7 +46,7 @@ from mlvgm.quantify_config import PRESETS as QUANTIFY_PRESETS
 from mlvgm.quantify_config import QuantifyConfig
 from mlvgm.recipe import build_method, build_views, spec
 from mlvgm.train_config import PRESETS as TRAIN_PRESETS
-from mlvgm.train_config import TrainConfig
+from mlvgm.train_config import TABLE2_ROWS, TrainConfig
 from mlvgm.view_audit import audit_views
 from mlvgm.view_calibration import views_of
 from mlvgm.view_rule import DESTROYED, RULE
@@ -56,14 +56,10 @@ SINGLE_ROWS = ("synth", "random", "ml-random")  # the rows SimSiam and BYOL trai
 # Every Table 2 run: the quickstart's encoder and optimiser at 32 px, trained for --budget steps of 64 pairs.
 _TRAIN_BASE = {key: TRAIN_PRESETS["quickstart"][key] for key in ("generator", "batch_size", "optimizer", "base_lr",
                                                                   "temperature", "width")}  # fmt: skip
-_ROW_VIEWS = {  # the T_z and T_x of each row (ml-random and ml-learned take their levels from quantification)
-    "real": {"source": "imagefolder", "views": "none", "augment": "simclr"},
-    "synth": {"views": "none", "augment": "simclr"},
-    "random": {"views": "random", "view_levels": "all", "view_sigma": (0.2,), "augment": "simclr"},
-    "learned": {"views": "learned", "view_levels": "all", "augment": "simclr"},
-    "ml-random": {"views": "random", "augment": "no_color"},
-    "ml-learned": {"views": "learned", "augment": "no_color"},
-}  # fmt: skip
+# Each Table-2 row's T_z and T_x, with its levels: random and learned on every level (sigma 0.2 for random); ml-random
+# and ml-learned take theirs from quantification.
+_ROW_LEVELS = {"random": {"view_levels": "all", "view_sigma": (0.2,)}, "learned": {"view_levels": "all"}}
+_ROW_VIEWS = {row: {**fields, **_ROW_LEVELS.get(row, {})} for row, fields in TABLE2_ROWS.items()}
 
 
 class MissingInput(InputError):

@@ -23,7 +23,6 @@ InfoNCE is reported raw and in the paper's convention (its code logs SupCon with
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from collections.abc import Sequence
 from mlvgm.cli import run as run_cli
 from mlvgm.config import parse_config
 from mlvgm.io import check_creatable
+from mlvgm.lazy import lazy_exports
 from mlvgm.options import generator_spec
 from mlvgm.quantify_config import CRITICS, PRESETS, QuantifyConfig
 
@@ -55,10 +55,7 @@ def main(argv: Sequence[str] | None = None) -> object:
     return quantify_command(config, spec, preset=args.preset)
 
 
-def __getattr__(name: str):
-    if name in _IMPLEMENTATION:
-        return getattr(importlib.import_module("mlvgm.quantification"), name)
-    raise AttributeError(f"module 'mlvgm.quantify' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_IMPLEMENTATION, "mlvgm.quantification"))
 
 
 class _CallableModule(types.ModuleType):

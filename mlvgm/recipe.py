@@ -1,7 +1,7 @@
 """The recipe: a training config turned into the objects a run is made of, and nothing else (no I/O).
 
     config = make_config(TrainConfig, PRESETS, "quickstart", {"epochs": 2})
-    method = build_method(config)                      # encoder + heads + loss (mlvgm.encoders)
+    method = build_method(config)                      # encoder + heads + loss (the --method plug-in)
     source = build_source(config, rank=0, world=1, device=device)   # Continuous Sampling or a loader
     optimizer = build_optimizer(config, method.param_groups(peak_lr(config)))
     lr = learning_rate(config, step, steps_per_epoch, total_steps)
@@ -21,14 +21,13 @@ from torch import nn
 
 from mlvgm.augment import PixelAugment
 from mlvgm.data.sources import ContinuousSampling, ImageFolderSource, folder_resolution, steps_for
-from mlvgm.encoders import BYOL, SimCLR, SimSiam
 from mlvgm.errors import InputError
 from mlvgm.generators import generator_spec, load_generator
 from mlvgm.kernels.dispatch import resolve_impl
+from mlvgm.plugins import method, view_strategy
 from mlvgm.schedule import warmup_cosine
 from mlvgm.train_config import TrainConfig, check_inputs
 from mlvgm.train_step import use_bf16
-from mlvgm.view_strategies import LearnedViews, LevelNoise, NoViews, RandomViews
 
 _log = logging.getLogger("mlvgm.train")
 
@@ -41,15 +40,8 @@ def spec(config: TrainConfig) -> str:
 
 
 def build_method(config: TrainConfig) -> nn.Module:
-    """The encoder with its method's heads and loss, at its initial weights (seed them first)."""
-    common = {"small_stem": config.small_stem, "width": config.width}
-    if config.method == "simclr":
-        return SimCLR(config.arch, proj_hidden=config.proj_hidden, proj_dim=config.proj_dim,
-                      temperature=config.temperature, impl=config.kernels, **common)  # fmt: skip
-    if config.method == "simsiam":
-        return SimSiam(config.arch, proj_dim=config.proj_dim, pred_hidden=config.pred_hidden, **common)
-    return BYOL(config.arch, proj_hidden=config.proj_hidden, proj_dim=config.proj_dim,
-                base_momentum=config.byol_momentum, **common)  # fmt: skip
+    """The encoder with its method's heads and loss (the --method plug-in), at its initial weights (seed first)."""
+    return method(config.method).build(config)
 
 
 def initial_backbone(config: TrainConfig, device: torch.device | str = "cpu") -> nn.Module:
@@ -59,47 +51,29 @@ def initial_backbone(config: TrainConfig, device: torch.device | str = "cpu") ->
 
 
 def metric_names(config: TrainConfig) -> list[str]:
-    """The method's own metrics beside the loss: SimSiam's collapse monitor, BYOL's momentum."""
-    return {"simclr": [], "simsiam": ["z_std"], "byol": ["momentum"]}[config.method]
+    """The method's own metrics beside the loss (SimSiam's collapse monitor, BYOL's momentum)."""
+    return list(method(config.method).metrics)
 
 
 def build_views(config: TrainConfig, g):
-    """T_z of the config for generator g: NoViews, LearnedViews (walkers) or RandomViews (per-level noise)."""
-    if config.views == "none":
-        return NoViews(g)
-    if config.views == "learned":
-        levels = [int(level) if level.isdigit() else level for level in config.view_levels]
-        return LearnedViews(g, config.walkers, levels)
-
-    def per_level(values: tuple) -> tuple:  # one value for all levels, or one per level (checked by the config)
-        return values * len(config.view_levels) if len(values) == 1 else values
-
-    sigmas = per_level(config.view_sigma)
-    tops = per_level(config.view_sigma_max) if config.view_sigma_max else (None,) * len(sigmas)
-    noise = {}
-    for level, sigma, top in zip(config.view_levels, sigmas, tops, strict=True):
-        noise[int(level) if level.isdigit() else level] = LevelNoise(
-            sigma=sigma, t=config.view_t, sigma_max=top, p=config.view_p
-        )
-    return RandomViews(g, noise, impl=config.kernels)
+    """T_z of the config (the --views plug-in) for generator g."""
+    return view_strategy(config.views).build(config, g)
 
 
 def kernels_used(config: TrainConfig, device: torch.device) -> dict[str, str]:
     """Which implementation each fused op of this run runs (what impl="auto" resolves to), for provenance. T_z's
     perturbation inside the compiled Continuous-Sampling step is traced into that graph whatever --kernels
     asked for ("traced": inductor generates its code); an explicit --kernels triton there says so in one line."""
-    used = {}
-    if config.method == "simclr":
-        used["infonce"] = resolve_impl("infonce", config.kernels, device)
-    if config.views == "random" and config.source == "cs":
-        used["perturb"] = resolve_impl("perturb", config.kernels, device)
-        if cs_path(config, device).compile and used["perturb"] != "torch":
-            if config.kernels == "triton":
-                _log.warning(
-                    "--kernels triton: T_z's perturbation runs traced inside the compiled Continuous-"
-                    "Sampling step (inductor's code, not the Triton kernel); --cs_compile off runs the kernel"
-                )
-            used["perturb"] = "traced"
+    used = {op: resolve_impl(op, config.kernels, device) for op in method(config.method).kernels}
+    if config.source == "cs":
+        used |= {op: resolve_impl(op, config.kernels, device) for op in view_strategy(config.views).kernels}
+    if "perturb" in used and cs_path(config, device).compile and used["perturb"] != "torch":
+        if config.kernels == "triton":
+            _log.warning(
+                "--kernels triton: T_z's perturbation runs traced inside the compiled Continuous-"
+                "Sampling step (inductor's code, not the Triton kernel); --cs_compile off runs the kernel"
+            )
+        used["perturb"] = "traced"
     return used
 
 

@@ -16,11 +16,12 @@ unused latent, such as the shapes world's z6, is what quantification is meant to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
-from mlvgm.generators.base import level_label, sample_anchors
+from mlvgm.generators.base import labelled, level_label, sample_anchors
 from mlvgm.streams import Stream
 
 
@@ -190,7 +191,39 @@ def check_mlvgm(g: torch.nn.Module, *, n: int = 4, seed: int = 0, atol: float = 
             if not grad.any():
                 report.zero_grad_levels.append(i + 1)
     report.checks.append("gradients are finite (levels that get none are listed, not failed)")
+    _check_labels(g, latents, n, fail, report)
     return done()
+
+
+def _check_labels(g, latents: list[torch.Tensor], n: int, fail: Callable[[str], None], report) -> None:
+    """The Labelled protocol, where g declares any part of it: both parts, and factors that are classes."""
+    has_factors, has_classes = hasattr(g, "factors"), hasattr(g, "factor_classes")
+    if not (has_factors or has_classes):
+        return
+    if not labelled(g):
+        fail("a labelled generator declares both a factors(latents) method and a factor_classes mapping "
+             f"(this one has {'factors' if has_factors else 'factor_classes'} only)")  # fmt: skip
+        return
+    classes = dict(g.factor_classes)
+    try:
+        with torch.no_grad():
+            found = g.factors([z.clone() for z in latents])
+    except Exception as exc:  # noqa: BLE001 -- user code
+        fail(f"factors(latents) raised {type(exc).__name__}: {exc}")
+        return
+    if not isinstance(found, dict) or set(found) != set(classes):
+        fail(f"factors must return one tensor per factor of factor_classes ({sorted(classes)}), got "
+             f"{sorted(found) if isinstance(found, dict) else type(found).__name__}")  # fmt: skip
+        return
+    for name, values in found.items():
+        count = classes[name]
+        if not (isinstance(count, int) and count > 0):
+            fail(f"factor_classes[{name!r}] must be a positive int, got {count!r}")
+        elif not isinstance(values, torch.Tensor) or tuple(values.shape) != (n,) or values.dtype != torch.int64:
+            fail(f"factor {name!r} must be an ({n},) int64 tensor, got {getattr(values, 'shape', type(values))}")
+        elif values.min() < 0 or values.max() >= count:
+            fail(f"factor {name!r} must lie in [0, {count}), got [{int(values.min())}, {int(values.max())}]")
+    report.checks.append(f"factors: {', '.join(f'{k} ({v} classes)' for k, v in classes.items())}")
 
 
 def _generator(device: torch.device, seed: int) -> torch.Generator:

@@ -18,7 +18,6 @@ good checkpoint stays. A resume takes no results destination from the run folder
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import sys
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from mlvgm.cli import launched_rank, launched_world, run
 from mlvgm.config import parse_config
 from mlvgm.errors import InputError
 from mlvgm.io import atomic_path, atomic_write_text, check_creatable, make_output_dir
+from mlvgm.lazy import lazy_exports
 from mlvgm.progress import duration
 from mlvgm.runs import check_new_run_dir, default_run_dir, load_run_config
 from mlvgm.train_config import DEFAULT_PRESET, PRESETS, TrainConfig, check_inputs
@@ -38,10 +38,7 @@ _EXPORTS = ("train", "TrainingDiverged")
 __all__ = ["main", *_EXPORTS]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module("mlvgm.training"), name)
-    raise AttributeError(f"module 'mlvgm.train' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(_EXPORTS, "mlvgm.training"))
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -16,12 +16,12 @@ from mlvgm.options import (
     ARCHS,
     AUGMENTS,
     KERNEL_IMPLS,
-    METHODS,
     PROBE_VAL_SHARE,
     PROBE_WEIGHT_DECAYS,
     check_probe_options,
     generator_spec,
 )
+from mlvgm.plugins import method_names, strategy_names, view_strategy
 
 DEFAULT_PRESET = "quickstart"
 
@@ -29,7 +29,7 @@ DEFAULT_PRESET = "quickstart"
 @dataclass(frozen=True)
 class TrainConfig:
     # what learns
-    method: str = option("simclr", f"self-supervised method: {', '.join(METHODS)}")
+    method: str = option("simclr", f"self-supervised method: {', '.join(method_names())} (mlvgm.plugins)")
     arch: str = option("resnet18", f"backbone: {', '.join(ARCHS)}")
     small_stem: bool = option(True, "3x3 stride-1 first conv, no max-pool (for 32-64 px images)")
     width: int = option(64, "backbone width: channels of its first stage (torchvision's 64; 32 is ~4x cheaper)")
@@ -44,7 +44,8 @@ class TrainConfig:
     checkpoint: str = option("", "generator checkpoint path, appended to the spec as NAME:PATH when set")
     data: str = option("", "ImageFolder path for --source imagefolder")
     truncation: float = option(2.0, "anchor truncation t (latents ~ N^t(0, 1, t))")
-    views: str = option("random", "T_z: none (synthetic pairs differ by T_x only), random, or learned (--walkers)")
+    views: str = option("random", "T_z: none (synthetic pairs differ by T_x only), random, learned (--walkers), or a "
+                        "view strategy registered with mlvgm.plugins")  # fmt: skip
     view_levels: tuple[str, ...] = option(("2", "3", "4", "5"), "levels or groups T_z perturbs (1-based or names)")
     view_sigma: tuple[float, ...] = option((1.0,), "sigma per level in view_levels (one value: all the same)")
     view_t: float = option(2.0, "truncation of the T_z noise, in sigmas")
@@ -104,8 +105,8 @@ class TrainConfig:
     probe_val_share: float = option(PROBE_VAL_SHARE, "share of the probe's train images that chooses its weight decay")
 
     def __post_init__(self) -> None:
-        choices = {"method": METHODS, "arch": ARCHS, "source": ("cs", "imagefolder"),
-                   "views": ("none", "random", "learned"), "augment": AUGMENTS, "amp": ("auto", "on", "off"),
+        choices = {"method": method_names(), "arch": ARCHS, "source": ("cs", "imagefolder"),
+                   "views": strategy_names(), "augment": AUGMENTS, "amp": ("auto", "on", "off"),
                    "optimizer": ("sgd", "adam"), "kernels": KERNEL_IMPLS,
                    "cuda_graphs": ("on", "off"), "cs_compile": ("auto", "on", "off")}  # fmt: skip
         for key, valid in choices.items():
@@ -146,10 +147,15 @@ _PAPER = {"epochs": 100, "base_lr": 0.05, "arch": "resnet50", "small_stem": Fals
 _BIGBIGAN = {**_PAPER, "generator": "bigbigan", "batch_size": 1024, "warmup_epochs": 10, "truncation": 2.0}
 _STYLEGAN = {**_PAPER, "generator": "stylegan2", "batch_size": 512, "warmup_epochs": 0, "truncation": 0.9}
 _W16 = tuple(str(i) for i in range(1, 17))  # StyleGAN2's 16 w vectors; the paper groups them 4 x 4
-_VIEWS = {
-    # real images, and generated anchors with T_x only
-    "real": {"source": "imagefolder", "views": "none", "augment": "simclr"},
-    "synth": {"views": "none", "augment": "simclr"},
+# The paper's Table-2 rows: each row's data, T_z and T_x. The levels and sigmas of random and learned views are the
+# generator's (the presets below, the experiments' quantification), so they are not part of the row.
+TABLE2_ROWS: dict[str, dict[str, object]] = {
+    "real": {"source": "imagefolder", "views": "none", "augment": "simclr"},  # real images
+    "synth": {"views": "none", "augment": "simclr"},  # generated anchors with T_x only
+    "random": {"views": "random", "augment": "simclr"},  # Jahanian et al.: one sigma on every level
+    "learned": {"views": "learned", "augment": "simclr"},  # Li et al.: one walker over every level
+    "ml-random": {"views": "random", "augment": "no_color"},  # the paper's multi-level views
+    "ml-learned": {"views": "learned", "augment": "no_color"},
 }
 _HEADS = {
     "simclr": {"method": "simclr", "proj_hidden": 2048, "proj_dim": 128},
@@ -170,16 +176,13 @@ def _paper_presets() -> dict[str, dict[str, object]]:
     ):  # fmt: skip
         for method in methods:
             head = {**base, **_HEADS[method]}
-            presets[f"{gen}-{method}-real"] = {**head, **_VIEWS["real"]}
-            presets[f"{gen}-{method}-synth"] = {**head, **_VIEWS["synth"]}
-            presets[f"{gen}-{method}-random"] = {**head, "views": "random", "augment": "simclr", **jahanian}
-            presets[f"{gen}-{method}-ml-random"] = {**head, "views": "random", "augment": "no_color", **multi}
-            # learned: Li et al.'s single walker over every level (quantify --single true); ml-learned:
-            # one walker per level, on the levels the ML random views perturb. Both take --walkers PATH.
-            presets[f"{gen}-{method}-learned"] = {**head, "views": "learned", "augment": "simclr",
-                                                  "view_levels": jahanian["view_levels"]}  # fmt: skip
-            presets[f"{gen}-{method}-ml-learned"] = {**head, "views": "learned", "augment": "no_color",
-                                                     "view_levels": multi["view_levels"]}  # fmt: skip
+            # learned: Li et al.'s single walker over every level (quantify --single true); ml-learned: one walker
+            # per level, on the levels the ML random views perturb. Both take --walkers PATH.
+            levels = {"real": {}, "synth": {}, "random": jahanian, "ml-random": multi,
+                      "learned": {"view_levels": jahanian["view_levels"]},
+                      "ml-learned": {"view_levels": multi["view_levels"]}}  # fmt: skip
+            for row, row_fields in TABLE2_ROWS.items():
+                presets[f"{gen}-{method}-{row}"] = {**head, **row_fields, **levels[row]}
     return presets
 
 
@@ -205,11 +208,8 @@ def check_inputs(config: TrainConfig) -> None:
     """The paths a config needs exist (presets leave them to the user); cheap, so it runs before any work."""
     if config.source == "cs":
         generator_spec(config.generator, config.checkpoint)
-        if config.views == "learned" and not config.walkers:
-            raise InputError("--views learned needs --walkers PATH: the walkers.safetensors python -m mlvgm.quantify "
-                             "writes (--single true for the single-latent baseline)")  # fmt: skip
-        if config.views == "learned" and not (walkers := Path(config.walkers).with_suffix(".safetensors")).exists():
-            raise InputError(f"walkers file {walkers} does not exist: run python -m mlvgm.quantify --out DIR")
+        if config.views != "none" and (check := view_strategy(config.views).check) is not None:
+            check(config)  # e.g. learned views' walkers file
     elif not config.data:
         raise InputError("--source imagefolder needs --data PATH (an ImageFolder of class subfolders)")
     elif not Path(config.data).is_dir():

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from mlvgm import plugins
 from mlvgm.checkpoint import load_checkpoint, save_checkpoint
 from mlvgm.data.sources import ContinuousSampling
 from mlvgm.distributed import agree_min, barrier, init_distributed
@@ -43,7 +44,6 @@ from mlvgm.runs import has_checkpoint
 from mlvgm.train_config import TrainConfig
 from mlvgm.train_step import TrainStep, channels_last
 from mlvgm.view_audit import audit_views, views_line
-from mlvgm.view_strategies import NoViews
 
 _log = logging.getLogger("mlvgm.train")  # the command's name: its lines are the command's, as before the move
 
@@ -186,7 +186,7 @@ def train(
             f"bf16 {'on' if amp else 'off'}, {device}"
         )
         atomic_write_json(run_dir / ("config.json" if not resume else "resume.json"), record)
-        if isinstance(source, ContinuousSampling) and not isinstance(source.views, NoViews):
+        if isinstance(source, ContinuousSampling) and config.views != "none":
             report_views(source, config, run_dir)
     fields = ["step", "epoch", "loss", "lr", "pairs_per_s", "elapsed_s", *metric_names(config)]
     log = MetricsLog(run_dir / "metrics.csv", fields, start_step=start_step, enabled=lead)
@@ -265,8 +265,8 @@ def train(
         summary["elapsed_s"] = round(elapsed_before + clock() - started, 2)
     if lead:
         atomic_write_json(run_dir / "summary.json", {**summary, "provenance": record})
-        # InfoNCE of an encoder that tells nothing apart: every one of the 2N - 1 others equally likely
-        chance = math.log(2 * config.batch_size - 1) if config.method == "simclr" else None
+        chance_loss = plugins.method(config.method).chance_loss
+        chance = chance_loss(config.batch_size) if chance_loss else None
         title = f"{preset or 'run'}: {config.method}, batch {config.batch_size}"
         loss_curve(pd.read_csv(run_dir / "metrics.csv"), run_dir / "loss.png", title=title, chance=chance)
     return summary

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mlvgm.encoders import backbone
-from mlvgm.generators.base import device_of, level_label, sample_anchors
+from mlvgm.generators.base import device_of, labelled, level_label, sample_anchors
 from mlvgm.latents import truncated_normal
 from mlvgm.streams import Stream
 from mlvgm.view_rule import DESTROYED
@@ -57,7 +57,7 @@ def saturated(images: Tensor) -> Tensor:
 
 
 def factors_of(g) -> Callable | None:
-    return getattr(g, "factors", None) if callable(getattr(g, "factors", None)) else None
+    return g.factors if labelled(g) else None
 
 
 @dataclass

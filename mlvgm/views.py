@@ -19,14 +19,14 @@ import from here too, loaded on first use.
 
 from __future__ import annotations
 
-import importlib
+from mlvgm.lazy import lazy_exports
 
 _EXPORTS = {
     "Views": "mlvgm.view_strategies",
     "LevelNoise": "mlvgm.view_strategies",
-    "NoViews": "mlvgm.view_strategies",
-    "RandomViews": "mlvgm.view_strategies",
-    "LearnedViews": "mlvgm.view_strategies",
+    "NoViews": "mlvgm.strategies.none",
+    "RandomViews": "mlvgm.strategies.random",
+    "LearnedViews": "mlvgm.strategies.learned",
     "LevelSelection": "mlvgm.view_strategies",
     "ViewGrid": "mlvgm.view_grids",
     "level_sweep": "mlvgm.view_grids",
@@ -35,11 +35,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'mlvgm.views' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -24,7 +24,6 @@ first use, so the command checks its arguments before torch loads.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,20 +31,14 @@ from pathlib import Path
 from mlvgm.cli import run
 from mlvgm.config import parse_config
 from mlvgm.data.export_config import ExportConfig, check_export
+from mlvgm.lazy import lazy_exports
 
 _EXPORTS = {name: "mlvgm.data.exporting" for name in ("CHUNK", "export_dataset", "encode_jpeg", "is_val")}
 
 __all__ = sorted([*_EXPORTS, "ExportConfig", "main"])
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'mlvgm.data.export' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 def main(argv: Sequence[str] | None = None) -> Path:

@@ -20,6 +20,7 @@ from mlvgm.data.export_config import ExportConfig, check_export
 from mlvgm.data.ffcv import write_split_betons
 from mlvgm.errors import InputError
 from mlvgm.generators import load_generator
+from mlvgm.generators.base import labelled
 from mlvgm.io import atomic_write_json
 from mlvgm.progress import Progress
 from mlvgm.provenance import provenance, provenance_line
@@ -60,7 +61,7 @@ def export_dataset(
 ) -> Path:
     """Render n images of g into an ImageFolder at `out`; return its path."""
     out = check_export(out, n, val_fraction=val_fraction, quality=quality, overwrite=overwrite)
-    if not hasattr(g, "factors") or not hasattr(g, "shape_classes"):
+    if not labelled(g) or not hasattr(g, "shape_classes"):
         raise InputError(f"{type(g).__name__} has no ground-truth factors to label images by: export the shapes world")
     parent = out.parent
 

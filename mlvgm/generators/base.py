@@ -9,6 +9,11 @@ Optional:
     level_names  a short name per level ("identity", "geometry", ...), usable in configs
     groups       named tuples of level indices (StyleGAN2's 16 w's in 4 groups of 4)
 
+Labelled generators (the shapes world) also declare their ground truth, the `Labelled` protocol below:
+    factor_classes  {factor: number of classes}, e.g. {"shape": 12, "position": 9, ...}
+    factors(latents) -> {factor: (n,) int64 class in [0, classes)} for the images forward(latents) renders
+Evaluation probes these factors, the view audit counts how often a view flips them, and `labelled(g)` tells.
+
 Levels are numbered 1..n in everything a user types (configs, CLI flags, tables), as in the paper's
 z_1..z_n, and indexed 0..n-1 in code. `resolve_levels` converts the former into the latter.
 
@@ -30,7 +35,8 @@ error but a finding: `check_mlvgm` reports it and `mlvgm.quantify` calls it unde
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -80,6 +86,20 @@ class MLVGM(nn.Module):
         return default_latents(self, n, truncation=truncation, generator=generator)
 
     # forward(latents: Sequence[Tensor]) -> Tensor is each generator's own (nn.Module requires it).
+
+
+@runtime_checkable
+class Labelled(Protocol):
+    """A generator with ground-truth factors per image (see the module docstring)."""
+
+    factor_classes: Mapping[str, int]
+
+    def factors(self, latents: Sequence[Tensor]) -> dict[str, Tensor]: ...
+
+
+def labelled(g) -> bool:
+    """Whether g declares the Labelled protocol: a `factors` method and a `factor_classes` mapping."""
+    return callable(getattr(g, "factors", None)) and isinstance(getattr(g, "factor_classes", None), Mapping)
 
 
 def default_latents(g, n: int, *, truncation: float | None = None, generator: RandomSource = None) -> list[Tensor]:

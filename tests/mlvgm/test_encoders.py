@@ -9,8 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from mlvgm.encoders import BYOL, SimCLR, SimSiam, backbone, mlp
+from mlvgm.encoders import backbone, mlp
 from mlvgm.errors import InputError
+from mlvgm.methods.byol import BYOL
+from mlvgm.methods.simclr import SimCLR
+from mlvgm.methods.simsiam import SimSiam
 
 
 @pytest.mark.parametrize(("arch", "features"), [("resnet18", 512), ("resnet50", 2048)])

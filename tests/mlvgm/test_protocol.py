@@ -133,7 +133,7 @@ def test_quantify_calls_the_unconnected_level_under_used(plain_spec, tmp_path, c
 
 
 def test_train_and_views_run_on_the_plain_module(plain_spec, tmp_path, capsys):
-    from mlvgm import train, views
+    from mlvgm import grid, train
 
     run = tmp_path / "run"
     run_cli(train, ["--generator", plain_spec, "--out", str(run), "--epochs", "1", "--epoch_images", "16",
@@ -141,6 +141,6 @@ def test_train_and_views_run_on_the_plain_module(plain_spec, tmp_path, capsys):
                     "--amp", "off", "--budget_minutes", "0"], capsys)  # fmt: skip
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 2
-    grid = tmp_path / "grid.png"
-    run_cli(views, ["--generator", plain_spec, "--out", str(grid), "--anchors", "2", "--levels", "4"], capsys)
-    assert grid.exists()
+    grid_png = tmp_path / "grid.png"
+    run_cli(grid, ["--generator", plain_spec, "--out", str(grid_png), "--anchors", "2", "--levels", "4"], capsys)
+    assert grid_png.exists()

@@ -17,10 +17,10 @@ import torch
 from mlvgm.cli import run as run_cli
 from mlvgm.generators import load_generator
 from mlvgm.generators.base import MLVGM
+from mlvgm.strategies.random import RandomViews
 from mlvgm.view_audit import SATURATION_TOLERANCE, audit_views, level_noise, make_anchors, measure, perturbed
 from mlvgm.view_calibration import calibrate, kept_units, rejudged, views_of
 from mlvgm.view_rule import MEASURABLE, RULE, SATURATION_MARGIN, choose, sigma_for
-from mlvgm.view_strategies import RandomViews
 
 ROOT = Path(__file__).resolve().parents[2]
 QUANTIFIED = ROOT / "results" / "quantify"

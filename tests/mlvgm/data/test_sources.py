@@ -11,8 +11,8 @@ from mlvgm.data.exporting import export_dataset
 from mlvgm.data.sources import ContinuousSampling, EpochSampler, ImageFolderSource, steps_for
 from mlvgm.errors import InputError
 from mlvgm.generators import load_generator
+from mlvgm.strategies.random import RandomViews
 from mlvgm.streams import Stream
-from mlvgm.view_strategies import RandomViews
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,9 @@ from mlvgm.data.step_graph import StepGraph
 from mlvgm.errors import InputError
 from mlvgm.generators import load_generator
 from mlvgm.generators.base import MLVGM
-from mlvgm.view_strategies import LevelNoise, NoViews, RandomViews
+from mlvgm.strategies.none import NoViews
+from mlvgm.strategies.random import RandomViews
+from mlvgm.view_strategies import LevelNoise
 
 
 class Tiny(MLVGM):
