@@ -135,7 +135,8 @@ def results(jobs: list[Job], out: Path) -> pd.DataFrame:
                                         final_loss=last.get("loss", float("nan")),
                                         z_std=last.get("z_std", float("nan")),
                                         seconds=record["seconds"], commit=str(record["git"]["sha"])[:10],
-                                        dirty=bool(record["git"]["dirty"])))  # fmt: skip
+                                        dirty=bool(record["git"]["dirty"]),
+                                        cpu=str(record.get("hardware", {}).get("cpu", "?"))))  # fmt: skip
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

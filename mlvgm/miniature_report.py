@@ -179,9 +179,18 @@ def provenance_lines(per_run: pd.DataFrame) -> list[str]:
     commits = sorted(set(per_run["commit"]))
     dirty = per_run.groupby("job")["dirty"].first()
     compute = per_run.groupby("job")["seconds"].first().sum()
-    return [f"- jobs: {per_run['job'].nunique()} published, run at commit{'s' if len(commits) > 1 else ''} "
-            f"{', '.join(commits)}; {int(dirty.sum())} of them from a dirty tree",
-            f"- compute: {duration(compute)} in all (training and probes)"]  # fmt: skip
+    lines = [f"- jobs: {per_run['job'].nunique()} published, run at commit{'s' if len(commits) > 1 else ''} "
+             f"{', '.join(commits)}; {int(dirty.sum())} of them from a dirty tree",
+             f"- compute: {duration(compute)} in all (training and probes)"]  # fmt: skip
+    if "cpu" in per_run:
+        cpus = per_run.groupby("job")["cpu"].first()
+        lines.append("- hardware: " + ", ".join(f"{cpu} ({n} jobs)" for cpu, n in cpus.value_counts().items()))
+        mixed = sorted(int(s) for s, g in per_run.groupby("seed") if g["cpu"].nunique() > 1)
+        if mixed:
+            lines.append(f"- seed{'s' if len(mixed) > 1 else ''} {', '.join(map(str, mixed))} ran on more than one "
+                         "machine, so their paired differences include any difference between the machines' "
+                         "arithmetic")  # fmt: skip
+    return lines
 
 
 def write_report(config: ExperimentsConfig, jobs: list, per_run: pd.DataFrame, out: Path,

@@ -128,3 +128,14 @@ def test_a_sweep_resumes_from_its_published_jobs_alone(tmp_path, capsys):
     more = dataclasses.replace(config, analyse_only=True)
     assert run_miniature(more)["ran"] == 0 and not done(jobs[-1], tmp_path / "out")
     assert "Interim: 1 of 2 seeds complete" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_the_report_names_each_machine_and_the_seeds_that_ran_on_two():
+    from mlvgm.miniature_report import provenance_lines
+
+    rows = [{"job": f"{arm}/s{seed}", "seed": seed, "commit": "abc", "dirty": False, "seconds": 60.0, "cpu": cpu}
+            for seed, arm, cpu in ((0, "S", "AMD EPYC"), (0, "M", "AMD EPYC"), (1, "S", "AMD EPYC"),
+                                   (1, "M", "Intel Xeon"), (2, "S", "Intel Xeon"), (2, "M", "Intel Xeon"))]  # fmt: skip
+    lines = provenance_lines(pd.DataFrame(rows))
+    assert "- hardware: AMD EPYC (3 jobs), Intel Xeon (3 jobs)" in lines
+    assert lines[-1].startswith("- seed 1 ran on more than one machine")
