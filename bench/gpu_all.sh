@@ -8,8 +8,8 @@
 #   sources     (2 x 150) bench/bench_sources.py at batch 32 and 256, one process each, without the real
 #               generators: CS against the DataLoader, DALI and FFCV (images/s) and the training step fed
 #               by each against the resident limit -> OUT_DIR/sources/ (+ bench.figure5's tables)
-#   cs_step     (120) bench/bench_cs_step.py: the compiled CS step (CUDA graph, side stream) against the
-#               stepwise path at batch 8 and 256, and its ops outside graphs -> OUT_DIR/cs-step.json
+#   cs_step     (120) bench/bench_cs_step.py: the compiled CS step (CUDA graph, side stream) against the same
+#               step called eagerly at batch 8 and 256, and its ops outside graphs -> OUT_DIR/cs-step.json
 #   generators  (3 x 100) bench/bench_generators.py at full size, one process per network (StyleGAN2 512 px,
 #               BigBiGAN 128 px, StyleGAN2 256 px): eager fp32, compiled, CUDA graphs, bf16 -> OUT_DIR/generators-*.json
 #   real        (2 x 120) bench_sources' CS over BigBiGAN 128 px and StyleGAN2 256 px (bf16, compiled,

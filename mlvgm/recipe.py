@@ -1,10 +1,12 @@
-"""The recipe: a training config turned into the objects a run is made of, and nothing else (no I/O).
+"""The recipe: a training config turned into the objects a run is made of. It reads what the config names (the
+generator's weights, an image folder, walkers) and writes nothing.
 
     config = make_config(TrainConfig, PRESETS, "quickstart", {"epochs": 2})
     method = build_method(config)                      # encoder + heads + loss (the --method plug-in)
     source = build_source(config, rank=0, world=1, device=device)   # Continuous Sampling or a loader
     optimizer = build_optimizer(config, method.param_groups(peak_lr(config)))
     lr = learning_rate(config, step, steps_per_epoch, total_steps)
+    path = cs_path(config, device)                     # how Continuous Sampling makes its batches, and why
 
 `TrainConfig` and its `PRESETS` live in mlvgm.train_config (no torch, so a bad argument fails fast). The
 training loop (mlvgm.train), evaluation (mlvgm.evaluate) and the benchmarks build their objects here, so
