@@ -120,6 +120,16 @@ def publish(job: Job, runs: Path, out: Path, table: pd.DataFrame, seconds: float
     line.to_csv(path, mode="a", header=not path.exists(), index=False)
 
 
+def outputs_only(git: dict, out: Path) -> bool:
+    """Whether a job's checkout was dirty only with this experiment's own published outputs (files under `out`,
+    which the sweep writes into its clone): known from the changed paths its record lists (mlvgm.provenance)."""
+    changed = git.get("changed")
+    if not git.get("dirty") or changed is None or git.get("changed_count", len(changed)) > len(changed):
+        return False
+    prefix = Path(out).as_posix().rstrip("/") + "/"
+    return all(path.startswith(prefix) for path in changed)
+
+
 def results(jobs: list[Job], out: Path) -> pd.DataFrame:
     """Every published job's probes, one row per (job, factor): arm, T_x, seed, linear and kNN top-1."""
     frames = []
@@ -135,7 +145,8 @@ def results(jobs: list[Job], out: Path) -> pd.DataFrame:
                                         final_loss=last.get("loss", float("nan")),
                                         z_std=last.get("z_std", float("nan")),
                                         seconds=record["seconds"], commit=str(record["git"]["sha"])[:10],
-                                        dirty=bool(record["git"]["dirty"]),
+                                        dirty=bool(record["git"]["dirty"]) and not outputs_only(record["git"], out),
+                                        own_outputs=outputs_only(record["git"], out),
                                         cpu=str(record.get("hardware", {}).get("cpu", "?"))))  # fmt: skip
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

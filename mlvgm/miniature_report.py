@@ -179,8 +179,10 @@ def provenance_lines(per_run: pd.DataFrame) -> list[str]:
     commits = sorted(set(per_run["commit"]))
     dirty = per_run.groupby("job")["dirty"].first()
     compute = per_run.groupby("job")["seconds"].first().sum()
+    own = int(per_run.groupby("job")["own_outputs"].first().sum()) if "own_outputs" in per_run else 0
+    own_text = f" ({own} more changed only this experiment's own published outputs)" if own else ""
     lines = [f"- jobs: {per_run['job'].nunique()} published, run at commit{'s' if len(commits) > 1 else ''} "
-             f"{', '.join(commits)}; {int(dirty.sum())} of them from a dirty tree",
+             f"{', '.join(commits)}; {int(dirty.sum())} of them from a dirty tree{own_text}",
              f"- compute: {duration(compute)} in all (training and probes)"]  # fmt: skip
     if "cpu" in per_run:
         cpus = per_run.groupby("job")["cpu"].first()

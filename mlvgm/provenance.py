@@ -19,8 +19,14 @@ import torch
 _REPO = Path(__file__).resolve().parent.parent
 
 
+# Changed paths a record lists at most (the count is always whole).
+CHANGED_LISTED = 20
+
+
 def git_revision() -> dict[str, object]:
-    """{'sha': ..., 'dirty': bool} of the checkout mlvgm runs from; sha 'unknown' outside git."""
+    """{'sha': ..., 'dirty': bool, 'changed': the tracked paths that differ from it} of the checkout mlvgm runs
+    from; sha 'unknown' outside git. A run that publishes into the repository (python -m mlvgm.experiments)
+    makes its own checkout dirty: `changed` tells those outputs from changed code."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -29,10 +35,11 @@ def git_revision() -> dict[str, object]:
 
     try:
         sha = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
     except (OSError, subprocess.SubprocessError):
         return {"sha": "unknown", "dirty": None}
-    return {"sha": sha, "dirty": dirty}
+    paths = sorted(line[3:] for line in changed)
+    return {"sha": sha, "dirty": bool(paths), "changed": paths[:CHANGED_LISTED], "changed_count": len(paths)}
 
 
 def cpu_name() -> str:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import jvp, vjp
 
-from mlvgm import views
+from mlvgm import grid
 from mlvgm.cli import resolve_device
 from mlvgm.errors import InputError
 from mlvgm.generators import load_generator
@@ -289,7 +289,7 @@ def evidence(config: EvidenceConfig) -> dict:
     for name in ("loss.png", "metrics.csv") if config.run else ():
         shutil.copyfile(Path(config.run) / name, out / f".training-{name}.tmp")
         (out / f".training-{name}.tmp").replace(out / f"training-{name}")
-    views.main(["--out", str(out / "views.png"), "--generator", config.generator, "--device", config.device])
+    grid.main(["--out", str(out / "views.png"), "--generator", config.generator, "--device", config.device])
     atomic_write_json(out / "evidence.json", {**result, "weights": {k: v for k, v in meta.items() if k != "provenance"},
                                               "provenance": record})  # fmt: skip
     atomic_write_text(out / "README.md", readme(result, meta, record, training=bool(config.run)))

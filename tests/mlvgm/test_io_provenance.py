@@ -74,4 +74,8 @@ def test_provenance_names_the_commit_and_machine():
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
     if head.returncode == 0:
         assert record["git"]["sha"] == head.stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True).stdout.splitlines()  # fmt: skip
+        assert record["git"]["changed"] == sorted(line[3:] for line in status)[:20]  # the same checkout, now
+        assert record["git"]["changed_count"] == len(status) and record["git"]["dirty"] == bool(status)
     assert provenance_line(record).startswith("git ")

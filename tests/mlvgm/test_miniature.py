@@ -4,6 +4,7 @@ what the pre-registration says, and a sweep resumes from published jobs alone.""
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -139,3 +140,15 @@ def test_the_report_names_each_machine_and_the_seeds_that_ran_on_two():
     lines = provenance_lines(pd.DataFrame(rows))
     assert "- hardware: AMD EPYC (3 jobs), Intel Xeon (3 jobs)" in lines
     assert lines[-1].startswith("- seed 1 ran on more than one machine")
+
+
+def test_a_job_dirty_only_with_the_sweeps_own_outputs_is_told_apart():
+    from mlvgm.miniature import outputs_only
+
+    out = Path("results/paper/miniature")
+    own = {"dirty": True, "changed": ["results/paper/miniature/runs.csv"], "changed_count": 1}
+    assert outputs_only(own, out)
+    assert not outputs_only({**own, "changed": ["mlvgm/recipe.py", *own["changed"]], "changed_count": 2}, out)
+    assert not outputs_only({**own, "changed_count": 30}, out)  # more changes than the record lists
+    assert not outputs_only({"dirty": True}, out)  # an older record without its changed paths: dirty
+    assert not outputs_only({"dirty": False, "changed": []}, out)  # clean is not "dirty with own outputs"

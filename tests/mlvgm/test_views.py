@@ -76,11 +76,11 @@ def test_random_perturbation_follows_the_per_level_truncated_normal(g):
 def test_a_stream_runs_the_chosen_kernel_and_every_kernel_draws_the_same_views(g, impl, monkeypatch):
     """RandomViews hands Philox draws to mlvgm.kernels.perturb with its impl (no silent substitution), and the
     implementations agree; a torch.Generator source takes the reference ops."""
-    import mlvgm.view_strategies
+    import mlvgm.strategies.random as strategy
 
     calls = []
-    real = mlvgm.view_strategies.perturb
-    monkeypatch.setattr(mlvgm.view_strategies, "perturb", lambda *a, **k: calls.append(k["impl"]) or real(*a, **k))
+    real = strategy.perturb
+    monkeypatch.setattr(strategy, "perturb", lambda *a, **k: calls.append(k["impl"]) or real(*a, **k))
     z = z_of(g, 16)
     ours = RandomViews.uniform(g, [2, 3], sigma=0.7, impl=impl)(z, Stream(4, purpose="views").at(2))
     reference = RandomViews.uniform(g, [2, 3], sigma=0.7, impl="torch")(z, Stream(4, purpose="views").at(2))
