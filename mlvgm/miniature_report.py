@@ -189,9 +189,10 @@ def provenance_lines(per_run: pd.DataFrame) -> list[str]:
         lines.append("- hardware: " + ", ".join(f"{cpu} ({n} jobs)" for cpu, n in cpus.value_counts().items()))
         mixed = sorted(int(s) for s, g in per_run.groupby("seed") if g["cpu"].nunique() > 1)
         if mixed:
-            lines.append(f"- seed{'s' if len(mixed) > 1 else ''} {', '.join(map(str, mixed))} ran on more than one "
-                         "machine, so their paired differences include any difference between the machines' "
-                         "arithmetic")  # fmt: skip
+            many = len(mixed) > 1
+            lines.append(f"- seed{'s' if many else ''} {', '.join(map(str, mixed))} ran on more than one machine, so "
+                         f"{'their' if many else 'its'} paired differences include any difference between the "
+                         "machines' arithmetic")  # fmt: skip
     return lines
 
 

@@ -139,7 +139,7 @@ def test_the_report_names_each_machine_and_the_seeds_that_ran_on_two():
                                    (1, "M", "Intel Xeon"), (2, "S", "Intel Xeon"), (2, "M", "Intel Xeon"))]  # fmt: skip
     lines = provenance_lines(pd.DataFrame(rows))
     assert "- hardware: AMD EPYC (3 jobs), Intel Xeon (3 jobs)" in lines
-    assert lines[-1].startswith("- seed 1 ran on more than one machine")
+    assert lines[-1].startswith("- seed 1 ran on more than one machine, so its paired differences")
 
 
 def test_a_job_dirty_only_with_the_sweeps_own_outputs_is_told_apart():
