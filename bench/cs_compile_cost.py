@@ -7,14 +7,14 @@ of `--cs_compile auto` (mlvgm.recipe.cs_path).
 For each preset, as `python -m mlvgm.train` builds its source (mlvgm.recipe.build_source, the preset's batch,
 crop and views), fresh processes time the source's first batch and then BATCHES more, one by one:
 
-- `eager`:    --cs_compile off (its first batch includes the small compiled helpers eager T_z and the Philox
-              stream use on a CPU);
-- `cold`:     --cs_compile on with an empty inductor cache (TORCHINDUCTOR_CACHE_DIR a new folder): a first run;
-- `cached`:   --cs_compile on again with that cache filled: every later run of the same shapes on the machine.
+- `eager`, `cold`: --cs_compile off and on, each with an empty inductor cache (TORCHINDUCTOR_CACHE_DIR a new
+  folder per path): a first run on a machine (the eager path's first batch compiles the small helpers that
+  T_z and the Philox stream use on a CPU);
+- `eager_cached`, `cached`: the same again with those caches filled: every later run of the same shapes.
 
-From their medians over repeats: the compile's extra cost (first batch, compiled minus eager), the saving per
-step (eager minus compiled steady batch), and the steps that repay the compile (cost / saving; none when the
-compiled step is not faster). Written to OUT/cs-compile.json and OUT/cs-compile.md; the numbers are this
+From their medians over repeats: the compile's extra cost (first batch, compiled minus eager, cold and cached),
+the saving per step (eager minus compiled steady batch), and the steps that repay the compile (cost / saving;
+none when the compiled step is not faster). Written to OUT/cs-compile.json and OUT/cs-compile.md; the numbers are this
 machine's, so the rule in mlvgm.recipe names the machine they came from.
 """
 
@@ -93,11 +93,12 @@ def _worker(preset: str, cs_compile: str, batches: int, batch_size: int, cache: 
 def measure(config: CostConfig) -> list[dict]:
     rows = []
     for preset in config.presets:
-        samples: dict[str, list[dict]] = {"eager": [], "cold": [], "cached": []}
+        samples: dict[str, list[dict]] = {"eager": [], "cold": [], "eager_cached": [], "cached": []}
         for repeat in range(config.repeats):
             with tempfile.TemporaryDirectory(prefix="inductor-") as cache:
-                for path, mode in (("eager", "off"), ("cold", "on"), ("cached", "on")):
-                    samples[path].append(_worker(preset, mode, config.batches, config.batch_size, Path(cache)))
+                caches = {"off": Path(cache) / "eager", "on": Path(cache) / "compiled"}  # one per path: both cold
+                for path, mode in (("eager", "off"), ("cold", "on"), ("eager_cached", "off"), ("cached", "on")):
+                    samples[path].append(_worker(preset, mode, config.batches, config.batch_size, caches[mode]))
                     print(f"{preset} {path} (repeat {repeat + 1}/{config.repeats}): "
                           f"first batch {samples[path][-1]['first_s']:.2f} s, "
                           f"then {1e3 * samples[path][-1]['steady_s']:.1f} ms a batch", flush=True)  # fmt: skip
@@ -106,19 +107,22 @@ def measure(config: CostConfig) -> list[dict]:
 
 
 def summarise(preset: str, samples: dict[str, list[dict]]) -> dict:
-    """Medians over repeats, and the steps that repay the compile (cold and cached)."""
+    """Medians over repeats, and the steps that repay the compile: a first run (both paths' caches empty) and a
+    later one (both filled)."""
     med = {path: {key: statistics.median(s[key] for s in runs) for key in ("first_s", "steady_s")}
            for path, runs in samples.items()}  # fmt: skip
-    saving = med["eager"]["steady_s"] - statistics.median([med["cold"]["steady_s"], med["cached"]["steady_s"]])
+    eager_step = statistics.median([med["eager"]["steady_s"], med["eager_cached"]["steady_s"]])
+    compiled_step = statistics.median([med["cold"]["steady_s"], med["cached"]["steady_s"]])
+    saving = eager_step - compiled_step
     row = {"preset": preset, "batch_size": samples["eager"][0]["batch_size"],
            "threads": samples["eager"][0]["threads"], "repeats": len(samples["eager"]),
            "modes": sorted({s["mode"] for runs in samples.values() for s in runs}),
-           "eager_step_s": med["eager"]["steady_s"], "compiled_step_s": med["cold"]["steady_s"],
-           "saving_per_step_s": saving}  # fmt: skip
-    for path in ("cold", "cached"):
-        cost = med[path]["first_s"] - med["eager"]["first_s"]
+           "eager_step_s": eager_step, "compiled_step_s": compiled_step, "saving_per_step_s": saving,
+           "first_batch_s": {path: m["first_s"] for path, m in med.items()}}  # fmt: skip
+    for path, eager in (("cold", "eager"), ("cached", "eager_cached")):
+        cost = med[path]["first_s"] - med[eager]["first_s"]
         row[f"{path}_compile_s"] = cost
-        row[f"{path}_repaid_after_steps"] = math.ceil(cost / saving) if saving > 0 else None
+        row[f"{path}_repaid_after_steps"] = max(0, math.ceil(cost / saving)) if saving > 0 else None
     return row
 
 
