@@ -59,7 +59,6 @@ from mlvgm.recipe import (
     build_source,
     build_views,
     continuous_sampling,
-    cs_path,
     peak_lr,
     use_amp,
 )
@@ -284,11 +283,11 @@ def make_source(name: str, data: Data, batch: int, crop: int):
     raise ValueError(f"unknown source {name!r}")
 
 
-def _path(made, batch: int) -> dict:
+def _path(made) -> dict:
     """The Continuous-Sampling path a member ran (what mlvgm.train records for a run), or nothing for a loader."""
     if not isinstance(made, ContinuousSampling):
         return {}
-    return {"cs_mode": made.mode, "cs_path": cs_path(dataclasses.replace(CONFIG, batch_size=batch), DEVICE).line()}
+    return {"cs_mode": made.mode, "cs_path": made.path.line()}
 
 
 def _record(benchmark, source: str, **info) -> None:
@@ -325,7 +324,7 @@ def test_data_path(benchmark, data, source: str, batch: int):
         batches.close()  # stops DataLoader workers and loader threads now, not at garbage collection
     _record(
         benchmark, source, batch=batch, crop=VIEW_CROP, batches_per_round=per_round,
-        images_per_s=per_round * batch / benchmark.stats.stats.median, **_path(made, batch),
+        images_per_s=per_round * batch / benchmark.stats.stats.median, **_path(made),
     )  # fmt: skip
 
 
@@ -378,5 +377,5 @@ def test_epoch_time(benchmark, data, source: str, batch: int):
         epoch_time_s=per_step * steps_per_epoch,
         energy_kwh_per_epoch=None if energy["energy_kwh"] is None else energy["energy_kwh"] * per_epoch,
         co2_kg_per_epoch=None if energy["emissions_kg"] is None else energy["emissions_kg"] * per_epoch,
-        energy=energy, **_path(made, batch),
+        energy=energy, **_path(made),
     )  # fmt: skip

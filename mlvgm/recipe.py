@@ -6,7 +6,7 @@ generator's weights, an image folder, walkers) and writes nothing.
     source = build_source(config, rank=0, world=1, device=device)   # Continuous Sampling or a loader
     optimizer = build_optimizer(config, method.param_groups(peak_lr(config)))
     lr = learning_rate(config, step, steps_per_epoch, total_steps)
-    path = cs_path(config, device)                     # how Continuous Sampling makes its batches, and why
+    source.path                                        # how Continuous Sampling makes its batches, and why
 
 `TrainConfig` and its `PRESETS` live in mlvgm.train_config (no torch, so a bad argument fails fast). The
 training loop (mlvgm.train), evaluation (mlvgm.evaluate) and the benchmarks build their objects here, so
@@ -62,14 +62,14 @@ def build_views(config: TrainConfig, g):
     return view_strategy(config.views).build(config, g)
 
 
-def kernels_used(config: TrainConfig, device: torch.device) -> dict[str, str]:
+def kernels_used(config: TrainConfig, device: torch.device, *, cs_compiled: bool = False) -> dict[str, str]:
     """Which implementation each fused op of this run runs (what impl="auto" resolves to), for provenance. T_z's
     perturbation inside the compiled Continuous-Sampling step is traced into that graph whatever --kernels
     asked for ("traced": inductor generates its code); an explicit --kernels triton there says so in one line."""
     used = {op: resolve_impl(op, config.kernels, device) for op in method(config.method).kernels}
     if config.source == "cs":
         used |= {op: resolve_impl(op, config.kernels, device) for op in view_strategy(config.views).kernels}
-    if "perturb" in used and cs_path(config, device).compile and used["perturb"] != "torch":
+    if "perturb" in used and cs_compiled and used["perturb"] != "torch":
         if config.kernels == "triton":
             _log.warning(
                 "--kernels triton: T_z's perturbation runs traced inside the compiled Continuous-"
@@ -96,20 +96,25 @@ def continuous_sampling(config: TrainConfig, g, *, rank: int, world: int, device
     """Continuous Sampling from generator g, already on `device`, with the config's T_z, T_x, batch and path
     (`cs_path`): what `python -m mlvgm.train` trains on and the benchmarks time."""
     augment = PixelAugment(config.augment, config.crop or g.resolution).to(device)
-    path = cs_path(config, device)
-    return ContinuousSampling(
+    path = cs_path(config, device, g.resolution)
+    source = ContinuousSampling(
         g, build_views(config, g), augment, config.batch_size // world, seed=config.seed, rank=rank,
         steps_per_epoch=steps_for(config.epoch_images, config.batch_size), truncation=config.truncation,
         compile=path.compile, amp=device.type == "cuda" and use_amp(config, device),
         render_chunk=config.render_chunk or None, cuda_graphs=path.cuda_graph, overlap=path.overlap,
     )  # fmt: skip
+    source.path = path  # what the run and the benchmarks record
+    return source
 
 
 # --- the Continuous-Sampling path --------------------------------------------------------------------
 
-# On a CPU, `--cs_compile auto` compiles the step when the run's planned steps repay the compile: at least this
-# many (provisional until bench.cs_compile_cost has measured it on 2 cores).
-CPU_COMPILE_MIN_STEPS = 1000
+# On a CPU, `--cs_compile auto` compiles the step when the run renders at least this many pixels in all (planned
+# steps x pairs per step x resolution^2): what the slowest-to-repay of the presets bench.cs_compile_cost measured
+# needs to repay a first run's compile (the quickstart at 32 px: 38 s of compiling, 5.3 ms saved a step, repaid
+# after 7,184 steps = 471M; the 64-px presets at batch 256 after 265-271 steps = 278-284M), rounded up. A run
+# whose cache already holds the compiled step repays it within about 120 steps (results/bench/cs-compile).
+CPU_COMPILE_MIN_PIXELS = 500_000_000
 
 
 @dataclass(frozen=True)
@@ -136,9 +141,15 @@ def planned_steps(config: TrainConfig) -> int:
     return config.epochs * steps_for(config.epoch_images, config.batch_size)
 
 
-def cs_path(config: TrainConfig, device: torch.device | str) -> CSPath:
-    """The path `--cs_compile` selects on `device`. auto: compiled everywhere it pays, which on CUDA is always
-    (and captured into a CUDA graph), on a CPU when the planned steps reach CPU_COMPILE_MIN_STEPS."""
+def planned_pixels(config: TrainConfig, resolution: int) -> int:
+    """Pixels per side squared, times the pairs the run plans to render: the work the compile is repaid over."""
+    return planned_steps(config) * config.batch_size * resolution**2
+
+
+def cs_path(config: TrainConfig, device: torch.device | str, resolution: int) -> CSPath:
+    """The path `--cs_compile` selects on `device` for a generator of `resolution` px. auto: compiled where it pays,
+    which on CUDA is always (and captured into a CUDA graph), on a CPU when the planned pixels reach
+    CPU_COMPILE_MIN_PIXELS."""
     device = torch.device(device)
     cuda = device.type == "cuda"
     overlap = config.overlap and cuda
@@ -147,12 +158,12 @@ def cs_path(config: TrainConfig, device: torch.device | str) -> CSPath:
         return CSPath(on, on and cuda, overlap, f"--cs_compile {config.cs_compile}")
     if cuda:
         return CSPath(True, True, overlap, "auto: on CUDA one captured graph a step")
-    steps = planned_steps(config)
-    if steps >= CPU_COMPILE_MIN_STEPS:
-        return CSPath(True, False, overlap, f"auto: {steps:,} planned steps repay the compile on a CPU "
-                                            f"(from {CPU_COMPILE_MIN_STEPS:,})")  # fmt: skip
-    return CSPath(False, False, overlap, f"auto: {steps:,} planned steps would not repay the compile on a CPU "
-                                         f"(it needs {CPU_COMPILE_MIN_STEPS:,})")  # fmt: skip
+    pixels, steps = planned_pixels(config, resolution), planned_steps(config)
+    work = f"{steps:,} planned steps of {config.batch_size} pairs at {resolution} px"
+    if pixels >= CPU_COMPILE_MIN_PIXELS:
+        return CSPath(True, False, overlap, f"auto: {work} repay the compile on a CPU")
+    return CSPath(False, False, overlap, f"auto: {work} would not repay the compile on a CPU (--cs_compile on "
+                                         "pays where the compile cache already holds it)")  # fmt: skip
 
 
 # --- the training step's objects ---------------------------------------------------------------------

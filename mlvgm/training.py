@@ -32,7 +32,6 @@ from mlvgm.recipe import (
     build_method,
     build_optimizer,
     build_source,
-    cs_path,
     kernels_used,
     learning_rate,
     metric_names,
@@ -74,11 +73,11 @@ def estimated_eval_s(config: TrainConfig, step_s: float, *, amp: bool) -> float:
     return EVAL_STEPS_PER_BATCH * (2 if amp else 1) * images / (2 * config.batch_size) * step_s
 
 
-def _cs_path(config: TrainConfig, device: torch.device, source) -> dict:
+def _cs_path(source) -> dict:
     """The Continuous-Sampling path this run takes and why, for its record (empty for an image folder)."""
     if not isinstance(source, ContinuousSampling):
         return {}
-    path = cs_path(config, device)
+    path = source.path
     return {"mode": path.mode, "overlap": path.overlap, "why": path.why, "line": path.line()}
 
 
@@ -172,7 +171,9 @@ def train(
 
     record = provenance(dataclasses.asdict(config))
     record.update(preset=preset, world_size=world, steps_per_epoch=steps_per_epoch, total_steps=planned, amp=amp,
-                  kernels=kernels_used(config, device), cs_path=_cs_path(config, device, source),
+                  kernels=kernels_used(config, device, cs_compiled=isinstance(source, ContinuousSampling)
+                                       and source.path.compile),
+                  cs_path=_cs_path(source),
                   host_memory_retained=device.type == "cpu" and retain_freed_memory())  # fmt: skip
     if lead:
         make_output_dir(run_dir)  # only now: every input has been checked, so bad input leaves no folder

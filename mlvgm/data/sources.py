@@ -110,6 +110,7 @@ class ContinuousSampling:
             self.step_graph = StepGraph(self.produce, device, cuda_graphs=cuda_graphs and device.type == "cuda",
                                         name="Continuous Sampling step")  # fmt: skip
         self.streams = CudaStreams(device) if overlap and device.type == "cuda" else SameStream()
+        self.path = None  # the choice of compile, graph and overlap, and why (mlvgm.recipe.cs_path), when it made one
 
     @torch.no_grad()
     def images(self, step: int) -> tuple[Tensor, Tensor]:

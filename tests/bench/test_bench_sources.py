@@ -64,7 +64,7 @@ def test_the_cs_member_is_the_source_mlvgm_train_builds_for_its_preset():
     member = dataclasses.replace(CONFIG, batch_size=CI_BATCH, crop=bench_sources.VIEW_CROP)
     made = bench_sources.make_source("cs", None, CI_BATCH, bench_sources.VIEW_CROP)
     built = build_source(member, rank=0, world=1, device=bench_sources.DEVICE)
-    path = cs_path(member, bench_sources.DEVICE)
+    path = cs_path(member, bench_sources.DEVICE, bench_sources.RESOLUTION)
     assert path.compile  # 100 epochs of ImageNet-100's size: the compile is repaid on any device
     for source in (made, built):
         assert (source.mode, source.batch_size, source.truncation) == (path.mode, CI_BATCH, 2.0)
@@ -72,4 +72,5 @@ def test_the_cs_member_is_the_source_mlvgm_train_builds_for_its_preset():
         assert (source.augment.preset, source.augment.size) == (bench_sources.PRESET, bench_sources.VIEW_CROP)
         assert source.generator.resolution == bench_sources.RESOLUTION
     assert made.views.params == built.views.params and type(made.views) is type(built.views)
-    assert bench_sources._path(made, CI_BATCH) == {"cs_mode": path.mode, "cs_path": path.line()}
+    assert made.path == built.path == path
+    assert bench_sources._path(made) == {"cs_mode": path.mode, "cs_path": path.line()}

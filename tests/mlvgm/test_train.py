@@ -271,7 +271,8 @@ def test_a_run_writes_its_files_and_resume_rejects_another_config(tmp_path, caps
     assert record["config"]["batch_size"] == 8 and record["git"]["sha"] and record["preset"] == "quickstart"
     assert record["kernels"] == {"infonce": "compiled", "perturb": "compiled"}  # what impl="auto" ran on CPU
     # 4 planned steps: too few to repay the compile on a CPU, so auto runs the eager step, and says why
-    assert record["cs_path"]["mode"] == "eager" and "4 planned steps would not repay" in record["cs_path"]["why"]
+    assert record["cs_path"]["mode"] == "eager"
+    assert "4 planned steps of 8 pairs at 32 px would not repay" in record["cs_path"]["why"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["cs_mode"] == "eager"
     probes = summary["probes"]
