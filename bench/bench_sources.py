@@ -78,20 +78,20 @@ PRESET = "no_color"
 SOURCES = tuple(
     os.environ.get("MLVGM_BENCH_SOURCES", "cs,cs-bigbigan,cs-stylegan2,cs-paper,imagefolder,dali,ffcv").split(",")
 )
-# BigBiGAN at 128 px is a 68M-parameter network: compiled, it renders ~5 images/s on 2 CPU cores, so on a CPU it
-# times fewer images (below), and the `ci` subset leaves it out (it would double CI's benchmark time, and its
-# speed there is torch's convolutions', not ours).
+# BigBiGAN at 128 px is a 68M-parameter network that renders a few images a second on a CPU (results/bench), so on a
+# CPU it times fewer images (below), and the `ci` subset leaves it out (it would double CI's benchmark time, and
+# its speed there is torch's convolutions', not ours).
 HEAVY = frozenset({"cs-bigbigan", "cs-stylegan2"})  # fewer images on a CPU, never in `ci`, always `run_last`
 RESOLUTIONS = {"cs-bigbigan": 128, "cs-stylegan2": 256}  # side of the images a source starts from, if not RESOLUTION
-# Images per BigBiGAN forward on a CPU: batch 256 (512 images with the positives) in one forward ran out of
-# this machine's 24 GiB. 64 per forward divides every batch and renders about as fast per image (compiled:
-# 4.8 images/s at 64 per forward, 5.3 at 32). On CUDA: the whole batch in one forward.
+# Images per BigBiGAN forward on a CPU: batch 256 (512 images with the positives) in one forward does not fit in
+# 24 GiB; 64 per forward divides every batch and renders about as fast per image. On CUDA: the whole batch in one
+# forward.
 BIGBIGAN_CHUNK = 64 if DEVICE.type == "cpu" else 0
 # The paper's Figure 5; $MLVGM_BENCH_BATCHES="32,256" runs some (one process per batch size, say, each
 # with its own JSON: python -m bench.figure5 reads several as one run).
 BATCHES = tuple(int(b) for b in os.environ.get("MLVGM_BENCH_BATCHES", "32,64,128,256").split(","))
-# The `ci` subset: both benchmarks at one batch size, so the compiled generator is traced once (cold, each
-# compile of the shapes world takes ~40 s on 2 cores) and the training step stays about a second.
+# The `ci` subset: both benchmarks at one batch size, so the compiled step is traced once (each cold compile of the
+# shapes world's step costs tens of seconds on a CPU: results/bench/cs-compile) and the training step stays short.
 CI_BATCH = 32
 # Data path: rounds of at least 512 images, median of DATA_ROUNDS, after WARMUP_BATCHES untimed batches.
 DATA_ROUNDS, WARMUP_BATCHES, IMAGES_PER_ROUND = 5, 3, 512
@@ -128,8 +128,8 @@ def _cases(sources: tuple[str, ...]) -> list:
     """(source, batch) for the paper's batch sizes; CI_BATCH marked `ci` but for the HEAVY sources, which are
     marked `run_last`: in a full run, their data path and training steps come after every other
     source's, so the 6 GB heap that BigBiGAN at batch 256 leaves in the process (mlvgm.hostmem keeps freed
-    memory) cannot touch the others' figures. In the one full run with BigBiGAN's data path first, CS's training
-    step at batch 32 took 1.14x the resident limit; in three shorter runs without it, 0.99-1.02x."""
+    memory) cannot touch the others' figures (with BigBiGAN first, CS's training step read higher against the
+    resident limit: results/bench)."""
     return [pytest.param(s, b, marks=_marks(s, b), id=f"{s}-{b}") for s in sources for b in BATCHES]
 
 
