@@ -15,6 +15,7 @@ config keys it reads, the metrics it logs, its loss at chance and the fused kern
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import pkgutil
@@ -73,23 +74,27 @@ def _check_name(name: object, what: str) -> None:
         raise InputError(f"a {what} name must be letters, digits, '-' or '_', got {name!r}")
 
 
-def _built_in(package: str) -> list[str]:
-    """The modules of a plug-in package, without importing them (or torch)."""
+@functools.cache
+def _built_in(package: str) -> tuple[str, ...]:
+    """The modules of a plug-in package, without importing them (or torch); read once per process (every
+    TrainConfig checks its names against them)."""
     spec = importlib.util.find_spec(package)
     locations = spec.submodule_search_locations if spec else None
-    return sorted(m.name for m in pkgutil.iter_modules(locations or []) if not m.name.startswith("_"))
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(locations or []) if not m.name.startswith("_")))
 
 
 def method_names() -> tuple[str, ...]:
     """Built-in methods first, in the order SimCLR, SimSiam, BYOL are documented, then registered ones."""
-    built = [name for name in ("simclr", "simsiam", "byol") if name in _built_in(METHOD_PACKAGE)]
-    rest = sorted({*_built_in(METHOD_PACKAGE), *_METHODS} - set(built))
+    found = _built_in(METHOD_PACKAGE)
+    built = [name for name in ("simclr", "simsiam", "byol") if name in found]
+    rest = sorted({*found, *_METHODS} - set(built))
     return (*built, *rest)
 
 
 def strategy_names() -> tuple[str, ...]:
-    built = [name for name in ("none", "random", "learned") if name in _built_in(STRATEGY_PACKAGE)]
-    rest = sorted({*_built_in(STRATEGY_PACKAGE), *_STRATEGIES} - set(built))
+    found = _built_in(STRATEGY_PACKAGE)
+    built = [name for name in ("none", "random", "learned") if name in found]
+    rest = sorted({*found, *_STRATEGIES} - set(built))
     return (*built, *rest)
 
 
