@@ -55,6 +55,21 @@ def device_option(note: str = "") -> dataclasses.Field:
     return option("auto", f"{DEVICE_HELP} ({note})" if note else DEVICE_HELP)
 
 
+AMP_MODES = ("auto", "on", "off")
+
+
+def amp_option() -> dataclasses.Field:
+    """The `amp` key of every command that trains (the rule is mlvgm.train_step.use_bf16)."""
+    return option("auto", "bf16 autocast: auto (CUDA, and CPUs with native bf16), on, off")
+
+
+def check_choices(config: object, choices: Mapping[str, Sequence[str]], *, flag: str = "") -> None:
+    """One line for the first key of `choices` whose value is not among its valid values."""
+    for key, valid in choices.items():
+        if getattr(config, key) not in valid:
+            raise InputError(f"{flag}{key} must be one of {', '.join(valid)}, got {getattr(config, key)!r}")
+
+
 def check_ranges(config: object, *, positive: Sequence[str] = (), nonnegative: Sequence[str] = (), flag: str = "",
                  note: str = "") -> None:  # fmt: skip
     """One line for the first key of `positive` that is not > 0, then of `nonnegative` that is not >= 0 (NaN is

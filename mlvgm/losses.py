@@ -87,14 +87,11 @@ def simsiam_loss(
     return 0.5 * negative_cosine(p_a, z_b) + 0.5 * negative_cosine(p_b, z_a)
 
 
-def byol_loss(
-    p_a: Tensor,  # (N, D) online predictions of view a
-    p_b: Tensor,  # (N, D) online predictions of view b
-    t_a: Tensor,  # (N, D) target projections of view a (gradient stopped)
-    t_b: Tensor,  # (N, D) target projections of view b (gradient stopped)
-) -> Tensor:
-    """||p_a/|p_a| - t_b/|t_b|||^2 + ||p_b/|p_b| - t_a/|t_a|||^2 = (2 - 2 cos) + (2 - 2 cos), batch mean; in [0, 8]."""
-    return (2 + 2 * negative_cosine(p_a, t_b)) + (2 + 2 * negative_cosine(p_b, t_a))
+def byol_loss(p_a: Tensor, p_b: Tensor, t_a: Tensor, t_b: Tensor) -> Tensor:
+    """BYOL's loss of (N, D) online predictions p and target projections t (gradient stopped), in [0, 8]:
+    ||p_a/|p_a| - t_b/|t_b|||^2 + ||p_b/|p_b| - t_a/|t_a|||^2, batch mean. Each term is 2 - 2 cos, so the loss
+    is 4 + 4 x SimSiam's loss of the same pairs."""
+    return 4 + 4 * simsiam_loss(p_a, p_b, t_a, t_b)
 
 
 class InfoNCE(nn.Module):

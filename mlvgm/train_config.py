@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlvgm.config import check_ranges, device_option, option
+from mlvgm.config import AMP_MODES, amp_option, check_choices, check_ranges, device_option, option
 from mlvgm.errors import InputError
 from mlvgm.options import (
     ARCHS,
@@ -66,7 +66,7 @@ class TrainConfig:
     momentum: float = option(0.9, "SGD momentum")
     weight_decay: float = option(1e-4, "weight decay")
     warmup_epochs: int = option(0, "linear warm-up epochs before the cosine decay")
-    amp: str = option("auto", "bf16 autocast: auto (CUDA, and CPUs with native bf16), on, off")
+    amp: str = amp_option()
     cs_compile: str = option(
         "auto", "the Continuous-Sampling step (draws, T_z, generator, T_x) compiled as one graph: auto (on CUDA, "
         "where it is also replayed from a CUDA graph; on a CPU when the run's steps repay the compile: "
@@ -106,12 +106,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         choices = {"method": method_names(), "arch": ARCHS, "source": ("cs", "imagefolder"),
-                   "views": strategy_names(), "augment": AUGMENTS, "amp": ("auto", "on", "off"),
+                   "views": strategy_names(), "augment": AUGMENTS, "amp": AMP_MODES,
                    "optimizer": ("sgd", "adam"), "kernels": KERNEL_IMPLS,
                    "cuda_graphs": ("on", "off"), "cs_compile": ("auto", "on", "off")}  # fmt: skip
-        for key, valid in choices.items():
-            if getattr(self, key) not in valid:
-                raise InputError(f"{key} must be one of {', '.join(valid)}, got {getattr(self, key)!r}")
+        check_choices(self, choices)
         check_ranges(self, positive=("proj_hidden", "proj_dim", "pred_hidden", "epoch_images", "epochs", "batch_size",
                                      "log_every", "eval_train", "eval_test", "temperature", "base_lr", "truncation",
                                      "view_t"),

@@ -85,8 +85,8 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from mlvgm.augment import CROP_RATIO, CROP_SCALE, IMAGENET_MEAN, IMAGENET_STD, PRESETS, PixelAugment
-from mlvgm.data.sources import EpochSampler, image_folder
-from mlvgm.errors import InputError, check_positive_int
+from mlvgm.data.sources import EpochSampler, FileLoader, open_image_folder
+from mlvgm.errors import InputError
 from mlvgm.streams import Stream
 
 CHUNK_STEPS = 1024  # batches read by one pipeline before the next takes over
@@ -108,72 +108,39 @@ def _import_dali():
     return Pipeline, fn, types, DALIGenericIterator, LastBatchPolicy
 
 
-class DALISource:
+class DALISource(FileLoader):
     """Two T_x views of each image of an ImageFolder, decoded and augmented by an NVIDIA DALI pipeline.
 
     root:       the folder of class subfolders (labels are ignored for self-supervised training)
     augment:    T_x: a PixelAugment (its preset, crop size S and normalize flag are implemented in DALI), or a
                 preset name from mlvgm.augment.PRESETS (then S = resolution, normalised)
-    batch_size: images per step on this rank
-    seed:       key of the shuffle (shared by all ranks, as in ImageFolderSource) and of DALI's generators
-    rank, world_size: this rank's share of each epoch, split like ImageFolderSource's
-    resolution: images are resized to this side (short side, then centre crop) before T_x
-    workers:    DALI's CPU threads (num_threads)
-    device:     "cpu" runs DALI on the CPU; "cuda[:i]" decodes with nvJPEG ("mixed") and augments on GPU i
+    options:    FileLoader's, split and keyed like ImageFolderSource's; resolution: images are resized to this
+                side (short side, then centre crop) before T_x; workers: DALI's CPU threads (num_threads);
+                device: "cpu" runs DALI on the CPU, "cuda[:i]" decodes with nvJPEG ("mixed") and augments on GPU i
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        augment: PixelAugment | str,
-        batch_size: int,
-        *,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        resolution: int,
-        workers: int = 2,
-        device: torch.device | str = "cpu",
-    ) -> None:
+    def __init__(self, root: str | Path, augment: PixelAugment | str, batch_size: int, **options) -> None:
         self._dali = _import_dali()
-        for name, value in (("batch size", batch_size), ("world size", world_size), ("resolution", resolution)):
-            check_positive_int(name, value)
-        check_positive_int("workers (DALI threads)", workers)
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-            raise InputError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
+        super().__init__(augment, batch_size, **options)
         if isinstance(augment, PixelAugment):
             self.preset, self.size, self.normalize = augment.preset, augment.size, augment.normalize is not None
         elif augment in PRESETS:
-            self.preset, self.size, self.normalize = augment, resolution, True
+            self.preset, self.size, self.normalize = augment, self.resolution, True
         else:
             raise InputError(f"unknown augmentation {augment!r}: choose one of {', '.join(PRESETS)}, or a PixelAugment")
-        if self.size > resolution:
-            raise InputError(f"the crop {self.size} is larger than the resolution {resolution}: raise the resolution")
-        self.device = torch.device(device)
+        if self.size > self.resolution:
+            raise InputError(
+                f"the crop {self.size} is larger than the resolution {self.resolution}: raise the resolution"
+            )
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"device {self.device} asked for, but CUDA is not available: run DALI with device='cpu'")
         if self.device.type not in ("cpu", "cuda"):
             raise InputError(f"DALI runs on the CPU or a CUDA GPU, not on {self.device}: choose device 'cpu' or 'cuda'")
-
-        root = Path(root)
-        if not root.is_dir():
-            raise InputError(f"image folder {root} does not exist: give the path of an ImageFolder (class subfolders)")
-        try:  # torchvision's listing, so that index i is the same image as in ImageFolderSource
-            samples = image_folder(root).samples
-        except (FileNotFoundError, RuntimeError) as exc:
-            raise InputError(
-                f"{root} is not an ImageFolder ({exc}): it needs one subfolder of images per class"
-            ) from None
+        samples = open_image_folder(root).samples  # torchvision's listing: index i is ImageFolderSource's image i
         if not samples:
             raise InputError(f"{root} holds no images: put .jpg or .png files in its class subfolders")
-        if len(samples) < batch_size * world_size:
-            raise InputError(
-                f"{root} has {len(samples)} images, fewer than one global batch ({batch_size * world_size})"
-            )
-        self.root, self.files = root, [path for path, _ in samples]
-        self.batch_size, self.resolution, self.workers = batch_size, resolution, workers
-        self.seed, self.rank, self.world = seed, rank, world_size
-        self.steps_per_epoch = len(self.files) // (batch_size * world_size)  # the last partial batch is dropped
+        self.root, self.files = Path(root), [path for path, _ in samples]
+        self.count_epoch(len(self.files), self.root)
 
     def iterate(self, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         """(view_a, view_b) for start_step, start_step + 1, ...: each (B, 3, S, S) float32 on the device.

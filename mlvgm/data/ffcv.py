@@ -95,7 +95,7 @@ from torch import Tensor
 
 from mlvgm.augment import CROP_RATIO, CROP_SCALE, PixelAugment
 from mlvgm.data import sources
-from mlvgm.data.sources import EpochSampler, view_streams
+from mlvgm.data.sources import EpochSampler, FileLoader, view_streams
 from mlvgm.errors import InputError, check_nonnegative_int, check_positive_int
 from mlvgm.io import atomic_path, check_output_file
 
@@ -471,64 +471,37 @@ def split_augment(augment: PixelAugment) -> _Split:
     return _Split(crop, flip, device)
 
 
-class FFCVSource:
+class FFCVSource(FileLoader):
     """Two views of each image of an FFCV .beton, read by FFCV's Loader (see the module docstring).
 
     beton:      a .beton with an RGB field "image" (write_beton makes one)
     augment:    T_x; its size is the side of the views
-    batch_size: pairs per step on this rank
-    seed:       key of the epoch order (shared by all ranks) and of the device-side T_x draws
-    rank, world_size: this rank's disjoint share of each epoch; no process group needed
-    resolution: mode "device": the decoded side T_x crops from; mode "ffcv": the short side the centre
-                crop of presets without a random crop is taken from (as if resized to it)
-    workers:    FFCV decoding threads (numba)
-    device:     where the views are made and yielded
     mode:       "ffcv" (FFCV's random crop and flip, two decodes) or "device" (one decode, kornia T_x)
+    options:    FileLoader's; resolution, mode "device": the decoded side T_x crops from, mode "ffcv": the short
+                side the centre crop of presets without a random crop is taken from (as if resized to it);
+                workers: FFCV decoding threads (numba)
     """
 
     def __init__(
-        self,
-        beton: str | os.PathLike,
-        augment: PixelAugment,
-        batch_size: int,
-        *,
-        seed: int,
-        rank: int = 0,
-        world_size: int = 1,
-        resolution: int,
-        workers: int = 2,
-        device: torch.device | str = "cpu",
-        mode: str = "ffcv",
+        self, beton: str | os.PathLike, augment: PixelAugment, batch_size: int, *, mode: str = "ffcv", **options
     ) -> None:
-        check_positive_int("batch size", batch_size)
-        check_positive_int("world size", world_size)
-        check_nonnegative_int("rank", rank)
-        check_positive_int("resolution", resolution)
-        check_positive_int("workers", workers)
-        if rank >= world_size:
-            raise InputError(f"rank {rank} is not below the world size {world_size}")
+        super().__init__(augment, batch_size, **options)
         if mode not in MODES:
             raise InputError(f"unknown FFCV source mode {mode!r}: choose one of {', '.join(MODES)}")
-        if resolution < augment.size:
-            raise InputError(f"resolution {resolution} is smaller than the crop {augment.size}: raise it")
-        self.beton = Path(beton)
+        if self.resolution < augment.size:
+            raise InputError(f"resolution {self.resolution} is smaller than the crop {augment.size}: raise it")
+        self.beton, self.mode = Path(beton), mode
         self.num_samples = check_beton(self.beton)
         import numba  # with ffcv, since check_beton imported it
 
-        if workers > (most := numba.config.NUMBA_NUM_THREADS):
-            raise InputError(f"workers {workers} is more than numba's {most} threads (one per CPU core): lower it")
-        if self.num_samples < batch_size * world_size:
-            raise InputError(
-                f"{self.beton} has {self.num_samples} images, fewer than one global batch ({batch_size * world_size})"
-            )
-        self.augment, self.batch_size, self.device, self.mode = augment, batch_size, torch.device(device), mode
-        self.seed, self.rank, self.world, self.resolution, self.workers = seed, rank, world_size, resolution, workers
-        self.steps_per_epoch = self.num_samples // (batch_size * world_size)  # the last partial batch is dropped
+        if self.workers > (most := numba.config.NUMBA_NUM_THREADS):
+            raise InputError(f"workers {self.workers} is more than numba's {most} threads (one per CPU core): lower it")
+        self.count_epoch(self.num_samples, self.beton)
         self.split = split_augment(augment) if mode == "ffcv" else None
         self.order = _order_class()(
-            self.num_samples, self.steps_per_epoch * batch_size, seed=seed, rank=rank, world=world_size
+            self.num_samples, self.steps_per_epoch * batch_size, seed=self.seed, rank=self.rank, world=self.world
         )
-        self.pixels = view_streams(seed, rank)
+        self.pixels = view_streams(self.seed, self.rank)
         self._loader = None  # built on first use: numba compiles its pipelines on the first batch
 
     def indices(self, epoch: int) -> np.ndarray:

@@ -37,7 +37,7 @@ from torchvision.transforms import v2
 from mlvgm.augment import PixelAugment
 from mlvgm.data.overlap import CudaStreams, DoubleBuffer, SameStream
 from mlvgm.data.step_graph import StepGraph
-from mlvgm.errors import InputError, check_positive_int
+from mlvgm.errors import InputError, check_nonnegative_int, check_positive_int
 from mlvgm.generators.base import device_of, sample_anchors
 from mlvgm.io import check_regular_file
 from mlvgm.streams import Draws, Stream
@@ -194,18 +194,24 @@ class EpochSampler(Sampler[int]):
         return 2**62
 
 
-class ImageFolderSource:
-    """Two T_x views of each image of an ImageFolder, read by the torch DataLoader.
+class FileLoader:
+    """What the file loaders (ImageFolderSource, DALISource, FFCVSource) share: one rank's share of an
+    epoch of stored images, two T_x views of each, and these options, checked here once.
 
-    root:       the folder of class subfolders (labels are ignored for self-supervised training)
-    resolution: images are resized to this side (short side, then centre crop) on the workers
-    workers:    DataLoader worker processes
+    augment:    T_x
+    batch_size: pairs per step on this rank
+    seed:       key of the epoch order (shared by all ranks) and of T_x's draws
+    rank, world_size: this rank's disjoint share of each epoch; no process group needed
+    resolution: the side images are brought to before T_x (each loader says how)
+    workers:    the loader's worker processes or threads (at least `min_workers`)
+    device:     where the views are made and yielded
     """
+
+    min_workers = 1
 
     def __init__(
         self,
-        root: str | Path,
-        augment: PixelAugment,
+        augment,
         batch_size: int,
         *,
         seed: int,
@@ -215,24 +221,53 @@ class ImageFolderSource:
         workers: int = 2,
         device: torch.device | str = "cpu",
     ) -> None:
-        root = Path(root)
-        if not root.is_dir():
-            raise InputError(f"image folder {root} does not exist: give the path of an ImageFolder (class subfolders)")
-        try:
-            self.dataset = image_folder(root, transform=folder_transform(resolution))
-        except (FileNotFoundError, RuntimeError) as exc:
-            raise InputError(
-                f"{root} is not an ImageFolder ({exc}): it needs one subfolder of images per class"
-            ) from None
-        check_images(path for path, _ in self.dataset.samples)
-        if len(self.dataset) < batch_size * world_size:
-            raise InputError(
-                f"{root} has {len(self.dataset)} images, fewer than one global batch ({batch_size * world_size})"
-            )
+        for name, value in (("batch size", batch_size), ("world size", world_size), ("resolution", resolution)):
+            check_positive_int(name, value)
+        check_nonnegative_int("rank", rank)
+        if rank >= world_size:
+            raise InputError(f"rank {rank} is not below the world size {world_size}: ranks count from 0")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < self.min_workers:
+            raise InputError(f"workers must be an integer >= {self.min_workers}, got {workers!r}")
         self.augment, self.batch_size, self.device = augment, batch_size, torch.device(device)
-        self.seed, self.rank, self.world, self.workers = seed, rank, world_size, workers
-        self.steps_per_epoch = len(self.dataset) // (batch_size * world_size)  # the last partial batch is dropped
-        self.pixels = view_streams(seed, rank)
+        self.seed, self.rank, self.world, self.resolution, self.workers = seed, rank, world_size, resolution, workers
+
+    def count_epoch(self, images: int, where: object) -> None:
+        """Sets steps_per_epoch for `images` stored images (the last partial global batch is dropped), or
+        InputError when `where` holds fewer than one global batch."""
+        if images < self.batch_size * self.world:
+            raise InputError(
+                f"{where} has {images} images, fewer than one global batch ({self.batch_size * self.world})"
+            )
+        self.steps_per_epoch = images // (self.batch_size * self.world)
+
+
+def open_image_folder(root: str | Path, transform=None) -> ImageFolder:
+    """The ImageFolder at root for training, or InputError saying what the folder lacks."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"image folder {root} does not exist: give the path of an ImageFolder (class subfolders)")
+    try:
+        return image_folder(root, transform=transform)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise InputError(f"{root} is not an ImageFolder ({exc}): it needs one subfolder of images per class") from None
+
+
+class ImageFolderSource(FileLoader):
+    """Two T_x views of each image of an ImageFolder, read by the torch DataLoader.
+
+    root:       the folder of class subfolders (labels are ignored for self-supervised training)
+    options:    FileLoader's; resolution: images are resized to this side (short side, then centre crop) on
+                the workers; workers: DataLoader worker processes (0: in this process)
+    """
+
+    min_workers = 0
+
+    def __init__(self, root: str | Path, augment: PixelAugment, batch_size: int, **options) -> None:
+        super().__init__(augment, batch_size, **options)
+        self.dataset = open_image_folder(root, transform=folder_transform(self.resolution))
+        check_images(path for path, _ in self.dataset.samples)
+        self.count_epoch(len(self.dataset), Path(root))
+        self.pixels = view_streams(self.seed, self.rank)
 
     def iterate(self, start_step: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
         per_epoch = self.steps_per_epoch * self.batch_size

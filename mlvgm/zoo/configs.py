@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlvgm.config import check_ranges, device_option, option
+from mlvgm.config import AMP_MODES, amp_option, check_choices, check_ranges, device_option, option
 from mlvgm.errors import InputError
 from mlvgm.options import BUILT_IN_WORLDS, CHECKPOINT_GENERATORS
 from mlvgm.schedule import warmup_cosine
@@ -30,7 +30,7 @@ class ZooTrainConfig:
     eval_images: int = option(2_048, "held-out images the final per-level KL is measured on")
     checkpoint_every: int = option(1_000, "steps between checkpoints")
     log_every: int = option(50, "steps between rows of metrics.csv")
-    amp: str = option("auto", "bf16 autocast: auto (CUDA, and CPUs with native bf16), on, off")
+    amp: str = amp_option()
     publish: str = option("", "copy embedded.safetensors and .json here at the end (mlvgm/generators/weights ships)")
     device: str = device_option()
 
@@ -40,8 +40,7 @@ class ZooTrainConfig:
             raise InputError(f"--resolution must be 32 or 64, got {self.resolution}")
         if not 0 <= self.ema < 1:
             raise InputError(f"--ema must be in [0, 1), got {self.ema}")
-        if self.amp not in ("auto", "on", "off"):
-            raise InputError(f"--amp must be auto, on or off, got {self.amp!r}")
+        check_choices(self, {"amp": AMP_MODES}, flag="--")
 
 
 def learning_rate(config: ZooTrainConfig, step: int) -> float:

@@ -8,7 +8,7 @@ import torch
 
 from mlvgm.augment import PixelAugment
 from mlvgm.data.exporting import export_dataset
-from mlvgm.data.sources import ContinuousSampling, EpochSampler, ImageFolderSource, steps_for
+from mlvgm.data.sources import ContinuousSampling, EpochSampler, FileLoader, ImageFolderSource, steps_for
 from mlvgm.errors import InputError
 from mlvgm.generators import load_generator
 from mlvgm.strategies.random import RandomViews
@@ -149,6 +149,37 @@ def test_imagefolder_source_is_a_function_of_the_step(g, tmp_path):
         ImageFolderSource(tmp_path / "nope", PixelAugment("none", 32), 8, seed=0, resolution=32)
     with pytest.raises(InputError, match="fewer than one global batch"):
         ImageFolderSource(root / "val", PixelAugment("none", 32), 8, seed=0, resolution=32)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"batch_size": 0}, "batch size must be a positive integer, got 0"),
+        ({"world_size": 0}, "world size must be a positive integer"),
+        ({"resolution": 2.5}, "resolution must be a positive integer"),
+        ({"rank": -1}, "rank must be an integer >= 0"),
+        ({"rank": 2, "world_size": 2}, "rank 2 is not below the world size 2"),
+        ({"rank": True}, "rank must be an integer"),
+        ({"workers": 0}, "workers must be an integer >= 1, got 0"),
+        ({"workers": True}, "workers must be an integer >= 1, got True"),
+    ],
+)
+def test_file_loader_options_are_checked_once_for_every_loader(options, message):
+    kwargs = {"batch_size": 8, "seed": 0, "resolution": 32} | options
+    with pytest.raises(InputError, match=message):
+        FileLoader(PixelAugment("none", 32), **kwargs)
+
+
+def test_file_loaders_share_the_option_checks(g, tmp_path):
+    root = export_dataset(g, tmp_path / "ds", 24, seed=0) / "train"
+    # the DataLoader may read in this process; rank and world are held to the same rule as the other loaders
+    assert ImageFolderSource(root, PixelAugment("none", 32), 8, seed=0, resolution=32, workers=0).workers == 0
+    with pytest.raises(InputError, match="rank 1 is not below the world size 1"):
+        ImageFolderSource(root, PixelAugment("none", 32), 8, seed=0, rank=1, resolution=32)
+    with pytest.raises(TypeError, match="world"):  # a misspelt option is not swallowed by **options
+        ImageFolderSource(root, PixelAugment("none", 32), 8, seed=0, resolution=32, world=2)
+    loader = ImageFolderSource(root, PixelAugment("none", 32), 4, seed=3, rank=1, world_size=2, resolution=32)
+    assert (loader.seed, loader.rank, loader.world, loader.steps_per_epoch) == (3, 1, 2, 21 // 8)
 
 
 def test_steps_for():
