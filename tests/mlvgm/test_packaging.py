@@ -48,7 +48,11 @@ def test_the_wheel_ships_the_kernels_under_mlvgm_and_nothing_at_top_level_but_ml
     assert tops == {"mlvgm"}
     for module in ("infonce", "perturb", "dispatch", "__init__"):
         assert f"mlvgm/kernels/{module}.py" in names
-    assert "mlvgm/data/sources.py" in names and "mlvgm/generators/shapes.py" in names
+    # every tracked module of the library, so a new subpackage missing from pyproject's `packages` fails here
+    tracked = subprocess.run(["git", "ls-files", "mlvgm"], cwd=ROOT, capture_output=True, text=True, check=True)
+    modules = [name for name in tracked.stdout.split() if name.endswith(".py")]
+    assert "mlvgm/methods/simclr.py" in modules and "mlvgm/strategies/random.py" in modules
+    assert [name for name in modules if name not in names] == []
 
 
 def test_the_wheel_works_in_a_clean_venv_beside_a_kernels_package(wheel, tmp_path):
@@ -82,6 +86,9 @@ def test_the_wheel_works_in_a_clean_venv_beside_a_kernels_package(wheel, tmp_pat
         "a = info_nce(z[:3], z[3:], 0.1, impl='torch')\n"
         "b = info_nce(z[:3], z[3:], 0.1, impl='compiled')\n"
         "assert torch.allclose(a, b, atol=1e-5), (a, b)\n"
+        "from mlvgm.plugins import method_names, strategy_names\n"  # plug-ins are found by their files
+        "assert set(method_names()) >= {'simclr', 'simsiam', 'byol'}, method_names()\n"
+        "assert set(strategy_names()) >= {'none', 'random', 'learned'}, strategy_names()\n"
         "print(mlvgm.__file__)\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
