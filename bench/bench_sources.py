@@ -328,7 +328,7 @@ def test_data_path(benchmark, data, source: str, batch: int):
     )  # fmt: skip
 
 
-def _trainer(batch: int) -> TrainStep:
+def train_step_for(batch: int) -> TrainStep:
     """The SimCLR training step mlvgm.train takes for this batch (mlvgm.train_step, at a constant learning rate),
     on DEVICE, fresh and seeded."""
     config = dataclasses.replace(CONFIG, batch_size=batch, crop=TRAIN_CROP)
@@ -352,7 +352,7 @@ def test_epoch_time(benchmark, data, source: str, batch: int):
     else:
         made = make_source(source, data, batch, TRAIN_CROP)
         batches = made.iterate(0)
-    train_step = _trainer(batch)
+    train_step = train_step_for(batch)
 
     def step() -> None:
         train_step(*next(batches))
