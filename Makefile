@@ -18,7 +18,7 @@ export TMPDIR ?= $(CURDIR)/.cache/tmp
 # copy of every wheel it downloads (DALI's is 476 MB) that a fresh machine never reads again: keep none.
 export PIP_NO_CACHE_DIR ?= 1
 
-.PHONY: setup run views results test bench lint clean
+.PHONY: setup run views results test bench bench-record lint clean
 
 setup: $(STAMP)
 
@@ -51,6 +51,17 @@ results: $(STAMP)
 	$(BIN)/python -m mlvgm.train --budget_minutes 0 --out runs/quickstart-results-$$(date +%Y%m%d-%H%M%S) \
 		--results results/quickstart
 	$(BIN)/python -m mlvgm.grid --generator shapes --out results/views/shapes.png
+
+# The history record of this commit (results/bench/history, docs/benchmarks.md): the CI bench subset, the A/B gate
+# against the last recorded commit (its verdict is recorded, a regression included), then the trend plot. Run on a
+# clean, committed tree before stopping, and commit what it writes.
+bench-record: $(STAMP)
+	@git diff --quiet HEAD -- || { echo "make bench-record: the tree has uncommitted changes: commit first (a record names a clean commit)"; exit 2; }
+	@mkdir -p $(TORCHINDUCTOR_CACHE_DIR) $(TMPDIR) .cache/bench-record
+	$(BIN)/python -m pytest bench/bench_sources.py bench/bench_cs_step.py -m ci -q --benchmark-json .cache/bench-record/sources.json
+	$(BIN)/python -m bench.track ab --out .cache/bench-record/ab.json || [ $$? -eq 1 ]
+	$(BIN)/python -m bench.track record --ab .cache/bench-record/ab.json --bench .cache/bench-record/sources.json
+	$(BIN)/python -m bench.track plot
 
 test: $(STAMP)
 	@mkdir -p $(TORCHINDUCTOR_CACHE_DIR) $(TMPDIR)

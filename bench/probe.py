@@ -35,6 +35,9 @@ from pathlib import Path
 
 DATA_ROUNDS, DATA_WARMUP, IMAGES_PER_ROUND = 7, 3, 512  # data path: median of rounds of >= 512 pairs
 STEP_ROUNDS, STEP_WARMUP = 6, 2  # training step: median of single steps, after the warm-up
+# the timed figures, each with whether higher is better, and the counts (lower is better), as the docstring says
+FIGURES = {"cs_images_per_s": True, "cs_epoch_time_s": False, "cs_co2_g_per_1k_images": False}
+COUNTS = ("cs_ops_outside_graphs", "train_step_flops")
 
 
 class _TreeKernels(importlib.abc.MetaPathFinder):
