@@ -1,9 +1,12 @@
 """Same-run A/B of the gated Continuous-Sampling figures: base and head interleaved, fresh processes, one verdict
 per figure.
 
-The base revision is checked out in a scratch `git worktree`; each round runs `bench.probe` once per arm, each in a
-fresh process of this virtual environment, the arms' order alternating (base-head, head-base, ...) so that a drift
-of the machine over the run falls on both alike. Per timed figure the rounds' paired log ratios go to
+The base revision is checked out in a scratch `git worktree`; each round starts one `bench.probe --serve` process
+per arm (fresh processes of this virtual environment), lets them build and warm up side by side, then asks them in
+turn for one data-path round or one training step at a time, the order alternating (base-head, head-base, ...), so
+that the drift of a shared machine, several percent within seconds, falls on both arms alike.
+
+Per timed figure the rounds' paired log ratios go to
 `bench.gate.decide`; the counts (`bench.probe.COUNTS`), measured in the first `count_rounds` rounds of each arm,
 are compared exactly: they do not move with the machine, so any rise is a regression.
 """
@@ -21,10 +24,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.gate import Decision, decide, log_worse
-from bench.probe import COUNTS, FIGURES
+from bench.probe import COUNTS, DATA_ROUNDS, FIGURES, REPLY, figures
 from mlvgm.errors import InputError
 
 REPO = Path(__file__).resolve().parent.parent
+STEPS = 10  # timed training steps per arm and round, interleaved with the other arms'
 
 
 def git(*args: str, cwd: Path = REPO) -> str:
@@ -57,27 +61,101 @@ def worktree(commit: str, *, repo: Path = REPO) -> Iterator[Path]:
 
 
 class ProbeFailed(RuntimeError):
-    def __init__(self, tree: Path, returncode: int, stderr: str) -> None:
+    def __init__(self, tree: Path, returncode: int | None, stderr: str) -> None:
         lines = [line for line in stderr.strip().splitlines() if line.strip()]
         self.tree = tree
         self.last_line = lines[-1] if lines else "(no output)"
         super().__init__(f"bench.probe on {tree} exited {returncode}: {self.last_line}")
 
 
-def run_probe(tree: Path, out: Path, *, proxies: bool) -> dict:
-    """One fresh-process measurement of the library in `tree` (bench.probe's JSON)."""
-    command = [sys.executable, "-m", "bench.probe", "--tree", str(tree), "--out", str(out)]
-    done = subprocess.run(
-        [*command, "--proxies", "true" if proxies else "false"], cwd=REPO, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise ProbeFailed(tree, done.returncode, done.stderr)
-    return json.loads(out.read_text())
+class Worker:
+    """A `bench.probe --serve` process measuring the library in `tree`, its stderr kept in `log`."""
+
+    def __init__(self, tree: Path, log: Path) -> None:
+        self.tree, self.log = Path(tree), log
+        with log.open("w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.probe", "--tree", str(tree), "--serve", "true"],
+                cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+            )  # fmt: skip
+
+    def read(self) -> dict:
+        """The next reply (the first is the ready line, after the probe's build and warm-up)."""
+        for line in self.proc.stdout:
+            if line.startswith(REPLY):
+                reply = json.loads(line[len(REPLY) :])
+                if "error" in reply:
+                    raise RuntimeError(f"bench.probe on {self.tree}: {reply['error']}")
+                return reply
+        raise ProbeFailed(self.tree, self.proc.wait(), self.log.read_text())
+
+    def ask(self, command: str) -> dict:
+        try:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise ProbeFailed(self.tree, self.proc.wait(), self.log.read_text()) from None
+        return self.read()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
-def alternating(arms: Sequence[str], round_index: int) -> list[str]:
-    """The arms' order in a round: as given in even rounds, reversed in odd ones (ABBA for two arms)."""
-    return list(arms) if round_index % 2 == 0 else list(reversed(arms))
+def rotated(arms: Sequence[str], index: int) -> list[str]:
+    """The arms' order at measurement `index`: rotated by one each time (A B, B A, ... for two arms)."""
+    shift = index % len(arms)
+    return [*arms[shift:], *arms[:shift]]
+
+
+def lockstep_round(
+    trees: Mapping[str, Path],
+    logs: Path,
+    *,
+    steps: int = STEPS,
+    counts: bool = False,
+    order: Callable[[Sequence[str], int], list[str]] = rotated,
+    start: Callable[[Path, Path], Worker] = Worker,
+) -> dict[str, dict]:
+    """One round: a fresh probe process per arm, built side by side, then measured in turn, one data-path round
+    and one training step at a time, so that each arm's measurements are a second or less from the others'."""
+    logs.mkdir(parents=True, exist_ok=True)
+    arms = list(trees)
+    workers: dict[str, Worker] = {}
+    try:
+        for arm in arms:
+            workers[arm] = start(trees[arm], logs / f"{arm}.log")
+        meta = {arm: workers[arm].read() for arm in arms}
+        rates: dict[str, list[float]] = {arm: [] for arm in arms}
+        times: dict[str, list[float]] = {arm: [] for arm in arms}
+        for i in range(DATA_ROUNDS):
+            for arm in order(arms, i):
+                rates[arm].append(workers[arm].ask("data")["rate"])
+        for i in range(steps):
+            for arm in order(arms, i):
+                times[arm].append(workers[arm].ask("step")["seconds"])
+        energy = {arm: workers[arm].ask("energy") for arm in order(arms, 0)}
+        measured = {arm: workers[arm].ask("counts")["counts"] if counts else {} for arm in arms}
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return {
+        arm: {
+            "figures": figures(rates[arm], times[arm], energy[arm], meta[arm]["steps_per_epoch"]),
+            "counts": measured[arm],
+            "co2_method": energy[arm].get("co2_method"),
+            **{k: v for k, v in meta[arm].items() if k != "ready"},
+            "rates": rates[arm],
+            "step_times_s": times[arm],
+        }
+        for arm in arms
+    }
 
 
 def measure(
@@ -86,18 +164,21 @@ def measure(
     workdir: Path,
     *,
     count_rounds: int = 2,
-    order: Callable[[Sequence[str], int], list[str]] = alternating,
+    steps: int = STEPS,
+    order: Callable[[Sequence[str], int], list[str]] = rotated,
     progress: Callable[[str], None] = print,
-    probe: Callable[..., dict] = run_probe,
+    start: Callable[[Path, Path], Worker] = Worker,
 ) -> dict[str, list[dict]]:
-    """Per arm, its probes' results, one per round, the arms interleaved within each round by `order`."""
+    """Per arm, its figures in each of `rounds` lockstep rounds (the counts in the first `count_rounds`)."""
     results: dict[str, list[dict]] = {arm: [] for arm in trees}
-    workdir.mkdir(parents=True, exist_ok=True)
     for r in range(rounds):
-        for arm in order(list(trees), r):
-            result = probe(trees[arm], workdir / f"{arm}-{r}.json", proxies=r < count_rounds)
-            results[arm].append(result)
-            shown = ", ".join(f"{name} {result['figures'].get(name) or 0:,.4g}" for name in FIGURES)
+        # the arm that measures first alternates between rounds too
+        ordered = {arm: trees[arm] for arm in rotated(list(trees), r)}
+        got = lockstep_round(ordered, workdir / f"round-{r}", steps=steps, counts=r < count_rounds, order=order,
+                             start=start)  # fmt: skip
+        for arm in trees:
+            results[arm].append(got[arm])
+            shown = ", ".join(f"{name} {got[arm]['figures'].get(name) or 0:,.4g}" for name in FIGURES)
             progress(f"round {r + 1}/{rounds} {arm}: {shown}")
     return results
 

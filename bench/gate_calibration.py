@@ -2,8 +2,8 @@
 
     python -m bench.gate_calibration --out results/bench/gate-calibration [--blocks 20] [--rounds 4]
 
-Each block is one `bench.track ab` run's worth of rounds with four arms, each round measuring every arm once in a
-fresh process, in a shuffled order:
+Each block is one `bench.track ab` run's worth of rounds with four arms instead of two: each round starts a fresh
+probe process per arm and measures them in turn, a data-path round or a training step at a time (bench.ab):
 
 - `head`:  this checkout (the base of every comparison, as the A/B base in CI);
 - `copy`:  a scratch worktree of HEAD, unchanged: head against itself (A/A);
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import sys
 import time
 from collections.abc import Sequence
@@ -71,12 +70,6 @@ def inject(tree: Path, fraction: float) -> None:
     for name, target in TARGETS.items():
         path = tree / name
         path.write_text(path.read_text() + INJECTION.format(fraction=fraction, target=target))
-
-
-def shuffled(arms: Sequence[str], round_index: int, *, block: int) -> list[str]:
-    order = list(arms)
-    random.Random(10_000 * block + round_index).shuffle(order)
-    return order
 
 
 def regressed(decisions: dict, counts: dict) -> list[str]:
@@ -135,6 +128,7 @@ class CalibrationConfig:
     blocks: int = option(20, "A/B runs to calibrate on (each arm)")
     rounds: int = option(DEFAULT_ROUNDS, "rounds per block, as bench.track ab --rounds")
     count_rounds: int = option(2, "as bench.track ab --count_rounds")
+    steps: int = option(ab.STEPS, "as bench.track ab --steps")
     threshold: float = option(0.10, "as bench.track ab")
     alpha: float = option(0.05, "as bench.track ab")
 
@@ -166,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 config.rounds,
                 out / "rounds",
                 count_rounds=config.count_rounds,
-                order=lambda arms, r, b=block: shuffled(arms, r, block=b),
+                steps=config.steps,
                 progress=lambda line, b=block: print(f"block {b + 1}/{config.blocks} {line}", flush=True),
             )
             worse = {

@@ -61,6 +61,7 @@ class ABConfig:
     base: str = option("", "base revision (default: the newest ancestor with a history record, else HEAD~1)")
     rounds: int = option(DEFAULT_ROUNDS, "rounds; each measures base and head once, in fresh processes")
     count_rounds: int = option(2, "rounds (of each arm) that also measure the exact counts")
+    steps: int = option(ab.STEPS, "timed training steps per arm and round")
     threshold: float = option(0.10, "the change the gate is sized to catch, as a fraction")
     alpha: float = option(0.05, "false-alarm rate over all gated figures")
     out: str = option(".cache/bench-ab/ab.json", "where the rounds and verdicts go (JSON)")
@@ -69,6 +70,8 @@ class ABConfig:
     def __post_init__(self) -> None:
         if self.rounds < 2:
             raise InputError(f"--rounds must be at least 2 (a paired interval needs 2), got {self.rounds}")
+        if self.steps < 1:
+            raise InputError(f"--steps must be at least 1, got {self.steps}")
         if not 1 <= self.count_rounds <= self.rounds:
             raise InputError(f"--count_rounds must be in [1, --rounds], got {self.count_rounds}")
         check_ranges(self, positive=("threshold", "alpha"), flag="--")
@@ -87,7 +90,7 @@ def run_ab(argv: Sequence[str]) -> int:
     return ab_command(config)
 
 
-def ab_command(config: ABConfig, *, repo: Path = ab.REPO, probe: Callable[..., dict] = ab.run_probe) -> int:
+def ab_command(config: ABConfig, *, repo: Path = ab.REPO, start: Callable[[Path, Path], ab.Worker] = ab.Worker) -> int:
     """`ab` on the checkout `repo` (its working tree is the head arm); 1 on a regression, else 0."""
     out = check_output_file(config.out, flag="--out", suffixes=(".json",))
     if config.base:
@@ -108,7 +111,8 @@ def ab_command(config: ABConfig, *, repo: Path = ab.REPO, probe: Callable[..., d
                 config.rounds,
                 out.parent / "rounds",
                 count_rounds=config.count_rounds,
-                probe=probe,
+                steps=config.steps,
+                start=start,
             )
         except ab.ProbeFailed as exc:
             if exc.tree == tree:

@@ -50,5 +50,58 @@ def test_the_probe_refuses_incomplete_arguments_in_one_line():
                             text=True, timeout=120)  # fmt: skip
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "python -m bench.probe: error: give --tree DIR --out FILE [--proxies true|false]"
+        "python -m bench.probe: error: give --tree DIR --out FILE [--proxies true|false], or --tree DIR --serve true"
     ]
+
+
+class _Measures:
+    """Probe's interface with numbered answers."""
+
+    meta = {"batch": 32, "steps_per_epoch": 3962}
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.closed = False
+
+    def data_round(self) -> float:
+        self.n += 1
+        return 1000.0 * self.n
+
+    def step(self) -> float:
+        self.n += 1
+        return 0.5 * self.n
+
+    def energy(self) -> dict:
+        return {"cs_co2_g_per_1k_images": 0.03, "co2_method": "m"}
+
+    def counts(self) -> dict:
+        return {"cs_ops_outside_graphs": 1}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_serve_answers_each_command_with_one_marked_line_until_quit():
+    import io
+    import json
+
+    from bench.probe import REPLY, serve
+
+    made = []
+
+    def make():
+        made.append(_Measures())
+        return made[0]
+
+    out = io.StringIO()
+    serve(io.StringIO("data\nstep\nbogus\nenergy\ncounts\nquit\nstep\n"), out, make=make)
+    replies = [json.loads(line[len(REPLY) :]) for line in out.getvalue().splitlines()]
+    assert all(line.startswith(REPLY) for line in out.getvalue().splitlines())
+    assert replies[0]["ready"] and replies[0]["steps_per_epoch"] == 3962
+    assert replies[1:3] == [{"rate": 1000.0}, {"seconds": 1.0}]
+    assert "unknown command 'bogus'" in replies[3]["error"]
+    assert replies[4:] == [
+        {"cs_co2_g_per_1k_images": 0.03, "co2_method": "m"},
+        {"counts": {"cs_ops_outside_graphs": 1}},
+    ]
+    assert made[0].closed  # and the step after quit was never measured

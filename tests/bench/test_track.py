@@ -39,38 +39,63 @@ def repo(tmp_path) -> Path:
     return repo
 
 
-class FakeProbe:
-    """Figures from the tree's speed.txt: images/s x speed, times / speed, a small alternating jitter per call."""
+class FakeWorker:
+    """A probe process's stand-in: figures from its tree's speed.txt (images/s x speed, times / speed), with a small
+    deterministic jitter; every command goes into the shared `calls` log."""
 
-    def __init__(self, ops: dict[str, int] | None = None) -> None:
-        self.calls: list[tuple[Path, bool]] = []
-        self.ops = ops or {}
+    def __init__(self, tree: Path, calls: list, ops: dict[str, int]) -> None:
+        self.tree, self.calls, self.ops = Path(tree), calls, ops
+        self.speed = float((self.tree / "speed.txt").read_text())
+        calls.append((self.tree.name, "start"))
 
-    def __call__(self, tree: Path, out: Path, *, proxies: bool) -> dict:
-        self.calls.append((Path(tree), proxies))
-        speed = float((Path(tree) / "speed.txt").read_text())
+    def read(self) -> dict:
+        return {"ready": True, "batch": 32, "steps_per_epoch": 3962, "torch": "t", "cs_path": "compiled"}
+
+    def ask(self, command: str) -> dict:
+        self.calls.append((self.tree.name, command))
         jitter = 1.0 + 0.01 * (-1) ** len(self.calls) * (len(self.calls) % 3)
-        figures = {
-            "cs_images_per_s": 9000 * speed * jitter,
-            "cs_epoch_time_s": 2400 / speed * jitter,
-            "cs_co2_g_per_1k_images": 0.035 / speed * jitter,
-        }
-        counts = {"cs_ops_outside_graphs": self.ops.get(Path(tree).name, 1), "train_step_flops": 142} if proxies else {}
-        return {"figures": figures, "counts": counts, "torch": "t", "co2_method": "fake", "cs_path": "compiled"}
+        if command == "data":
+            return {"rate": 9000 * self.speed * jitter}
+        if command == "step":
+            return {"seconds": 0.6 / self.speed * jitter}
+        if command == "energy":
+            return {"cs_co2_g_per_1k_images": 0.035 / self.speed * jitter, "co2_method": "fake"}
+        assert command == "counts"
+        return {"counts": {"cs_ops_outside_graphs": self.ops.get(self.tree.name, 1), "train_step_flops": 142}}
+
+    def close(self) -> None:
+        self.calls.append((self.tree.name, "close"))
 
 
-def test_rounds_alternate_the_arms_and_measure_counts_only_at_first(tmp_path):
-    probe = FakeProbe()
+def fake(calls: list | None = None, ops: dict[str, int] | None = None):
+    calls = [] if calls is None else calls
+    return lambda tree, log: FakeWorker(tree, calls, ops or {})
+
+
+def test_rounds_interleave_the_arms_step_by_step_in_fresh_processes(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    for tree in (a, b):
+    for tree, speed in ((a, "1"), (b, "0.5")):
         tree.mkdir()
-        (tree / "speed.txt").write_text("1")
-    results = ab.measure(
-        {"base": a, "head": b}, 4, tmp_path / "w", count_rounds=2, probe=probe, progress=lambda _: None
+        (tree / "speed.txt").write_text(speed)
+    calls: list = []
+    results = ab.measure({"base": a, "head": b}, 2, tmp_path / "w", count_rounds=1, steps=3, start=fake(calls),
+                         progress=lambda _: None)  # fmt: skip
+    first = calls[: calls.index(("b", "close")) + 1]
+    assert first[:2] == [("a", "start"), ("b", "start")]
+    data = [c for c in first if c[1] == "data"]
+    assert [c[0] for c in data] == ["a", "b", "b", "a"] * 3 + ["a", "b"]  # DATA_ROUNDS = 7, alternating
+    assert [c[0] for c in first if c[1] == "step"] == ["a", "b", "b", "a", "a", "b"]
+    assert [c[1] for c in first].count("counts") == 2 and [c[1] for c in calls].count("counts") == 2  # round 1 only
+    assert [c[1] for c in calls].count("start") == 4 and [c[1] for c in calls].count("close") == 4
+    second = calls[len(first) :]
+    assert second[:2] == [("b", "start"), ("a", "start")]  # the other arm leads in the next round
+    head = results["head"][0]
+    # epoch time: the median step (0.6 / 0.5 s, jittered) times the steps of an epoch
+    assert head["figures"]["cs_epoch_time_s"] == pytest.approx(sorted(head["step_times_s"])[1] * 3962)
+    assert head["figures"]["cs_images_per_s"] == pytest.approx(4500, rel=0.03)
+    assert (
+        head["counts"] == {"cs_ops_outside_graphs": 1, "train_step_flops": 142} and results["head"][1]["counts"] == {}
     )
-    assert [c[0].name for c in probe.calls] == ["a", "b", "b", "a", "a", "b", "b", "a"]  # ABBA ABBA
-    assert [c[1] for c in probe.calls] == [True] * 4 + [False] * 4
-    assert [len(results[arm]) for arm in ("base", "head")] == [4, 4]
 
 
 def _rounds(values: list[float], name: str, counts: dict | None = None) -> list[dict]:
@@ -107,7 +132,7 @@ def test_ab_fails_a_slower_head_and_passes_an_unchanged_one(repo, tmp_path, caps
     commit(repo, 0.8, "head 25% slower")
     out = tmp_path / "ab.json"
     config = ABConfig(base=base, rounds=4, out=str(out), history=str(tmp_path / "none"))
-    assert ab_command(config, repo=repo, probe=FakeProbe()) == 1
+    assert ab_command(config, repo=repo, start=fake()) == 1
     result = json.loads(out.read_text())
     assert {n for n, d in result["verdicts"]["figures"].items() if d["verdict"] == "regression"} == {
         "cs_images_per_s",
@@ -120,7 +145,7 @@ def test_ab_fails_a_slower_head_and_passes_an_unchanged_one(repo, tmp_path, caps
 
     commit(repo, 0.8, "same speed")
     config = ABConfig(rounds=4, out=str(out), history=str(tmp_path / "none"))  # default base: the parent
-    assert ab_command(config, repo=repo, probe=FakeProbe()) == 0
+    assert ab_command(config, repo=repo, start=fake()) == 0
     assert "no regression" in capsys.readouterr().out
 
 
@@ -128,7 +153,7 @@ def test_ab_fails_a_structural_regression_even_when_times_are_equal(repo, tmp_pa
     base = commit(repo, 1.0, "base")
     commit(repo, 1.0, "head")
     config = ABConfig(base=base, rounds=2, out=str(tmp_path / "ab.json"), history=str(tmp_path / "none"))
-    assert ab_command(config, repo=repo, probe=FakeProbe(ops={"repo": 5})) == 1  # head (the checkout) has more ops
+    assert ab_command(config, repo=repo, start=fake(ops={"repo": 5})) == 1  # head (the checkout) has more ops
 
 
 def _record(commit_sha: str, machine: str = "CPU, 2 logical CPUs", origin: str = "ab", **extra) -> dict:
@@ -257,7 +282,7 @@ def test_record_joins_the_ab_result_and_the_bench_run_of_one_clean_commit(repo, 
     ab_json = tmp_path / "ab.json"
     assert (
         ab_command(
-            ABConfig(base=base, rounds=2, out=str(ab_json), history=str(tmp_path / "h")), repo=repo, probe=FakeProbe()
+            ABConfig(base=base, rounds=2, out=str(ab_json), history=str(tmp_path / "h")), repo=repo, start=fake()
         )
         == 0
     )
