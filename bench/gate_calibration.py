@@ -13,14 +13,16 @@ probe process per arm and measures them in turn, a data-path round or a training
 
 Per block the gate decides copy, slow10 and slow5 against head exactly as `bench.track ab` does (bench.ab); a block
 counts as a false alarm (A/A) or a detection (A/B) when any gated figure or count is called a regression. Blocks
-are written as they finish and skipped on a rerun, so a stopped calibration resumes. The summary (with
-Clopper-Pearson intervals) goes to summary.json and is printed.
+are written as they finish and skipped on a rerun, so a stopped calibration resumes, on the same machine and with
+the same measured code (mlvgm/, kernels/, bench/) only. The summary (with Clopper-Pearson intervals) goes to
+summary.json and is printed.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -122,6 +124,21 @@ def summarise(blocks: Sequence[dict]) -> dict:
     return summary
 
 
+MEASURED = ("mlvgm", "kernels", "bench", "pyproject.toml")  # what a block's numbers depend on
+
+
+def check_resumable(blocks: Path, head: str, machine: str) -> None:
+    """InputError unless every block already in `blocks` measured this machine and HEAD's measured code."""
+    for path in sorted(blocks.glob("block-*.json")):
+        block = json.loads(path.read_text())
+        if block["machine"] != machine:
+            raise InputError(f"{path} was measured on {block['machine']}, this is {machine}: give a new --out")
+        same = subprocess.run(["git", "diff", "--quiet", block["commit"], head, "--", *MEASURED], cwd=ab.REPO)
+        if block["commit"] != head and same.returncode != 0:
+            raise InputError(f"{path} measured {block['commit'][:10]}, whose {', '.join(MEASURED)} differ from "
+                             "HEAD's: give a new --out")  # fmt: skip
+
+
 @dataclass(frozen=True, kw_only=True)
 class CalibrationConfig:
     out: str = option(help="folder for the blocks and summary.json")
@@ -146,6 +163,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise InputError("the checkout has uncommitted changes: the calibration measures HEAD, commit first")
     head = ab.git("rev-parse", "HEAD")
     (out / "blocks").mkdir(parents=True, exist_ok=True)
+    check_resumable(out / "blocks", head, this_machine())
     with ab.worktree(head) as copy, ab.worktree(head) as slow10, ab.worktree(head) as slow5:
         inject(slow10, ARMS["slow10"])
         inject(slow5, ARMS["slow5"])

@@ -325,15 +325,15 @@ class PlotConfig:
 
 
 def run_plot(argv: Sequence[str]) -> int:
-    from bench.trend import plot
+    from bench.trend import has_points, plot
 
     config, _, _ = parse_config(
         PlotConfig, None, argv, prog=f"{PROG} plot", description="Epoch time, images/s and CO2 per commit and machine."
     )
     out = check_output_file(config.out, flag="--out", suffixes=(".png", ".svg"))
-    records = history.read_history(Path(config.history))
+    records = [r for r in history.read_history(Path(config.history)) if has_points(r)]
     if not records:
-        raise InputError(f"no history records in {config.history}: run {PROG} backfill or make bench-record")
+        raise InputError(f"no history record in {config.history} has a figure to plot: run make bench-record")
     plot(records, out)
     print(f"wrote {out} ({len(records)} records)")
     return 0

@@ -27,12 +27,21 @@ SOURCES = {"cs": "C0", "imagefolder": "C1", "dali": "C2", "ffcv": "C3", "residen
 MARKERS = "osD^vP*X"
 
 
+def has_points(record: Record) -> bool:
+    """Whether the plot draws anything of `record` (backfilled CS-step-only records it does not)."""
+    gated = (record.data.get("gated") or {}).get("figures") or {}
+    drawn = [record.data["sources"].get(s) or {} for s in SOURCES]
+    return any(gated.get(g) is not None or any(d.get(k) is not None for d in drawn) for _, g, k in PANELS)
+
+
 def plot(records: Sequence[Record], out: Path) -> None:
+    """Draw the records that have points (see has_points) into `out`, atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    records = [r for r in records if has_points(r)]
     commits = list(dict.fromkeys(r.commit for r in records))  # date order, as read_history sorts them
     x_of = {c: i for i, c in enumerate(commits)}
     machines = list(dict.fromkeys(r.machine for r in records))
@@ -85,8 +94,8 @@ def plot(records: Sequence[Record], out: Path) -> None:
         plt.Line2D([], [], color="grey", marker="o", mfc="none", ls="none", label="backfilled record"),
         plt.Line2D([], [], color="red", marker="o", ms=12, mfc="none", mew=2, ls="none", label="A/B regression"),
     ]
-    fig.legend(handles=handles, loc="upper center", ncol=3, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    fig.legend(handles=handles, loc="upper center", ncol=2, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.86))
     with atomic_path(out) as tmp:  # a failed save leaves the old figure whole
         fig.savefig(tmp, dpi=110, format=out.suffix.lstrip("."))
     plt.close(fig)

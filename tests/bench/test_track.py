@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from bench import ab, history
-from bench.gate_calibration import INJECTION, judge, summarise
+from bench.gate_calibration import INJECTION, check_resumable, judge, summarise
 from bench.track import ABConfig, ab_command, backfilled, cli, default_base, write_record
+from bench.trend import has_points
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -347,6 +348,17 @@ def test_report_and_plot_show_the_history(tmp_path, capsys):
     assert cli(["plot", "--history", str(folder), "--out", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # a record of the CS step alone (backfilled from cs-step.json) has nothing the panels draw
+    only_step = tmp_path / "only-step"
+    write_record(_record("3" * 40, origin="backfilled", sources={"cs-step compiled-8": {"images_per_s": 9.0}}),
+                 only_step, replace=False)  # fmt: skip
+    assert not has_points(history.read_history(only_step)[0])
+    assert has_points(history.read_history(folder)[0])
+    capsys.readouterr()
+    assert cli(["plot", "--history", str(only_step), "--out", str(tmp_path / "none.png")]) == 2
+    assert "has a figure to plot" in capsys.readouterr().err
+    assert not (tmp_path / "none.png").exists()
+
 
 def test_the_injected_slowdown_spins_for_its_fraction_of_each_call():
     import time
@@ -386,3 +398,17 @@ def test_calibration_counts_a_block_as_an_alarm_when_any_figure_regresses():
     assert summary["arms"]["slow10"]["gate_failed"] == 20 and summary["arms"]["copy"]["gate_failed"] == 0
     low, high = summary["arms"]["copy"]["gate_failed_interval_95"]
     assert low == 0.0 and high == pytest.approx(0.1684, abs=1e-4)  # Clopper-Pearson 0/20, from tables
+
+
+def test_a_calibration_resumes_only_on_the_same_machine_and_measured_code(tmp_path):
+    head = ab.git("rev-parse", "HEAD")
+    root = ab.git("rev-list", "--max-parents=0", "HEAD").split()[0]  # bench/ and mlvgm/ differ from HEAD's
+    blocks = tmp_path / "blocks"
+    blocks.mkdir()
+    (blocks / "block-00.json").write_text(json.dumps({"machine": "M, 2 logical CPUs", "commit": head}))
+    check_resumable(blocks, head, "M, 2 logical CPUs")
+    with pytest.raises(history.InputError, match="was measured on M, 2 logical CPUs, this is N"):
+        check_resumable(blocks, head, "N, 4 logical CPUs")
+    (blocks / "block-01.json").write_text(json.dumps({"machine": "M, 2 logical CPUs", "commit": root}))
+    with pytest.raises(history.InputError, match="differ from HEAD's: give a new --out"):
+        check_resumable(blocks, head, "M, 2 logical CPUs")
