@@ -21,6 +21,8 @@ KERNEL_IMPLS = ("auto", "torch", "compiled", "triton")  # InfoNCE and perturbati
 
 CHECKPOINT_GENERATORS = ("stylegan2", "bigbigan")  # built-in generators whose spec argument is a path
 BUILT_IN_WORLDS = ("shapes", "embedded")  # built-in generators that need no checkpoint: their argument is options
+HVAE_LIKELIHOODS = ("gaussian", "logistic_mixture")  # the embedded VAE's (mlvgm.generators.likelihoods)
+HVAE_LEVELS = 5  # latent levels of the embedded VAE that python -m mlvgm.zoo.train builds
 
 # Weight decays the linear probe chooses from (decades: the optimum of a convex problem moves smoothly), and
 # the share of the train features held out to choose it. In scikit-learn's terms C = 1 / (wd x n_train):

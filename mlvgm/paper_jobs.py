@@ -42,14 +42,14 @@ from mlvgm.progress import duration
 from mlvgm.provenance import provenance, provenance_line
 from mlvgm.quantification import run as quantify_run
 from mlvgm.quantification import write_outputs
-from mlvgm.quantify_config import PRESETS as QUANTIFY_PRESETS
-from mlvgm.quantify_config import QuantifyConfig
+from mlvgm.quantify_config import QuantifyConfig, table1_fields
 from mlvgm.recipe import build_method, build_views, spec
 from mlvgm.train_config import PRESETS as TRAIN_PRESETS
 from mlvgm.train_config import TABLE2_ROWS, TrainConfig
 from mlvgm.view_audit import audit_views
 from mlvgm.view_calibration import views_of
 from mlvgm.view_rule import DESTROYED, RULE
+from mlvgm.zoo.gain import level_influence
 
 SINGLE_ROWS = ("synth", "random", "ml-random")  # the rows SimSiam and BYOL train (the minimum)
 
@@ -97,9 +97,7 @@ def level_count(generator: str) -> int:
 
 
 def quantify_job(config: ExperimentsConfig, seed: int, *, single: bool = False, generator: str = "shapes") -> Job:
-    fields = {**QUANTIFY_PRESETS["shapes-quick"], "max_samples": config.quantify_samples, "seed": seed,
-              "single": single, "mc_samples": 20_000}  # fmt: skip
-    fields["min_samples"] = min(int(fields["min_samples"]), config.quantify_samples)
+    fields = table1_fields(config.quantify_samples, seed, single=single)
     if generator != "shapes":
         fields["generator"] = GENERATORS[generator]
     return Job("quantify", f"{prefix(generator)}{'single' if single else 'table1'}/quantify/s{seed}", fields)
@@ -371,7 +369,9 @@ def aggregate_generator(jobs: list[Job], generator: str, runs: Path, out: Path) 
             shutil.copyfile(first.folder(runs) / "dynamics.png", out / f"table1{suffix}-dynamics-s0.png")
         written += [f"table1{suffix}.csv", f"table1{suffix}.md", f"table1{suffix}.png"]
         if generator == "embedded":
-            rows, summary = kl_agreement(t1, read_meta()["kl_nats"])
+            g = load_generator(GENERATORS[generator])
+            gains = [level["rms_gain"] for level in level_influence(g)]  # the ordering test of docs/embedded.md
+            rows, summary = kl_agreement(t1, read_meta()["kl_nats"], gains=gains, dims=list(g.level_dims))
             atomic_write_text(out / f"table1{suffix}-kl.csv", rows.to_csv(index=False))
             atomic_write_text(out / f"table1{suffix}-kl.md", kl_markdown(rows, summary))
             atomic_write_json(out / f"table1{suffix}-kl.json", summary)

@@ -72,3 +72,12 @@ PRESETS: dict[str, dict[str, object]] = {
     "shapes": {"generator": "shapes:resolution=32", "critic": "tiny", "lr_walk": 3e-3, "lr_critic": 1e-3,
                "min_samples": 64 * 100, "max_samples": 64 * 8000},
 }  # fmt: skip
+
+
+def table1_fields(max_samples: int, seed: int, *, single: bool = False) -> dict[str, object]:
+    """The quantification settings of the miniature's Table 1 (the shapes-quick preset at a budget, 20,000 Monte
+    Carlo samples): python -m mlvgm.experiments and the embedded VAE's positive control both use them."""
+    fields = {**PRESETS["shapes-quick"], "max_samples": max_samples, "seed": seed, "single": single,
+              "mc_samples": 20_000}  # fmt: skip
+    fields["min_samples"] = min(int(fields["min_samples"]), max_samples)
+    return fields

@@ -31,6 +31,7 @@ PROGS = {
     "bench.figure5": "python -m bench.figure5", "bench.kernels.report": "python -m bench.kernels.report",
     "bench.gpu_check": "python bench/gpu_check.py", "mlvgm.experiments": "python -m mlvgm.experiments",
     "mlvgm.zoo.train": "python -m mlvgm.zoo.train", "mlvgm.zoo.evidence": "python -m mlvgm.zoo.evidence",
+    "mlvgm.zoo.control": "python -m mlvgm.zoo.control",
 }  # fmt: skip
 
 
@@ -356,6 +357,15 @@ CASES = [
      "JSON config beside them", None),
     ("mlvgm.zoo.evidence", ["--out", "{work}/e", "--temperatures", "0,1"], "--temperatures must be in (0, 2]", None),
     ("mlvgm.zoo.evidence", ["--out", "{work}/e", "--generator", "shapes"], "is not an embedded generator", None),
+    ("mlvgm.zoo.evidence", ["--out", "{work}/e", "--baseline", "bigbigan:x"],
+     "--baseline bigbigan:x is not an embedded", None),
+    ("mlvgm.zoo.evidence", ["--out", "{work}/e", "--images", "3"], "--images must be at least 4", None),
+    ("mlvgm.zoo.control", ["--out", "{work}/c", "--level", "0"], "--level must be in [1, 5]", None),
+    ("mlvgm.zoo.control", ["--out", "{work}/c", "--runs", "{work}/text.pkl/r"], "text.pkl is a file, not a folder",
+     None),
+    ("mlvgm.zoo.train", ["--likelihood", "laplace", "--out", "{work}/z"], "--likelihood must be one of", None),
+    ("mlvgm.zoo.train", ["--level_kl_weights", "1,50", "--out", "{work}/z"], "--level_kl_weights must be 5 weights",
+     None),
     ("mlvgm.grid", ["--out", "{work}/text.pkl/g.png"], "text.pkl is a file, not a folder", None),
     ("mlvgm.grid", ["--out", "{work}/g.png", "--generator", "stylegan2:{work}/text.pkl"], "not a network pickle",
      None),

@@ -30,6 +30,7 @@ COMMANDS = {
     "mlvgm.data.export": ["--out", "data", "--n", "10", "--val_fraction", "1"],
     "mlvgm.zoo.train": ["--steps", "0"],
     "mlvgm.zoo.evidence": ["--images", "0"],
+    "mlvgm.zoo.control": ["--level", "6"],
 }
 
 _PROBE = """

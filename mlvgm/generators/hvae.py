@@ -7,7 +7,8 @@
                  posterior  q(z_i | x, z_<i) = N(mu_q(h, enc_r), sigma_q(h, enc_r))   (training only)
                  h = h + h_p(h) + W z_i, then a residual cell
              then residual cells up to R and a 3x3 conv to the pixel means (a sigmoid: images in [0, 1])
-    loss     -ELBO = -log N(x | mean, sigma_x) + sum_i KL(q_i || p_i), per pixel and channel (nats/dim)
+    loss     -ELBO = -log p(x | z) + sum_i KL(q_i || p_i), per pixel and channel (nats/dim); p(x | z) is a
+             Gaussian or a discretised logistic mixture (mlvgm.generators.likelihoods)
 
 As an MLVGM, level i's latent is the prior's standard-normal noise eps_i (flattened, C_i x r_i x r_i):
 z_i = mu_p + temperature * sigma_p * eps_i, the usual reparameterisation of an HVAE's ancestral
@@ -29,11 +30,15 @@ from torch import Tensor, nn
 
 from mlvgm.errors import InputError
 from mlvgm.generators.base import MLVGM
+from mlvgm.generators.likelihoods import gaussian_nll, logistic_mixture_mean, logistic_mixture_nll, out_channels
 from mlvgm.io import field
+from mlvgm.options import HVAE_LIKELIHOODS as LIKELIHOODS
 
 MAX_RESOLUTION = 1024  # bounds on what a config file may describe: far above the 32 and 64 px we train
 MAX_CHANNELS = 4096
 MAX_LIST = 32
+MAX_MIXTURES = 64
+MAX_CELLS = 16
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,9 @@ class HVAEConfig:
     widths: tuple[tuple[int, int], ...] = ((32, 32), (16, 48), (8, 64), (4, 64), (2, 64), (1, 64))  # (res, channels)
     levels: tuple[tuple[int, int], ...] = ((1, 16), (2, 8), (4, 4), (8, 4), (16, 2))  # (res, latent channels)
     level_names: tuple[str, ...] = ("global", "layout", "parts", "detail", "fine")
+    likelihood: str = "gaussian"  # mlvgm.generators.likelihoods: gaussian or logistic_mixture
+    mixtures: int = 10  # the logistic mixture's components per pixel
+    cells: int = 1  # residual cells per resolution, in the encoder and in the decoder
 
     def __post_init__(self) -> None:
         resolutions = [r for r, _ in self.widths]
@@ -54,6 +62,12 @@ class HVAEConfig:
             raise InputError("levels must go coarse to fine (increasing resolution)")
         if len(self.level_names) != len(self.levels):
             raise InputError(f"{len(self.levels)} levels need {len(self.levels)} level_names")
+        if self.likelihood not in LIKELIHOODS:
+            raise InputError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {self.likelihood!r}")
+        if not 1 <= self.cells <= MAX_CELLS:
+            raise InputError(f"cells must be in [1, {MAX_CELLS}], got {self.cells}")
+        if not 1 <= self.mixtures <= MAX_MIXTURES:
+            raise InputError(f"mixtures must be in [1, {MAX_MIXTURES}], got {self.mixtures}")
 
     @classmethod
     def from_dict(cls, d: object, *, where: str = "hvae config", fix: str = "retrain with python -m mlvgm.zoo.train"):
@@ -76,10 +90,22 @@ class HVAEConfig:
         if not all(isinstance(n, str) for n in names):
             raise InputError(f"{where}: level_names must be strings: {fix}")
         widths, levels = pairs("widths", MAX_CHANNELS), pairs("levels", MAX_CHANNELS)
+        # the first weights' JSON names no likelihood: theirs is the Gaussian
+        likelihood = field(d, "likelihood", str, where=where, fix=fix, low=1, high=32, default="gaussian")
+        mixtures = field(d, "mixtures", int, where=where, fix=fix, low=1, high=MAX_MIXTURES, default=10)
+        cells = field(d, "cells", int, where=where, fix=fix, low=1, high=MAX_CELLS, default=1)
         if len({r for r, _ in widths}) != len(widths):
             raise InputError(f"{where}: widths name a resolution twice: {fix}")
         try:
-            return cls(resolution=resolution, widths=widths, levels=levels, level_names=tuple(names))
+            return cls(
+                resolution=resolution,
+                widths=widths,
+                levels=levels,
+                level_names=tuple(names),
+                likelihood=likelihood,
+                mixtures=mixtures,
+                cells=cells,
+            )
         except InputError as exc:
             raise InputError(f"{where}: {exc}: {fix}") from None
 
@@ -109,6 +135,11 @@ class Cell(nn.Module):
         return x + self.c(F.gelu(self.b(F.gelu(self.a(F.gelu(x))))))
 
 
+def cells(channels: int, n: int) -> nn.Module:
+    """n cells in a row (one is a bare Cell, so the first weights' tensor names still load)."""
+    return Cell(channels) if n == 1 else nn.Sequential(*(Cell(channels) for _ in range(n)))
+
+
 def _std(raw: Tensor) -> Tensor:
     return F.softplus(raw) + 1e-3
 
@@ -125,7 +156,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.config = config
         self.stem = nn.Conv2d(3, config.width(config.resolution), 3, padding=1)
-        self.cells = nn.ModuleDict({str(r): Cell(c) for r, c in config.widths})
+        self.cells = nn.ModuleDict({str(r): cells(c, config.cells) for r, c in config.widths})
         pairs = zip(config.widths[:-1], config.widths[1:], strict=True)
         self.down = nn.ModuleDict({str(r2): nn.Conv2d(c1, c2, 1) for (_, c1), (r2, c2) in pairs})
 
@@ -163,7 +194,7 @@ class Decoder(MLVGM):
         for (_, c1), (r2, c2) in itertools.pairwise(ascending):
             self.up[str(r2)] = nn.Conv2d(c1, c2, 1)
         for r, c in config.widths:
-            self.cells[str(r)] = Cell(c)
+            self.cells[str(r)] = cells(c, config.cells)
         self.prior = nn.ModuleList()  # h -> (mu_p, raw sigma_p, h_p)
         self.posterior = nn.ModuleList()  # (h, enc_r) -> (mu_q, raw sigma_q)
         self.z_in = nn.ModuleList()  # z -> the feature residual
@@ -177,11 +208,15 @@ class Decoder(MLVGM):
                 self.prior[-1].bias.zero_()
                 self.prior[-1].bias[zc : 2 * zc].fill_(math.log(math.e - 1))  # softplus^-1(1)
                 self.z_in[-1].weight.mul_(0.1)
-        self.out = nn.Conv2d(config.width(config.resolution), 3, 3, padding=1)
-        self.log_sigma_x = nn.Parameter(torch.full((3,), math.log(0.1)))  # the likelihood's per-channel scale
+        self.out = nn.Conv2d(config.width(config.resolution), out_channels(config.likelihood, config.mixtures), 3,
+                             padding=1)  # fmt: skip
+        if config.likelihood == "gaussian":
+            self.log_sigma_x = nn.Parameter(torch.full((3,), math.log(0.1)))  # the likelihood's per-channel scale
 
-    def _run(self, n: int, eps: Sequence[Tensor] | None, enc: dict[int, Tensor] | None) -> tuple[Tensor, list[Tensor]]:
-        """Top-down pass. With `enc`, z comes from the posterior and KL per level is returned; else from eps."""
+    def _run(self, n: int, eps: Sequence[Tensor] | None, enc: dict[int, Tensor] | None,
+             sample: bool = True) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
+        """Top-down pass. With `enc`, z comes from the posterior (its mean when not `sample`) and KL per level is
+        returned; else from eps."""
         levels = {r: i for i, (r, _) in enumerate(self.config.levels)}
         h = self.h0.expand(n, -1, -1, -1)
         kls: list[Tensor] = []
@@ -199,12 +234,18 @@ class Decoder(MLVGM):
                 else:
                     mu_q, raw_q = self.posterior[i](torch.cat([h, enc[r]], dim=1)).chunk(2, dim=1)
                     sigma_q = _std(raw_q)
-                    z = mu_q + sigma_q * torch.randn_like(mu_q)
+                    z = mu_q + sigma_q * torch.randn_like(mu_q) if sample else mu_q
                     kl = gaussian_kl(mu_q.float(), sigma_q.float(), mu_p.float(), sigma_p.float())
                     kls.append(kl.flatten(1).sum(1))  # (B,) nats
                 h = h + h_p + self.z_in[i](z)
             h = self.cells[str(r)](h)
-        return torch.sigmoid(self.out(h)), kls  # (B, 3, R, R) pixel means in [0, 1]
+        return self.out(h), kls  # the likelihood's parameters per pixel
+
+    def image(self, params: Tensor) -> Tensor:
+        """The image (B, 3, R, R) in [0, 1] the likelihood's parameters stand for: the mean (module docstring)."""
+        if self.config.likelihood == "gaussian":
+            return torch.sigmoid(params)
+        return logistic_mixture_mean(params)
 
     def forward(self, latents: Sequence[Tensor]) -> Tensor:
         """(n, D_i) per level -> (n, 3, R, R) in [0, 1]; differentiable in every eps_i."""
@@ -214,17 +255,19 @@ class Decoder(MLVGM):
         for i, (z, d) in enumerate(zip(latents, self.level_dims, strict=True)):
             if z.ndim != 2 or z.shape != (n, d):
                 raise InputError(f"latent z{i + 1} must have shape ({n}, {d}), got {tuple(z.shape)}")
-        images, _ = self._run(n, latents, None)
-        return images
+        params, _ = self._run(n, latents, None)
+        return self.image(params)
 
     def elbo_terms(self, x: Tensor, enc: dict[int, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """-log N(x | mean, sigma_x) (B,) and KL per level (B, n_levels), in nats (float32 under autocast too),
-        and the reconstruction's mean (B, 3, R, R)."""
-        mean, kls = self._run(x.shape[0], None, enc)
-        mean = mean.float()
-        log_sigma = self.log_sigma_x.clamp(min=math.log(1e-3)).view(1, 3, 1, 1)
-        nll = 0.5 * ((x - mean) / log_sigma.exp()) ** 2 + log_sigma + 0.5 * math.log(2 * math.pi)
-        return nll.flatten(1).sum(1), torch.stack(kls, dim=1), mean
+        """-log p(x | z) (B,) and KL per level (B, n_levels), in nats (float32 under autocast too), and the
+        reconstruction's image (B, 3, R, R)."""
+        params, kls = self._run(x.shape[0], None, enc)
+        params = params.float()
+        if self.config.likelihood == "gaussian":
+            nll = gaussian_nll(x, torch.sigmoid(params), self.log_sigma_x)
+        else:
+            nll = logistic_mixture_nll(x, params)
+        return nll, torch.stack(kls, dim=1), self.image(params)
 
 
 class HierarchicalVAE(nn.Module):
@@ -236,9 +279,19 @@ class HierarchicalVAE(nn.Module):
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
 
-    def forward(self, x: Tensor, kl_weight: float = 1.0) -> dict[str, Tensor]:
+    def forward(self, x: Tensor, kl_weight: float = 1.0,
+                level_weights: Sequence[float] | None = None) -> dict[str, Tensor]:  # fmt: skip
+        """The loss weighs the KL by kl_weight (the warm-up) and each level's by level_weights (default 1: the
+        positive control of docs/embedded.md weighs one level's heavily); the ELBO is always the unweighted one."""
         nll, kl, recon = self.decoder.elbo_terms(x, self.encoder(x))
         dims = x[0].numel()
         elbo = (nll + kl.sum(1)).mean() / dims
-        loss = (nll.mean() + kl_weight * kl.sum(1).mean()) / dims
+        weighted = kl if level_weights is None else kl * torch.tensor(level_weights, device=kl.device, dtype=kl.dtype)
+        loss = (nll.mean() + kl_weight * weighted.sum(1).mean()) / dims
         return {"loss": loss, "elbo": elbo, "nll": nll.mean() / dims, "kl": kl.mean(0), "recon": recon}
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """x's reconstruction from every level's posterior mean: (B, 3, R, R) in [0, 1]."""
+        params, _ = self.decoder._run(x.shape[0], None, self.encoder(x), sample=False)
+        return self.decoder.image(params)

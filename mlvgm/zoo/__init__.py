@@ -2,5 +2,7 @@
 mlvgm.generators, beside the others, so that `load_generator("embedded")` needs nothing from here):
 
     python -m mlvgm.zoo.train      train the embedded hierarchical VAE (mlvgm.generators.hvae) on the shapes world
-    python -m mlvgm.zoo.evidence   judge it: samples, a shape classifier's verdict, per-level KL, the view grid
+    python -m mlvgm.zoo.evidence   judge it against real images: a factor classifier's verdict, Frechet distance,
+                                   precision/recall, reconstructions, which level carries what, per-level KL
+    python -m mlvgm.zoo.control    the positive control for quantification's under-used verdict
 """

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mlvgm.config import AMP_MODES, amp_option, check_choices, check_ranges, device_option, option
 from mlvgm.errors import InputError
-from mlvgm.options import BUILT_IN_WORLDS, CHECKPOINT_GENERATORS
+from mlvgm.options import BUILT_IN_WORLDS, CHECKPOINT_GENERATORS, HVAE_LEVELS, HVAE_LIKELIHOODS
 from mlvgm.schedule import warmup_cosine
 
 
@@ -26,6 +26,12 @@ class ZooTrainConfig:
     ema: float = option(0.999, "decay of the weights' moving average (the weights shipped)")
     clip: float = option(5.0, "gradient-norm clip; a step whose norm exceeds 20x this is skipped")
     truncation: float = option(2.0, "truncation of the shapes world's latents (as mlvgm.data.export's)")
+    likelihood: str = option("gaussian", "the pixel likelihood: gaussian or logistic_mixture (8-bit, PixelCNN++'s)")
+    mixtures: int = option(10, "components of the logistic mixture per pixel")
+    width: float = option(1.0, "a multiplier on every resolution's channels (1: 32 to 64)")
+    cells: int = option(1, "residual cells per resolution, in the encoder and in the decoder")
+    level_kl_weights: tuple[float, ...] = option((), "a weight per level on its KL in the loss (empty: all 1; the "
+                                                 "positive control of docs/embedded.md: 1,50,1,1,1)")  # fmt: skip
     seed: int = option(0, "seed of the image stream and the initialisation")
     eval_images: int = option(2_048, "held-out images the final per-level KL is measured on")
     checkpoint_every: int = option(1_000, "steps between checkpoints")
@@ -40,7 +46,19 @@ class ZooTrainConfig:
             raise InputError(f"--resolution must be 32 or 64, got {self.resolution}")
         if not 0 <= self.ema < 1:
             raise InputError(f"--ema must be in [0, 1), got {self.ema}")
-        check_choices(self, {"amp": AMP_MODES}, flag="--")
+        check_choices(self, {"amp": AMP_MODES, "likelihood": HVAE_LIKELIHOODS}, flag="--")
+        if not 0.25 <= self.width <= 8:
+            raise InputError(f"--width must be in [0.25, 8], got {self.width}")
+        if not 1 <= self.cells <= 16:
+            raise InputError(f"--cells must be in [1, 16], got {self.cells}")
+        if not 1 <= self.mixtures <= 64:
+            raise InputError(f"--mixtures must be in [1, 64], got {self.mixtures}")
+        if self.level_kl_weights and (len(self.level_kl_weights) != HVAE_LEVELS
+                                      or not all(0 <= w <= 1e4 for w in self.level_kl_weights)):  # fmt: skip
+            raise InputError(
+                f"--level_kl_weights must be {HVAE_LEVELS} weights in [0, 10000], one per level, "
+                f"got {','.join(f'{w:g}' for w in self.level_kl_weights)}"
+            )
 
 
 def learning_rate(config: ZooTrainConfig, step: int) -> float:
@@ -55,17 +73,47 @@ class EvidenceConfig:
     run: str = option("", "the weights' training run folder: its loss.png and metrics.csv are copied in as training-*")
     classifier_steps: int = option(1_500, "training steps of the shape classifier (batches of 128 real images)")
     images: int = option(4_096, "generated (and real) images the classifier judges")
-    temperatures: tuple[float, ...] = option((0.6, 0.8, 1.0), "sampling temperatures the confidence is measured at")
+    baseline: str = option("", "another embedded generator judged alike, side by side (embedded:weights=PATH)")
+    temperatures: tuple[float, ...] = option((0.6, 0.8, 1.0), "sampling temperatures the images are judged at")
+    pairs: int = option(512, "anchor/positive pairs per level and sigma of the factor flip rates")
     truncation: float = option(2.0, "truncation of the real images' latents (the VAE's training data)")
     seed: int = option(0, "seed of the classifier and of the images")
     device: str = device_option()
 
     def __post_init__(self) -> None:
-        check_ranges(self, positive=("classifier_steps", "images"), flag="--")
+        check_ranges(self, positive=("classifier_steps", "images", "pairs"), flag="--")
+        if self.images < 4:
+            raise InputError(f"--images must be at least 4 (precision and recall need k + 1 = 4), got {self.images}")
         if not self.temperatures or not all(0 < t <= 2 for t in self.temperatures):
             raise InputError(f"--temperatures must be in (0, 2], got {self.temperatures}")
         if self.run and not (Path(self.run) / "metrics.csv").is_file():
             raise InputError(f"--run {self.run} has no metrics.csv: give the folder python -m mlvgm.zoo.train wrote")
         # the other built-in generators, refused by name before any weights load (mlvgm.zoo.judging refuses the rest)
-        if self.generator.partition(":")[0].strip() in {*BUILT_IN_WORLDS, *CHECKPOINT_GENERATORS} - {"embedded"}:
-            raise InputError(f"{self.generator} is not an embedded generator: give embedded[:weights=PATH]")
+        for flag, spec in (("--generator", self.generator), ("--baseline", self.baseline)):
+            if spec.partition(":")[0].strip() in {*BUILT_IN_WORLDS, *CHECKPOINT_GENERATORS} - {"embedded"}:
+                raise InputError(f"{flag} {spec} is not an embedded generator: give embedded[:weights=PATH]")
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    out: str = option("results/embedded/control", "folder of README.md, control.json, control.csv and control.png")
+    runs: str = option("runs/zoo/control", "folder of the trainings and quantifications (each resumed or reused)")
+    seeds: int = option(3, "variants, trained with seeds 0..seeds-1, each quantified with its own seed")
+    level: int = option(2, "the level (1-based) whose KL the variant weighs heavily")
+    weight: float = option(50.0, "that level's KL weight in the loss")
+    steps: int = option(ZooTrainConfig().steps, "training steps of each variant (the shipped training's by default)")
+    quantify_samples: int = option(64 * 4000, "walker budget per level (samples), as Table 1's on the embedded VAE")
+    amp: str = amp_option()
+    device: str = device_option()
+
+    def __post_init__(self) -> None:
+        check_ranges(self, positive=("seeds", "steps", "quantify_samples", "weight"), flag="--")
+        if not 1 <= self.level <= HVAE_LEVELS:
+            raise InputError(f"--level must be in [1, {HVAE_LEVELS}], got {self.level}")
+        check_choices(self, {"amp": AMP_MODES}, flag="--")
+
+    def train_config(self, seed: int) -> ZooTrainConfig:
+        """The variant of seed `seed`: the shipped training with one level's KL weighed by --weight."""
+        weights = tuple(self.weight if i + 1 == self.level else 1.0 for i in range(HVAE_LEVELS))
+        return ZooTrainConfig(out=str(Path(self.runs) / f"s{seed}"), steps=self.steps, seed=seed,
+                              level_kl_weights=weights, amp=self.amp, device=self.device)  # fmt: skip

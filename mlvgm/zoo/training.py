@@ -37,10 +37,10 @@ _log = logging.getLogger("mlvgm.zoo.train")  # the command's name: its lines are
 
 def hvae_config(config: ZooTrainConfig) -> HVAEConfig:
     """The VAE's architecture at the config's resolution (64 px adds a level of widths in front)."""
-    if config.resolution == 32:
-        return HVAEConfig()
-    widths = ((64, 24), *HVAEConfig().widths)
-    return HVAEConfig(resolution=64, widths=widths, levels=HVAEConfig().levels)
+    widths = HVAEConfig().widths if config.resolution == 32 else ((64, 24), *HVAEConfig().widths)
+    widths = tuple((r, max(8, round(c * config.width))) for r, c in widths)
+    return HVAEConfig(resolution=config.resolution, widths=widths, levels=HVAEConfig().levels,
+                      likelihood=config.likelihood, mixtures=config.mixtures, cells=config.cells)  # fmt: skip
 
 
 class Trainee(torch.nn.Module):
@@ -60,12 +60,13 @@ class Trainee(torch.nn.Module):
 class VAEStep(TrainStep):
     """The shared training step on the VAE: its forward returns (loss, the VAE's outputs) at the KL weight set."""
 
-    def __init__(self, vae: HierarchicalVAE, optimizer: torch.optim.Optimizer, *, amp: bool) -> None:
+    def __init__(self, vae: HierarchicalVAE, optimizer: torch.optim.Optimizer, *, amp: bool,
+                 level_weights: Sequence[float] = ()) -> None:  # fmt: skip
         super().__init__(self._forward, optimizer, amp=amp)
-        self.vae, self.kl_weight = vae, 1.0
+        self.vae, self.kl_weight, self.level_weights = vae, 1.0, tuple(level_weights) or None
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        result = self.vae(x, kl_weight=self.kl_weight)
+        result = self.vae(x, kl_weight=self.kl_weight, level_weights=self.level_weights)
         return result["loss"], result
 
 
@@ -77,8 +78,9 @@ def images(world, stream: Stream, step: int, n: int, truncation: float) -> torch
 
 @torch.no_grad()
 def held_out_kl(vae: HierarchicalVAE, world, config: ZooTrainConfig, device: torch.device) -> dict[str, object]:
-    """-ELBO and reconstruction term (nats per dimension, under the continuous Gaussian likelihood: they can be
-    negative) and KL per level (nats per image), on images no training step saw."""
+    """-ELBO and reconstruction term (nats per dimension: under the continuous Gaussian likelihood they can be
+    negative, under the 8-bit logistic mixture they cannot) and KL per level (nats per image), on images no
+    training step saw."""
     stream = Stream(config.seed, purpose="zoo-eval")
     torch.manual_seed(config.seed)
     totals: dict[str, object] = {"elbo": 0.0, "nll": 0.0, "kl": torch.zeros(len(vae.config.levels))}
@@ -146,7 +148,7 @@ def train(config: ZooTrainConfig, *, progress: bool | None = None) -> dict[str, 
     torch.manual_seed(config.seed)
     model = Trainee(hvae).to(device)
     optimizer = torch.optim.Adam(model.vae.parameters(), lr=config.lr)
-    step_fn = VAEStep(model.vae, optimizer, amp=amp)
+    step_fn = VAEStep(model.vae, optimizer, amp=amp, level_weights=config.level_kl_weights)
     start, elapsed0 = 0, 0.0
     if (out / RECORD).exists():
         resumed = load_checkpoint(out, model, optimizer)

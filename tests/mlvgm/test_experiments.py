@@ -4,6 +4,7 @@ computations, and a smoke run of two tiny trainings that is killed, resumed and 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from mlvgm.paper_tables import (
     kl_agreement,
     kl_markdown,
     paired_differences,
+    spearman,
+    spearman_exact,
     summarise_paired,
     summarise_table2,
     t_critical,
@@ -259,3 +262,27 @@ def test_kl_agreement_matches_a_literal_reading():
     assert "agree: collapsed by KL z5; under-used by quantification z5" in text and "does not grow" in text
     t1.loc[4, "verdict"] = "normal"
     assert not kl_agreement(t1, kl)[1]["unused_agree"]
+
+
+@pytest.mark.parametrize(("a", "b"), [([1.0, 2.0, 3.0, 4.0, 5.0], [5.0, 4.0, 3.0, 2.0, 1.0]),
+                                      ([0.3, 1.2, 0.7, 2.5], [4.0, 1.0, 3.0, 0.5]),
+                                      ([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2.0, 1.0, 4.0, 3.0, 6.0, 5.0])])  # fmt: skip
+def test_spearman_exact_matches_scipys_exact_permutation_test(a, b):
+    from scipy.stats import permutation_test, spearmanr
+
+    rho, p = spearman_exact(a, b)
+    reference = permutation_test((a, b), lambda x, y: spearmanr(x, y)[0], permutation_type="pairings",
+                                 alternative="less", n_resamples=math.inf)  # fmt: skip
+    assert rho == pytest.approx(reference.statistic) and p == pytest.approx(reference.pvalue)
+
+
+def test_kl_agreement_adds_the_ordering_test_on_mu_per_coordinate_against_gain():
+    t1 = pd.DataFrame({"level": ["z1", "z2", "z3", "z4"], "mu_mean": [2.0, 8.0, 1.0, 40.0], "mu_std": [0.1] * 4,
+                       "verdict": ["normal"] * 3 + ["under-used"], "verdicts": ["x"] * 4})  # fmt: skip
+    rows, summary = kl_agreement(t1, [10.0, 20.0, 30.0, 0.1], gains=[3.0, 1.0, 2.0, 0.0], dims=[4, 16, 1, 64])
+    assert rows["mu_per_coordinate"].tolist() == pytest.approx([1.0, 2.0, 1.0, 5.0])
+    # used levels z1..z3: mu per coordinate (1, 2, 1) against gains (3, 1, 2)
+    assert summary["rho_mu_per_coordinate_vs_gain"] == pytest.approx(spearman([1.0, 2.0, 1.0], [3.0, 1.0, 2.0]))
+    assert "The ordering test" in kl_markdown(rows, summary)
+    with pytest.raises(ValueError, match="2 to 8 pairs"):
+        spearman_exact([1.0] * 9, [2.0] * 9)

@@ -20,7 +20,8 @@ OPTIONAL = ("nvidia.dali", "ffcv", "numba", "triton", "matplotlib", "torch.utils
 # Registries that import a built-in entry's module when it is first asked for: the protocol loads without them.
 REGISTRIES = {"mlvgm.generators"}
 FRONTS = {"mlvgm.cli", "mlvgm.train", "mlvgm.evaluate", "mlvgm.quantify", "mlvgm.experiments", "mlvgm.backbone",
-          "mlvgm.grid", "mlvgm.audit", "mlvgm.data.export", "mlvgm.zoo.train", "mlvgm.zoo.evidence"}  # fmt: skip
+          "mlvgm.grid", "mlvgm.audit", "mlvgm.data.export", "mlvgm.zoo.train", "mlvgm.zoo.evidence",
+          "mlvgm.zoo.control"}  # fmt: skip
 
 
 def package_files() -> dict[str, Path]:

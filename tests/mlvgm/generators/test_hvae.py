@@ -115,6 +115,20 @@ def test_weights_round_trip_through_load_generator(tmp_path):
     assert load_generator(f"embedded:temperature=0.5,weights={path}").temperature == 0.5
 
 
+def test_deeper_mixture_weights_round_trip_and_the_shipped_json_still_reads(tmp_path):
+    config = HVAEConfig(**{**SMALL.to_dict(), "cells": 2, "likelihood": "logistic_mixture", "mixtures": 2})
+    d, path = pair(tmp_path, config)
+    assert len(d.cells["8"]) == 2 and "cells.8.1.a.weight" in d.state_dict()
+    g = load_generator(f"embedded:weights={path}")
+    assert g.config == config
+    eps = d.sample_latents(2, generator=torch.Generator().manual_seed(3))
+    d.temperature = 0.8
+    assert torch.equal(g(eps), d(eps))
+    assert HVAEConfig.from_dict(read_meta()["hvae"]) == HVAEConfig()  # the first weights: one cell, Gaussian
+    with pytest.raises(InputError, match="cells must be in"):
+        HVAEConfig(cells=0)
+
+
 @pytest.mark.parametrize(
     ("damage", "match"),
     [

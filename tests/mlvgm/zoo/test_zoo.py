@@ -3,8 +3,11 @@ exactly, its weights loaded by load_generator, and the evidence's numbers agains
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -14,7 +17,7 @@ from mlvgm.generators.shapes import SHAPE_CLASSES
 from mlvgm.zoo import evidence as evidence_module
 from mlvgm.zoo import train as zoo_train
 from mlvgm.zoo import training
-from mlvgm.zoo.judging import judge
+from mlvgm.zoo.judging import criteria, judge, judge_shapes
 from mlvgm.zoo.train import ZooTrainConfig, learning_rate
 
 TINY = ["--steps", "4", "--batch_size", "4", "--eval_images", "4", "--checkpoint_every", "2", "--log_every", "2",
@@ -58,44 +61,63 @@ def test_a_killed_training_resumes_exactly_and_ships_loadable_weights(tmp_path, 
     assert g.level_dims == (16, 32, 64, 256, 512)
 
 
-class Fixed(torch.nn.Module):
-    """A 'classifier' whose answer is written in the image: class = round(first pixel * 11), confidence 0.9."""
-
-    def forward(self, x):
-        classes = (x[:, 0, 0, 0] * 11).round().long()
-        logits = torch.full((len(x), len(SHAPE_CLASSES)), -20.0)
-        logits[torch.arange(len(x)), classes] = 20.0
-        logits[:, 0] = torch.where(classes == 0, 20.0, 20.0 + torch.log(torch.tensor(1 / 9)))
-        return logits
-
-
-def test_judge_counts_classes_and_confidence_literally():
-    images = torch.zeros(12, 3, 2, 2)
-    for i, c in enumerate([0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 5, 5]):
-        images[i, 0, 0, 0] = c / 11
-    result = judge(Fixed(), [images[:5], images[5:]])
+def test_judge_shapes_counts_classes_and_confidence_literally():
+    classes = [0, 0, 0, 1, 1, 2, 3, 3, 3, 3, 5, 5]
+    probs = torch.zeros(12, len(SHAPE_CLASSES))
+    for i, c in enumerate(classes):  # class-0 images are sure; the others split 0.9 / 0.1 with class 0
+        probs[i, c] = 1.0 if c == 0 else 0.9
+        probs[i, 0] += 0.0 if c == 0 else 0.1
+    result = judge_shapes(probs)
     shares = [3, 2, 1, 4, 0, 2] + [0] * 6
     assert result["shares"] == pytest.approx([s / 12 for s in shares], abs=1e-5)  # rounded to 5 places
     assert result["empty_classes"] == [SHAPE_CLASSES[i] for i in (4, 6, 7, 8, 9, 10, 11)]
-    # class-0 images are sure (1.0); the others split 0.9 / 0.1 between their class and class 0
-    assert result["confidence"] == pytest.approx((3 * 1.0 + 9 * 0.9) / 12, abs=1e-4)
+    assert result["confidence"] == pytest.approx((3 * 1.0 + 9 * 0.9) / 12, abs=1e-6)
     assert result["min_share"] == 0.0
+
+
+def test_judge_marginals_total_variation_and_share_ratios_literally():
+    def onehot(labels, n):
+        return torch.nn.functional.one_hot(torch.tensor(labels), n).float()
+
+    features = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+    real = {"features": features, "shape": onehot([0, 0, 1, 1, 2, 2, 3, 3], 12), "color": onehot([0] * 4 + [1] * 4, 2)}
+    fake = {"features": features + 0.01, "shape": onehot([0, 0, 0, 0, 1, 1, 2, 3], 12),
+            "color": onehot([0] * 6 + [1] * 2, 2)}  # fmt: skip
+    out = judge(fake, real)
+    assert out["share_ratio"][:4] == pytest.approx([2.0, 1.0, 0.5, 0.5])
+    assert math.isinf(out["share_ratio"][4])  # a class real images never get: an infinite ratio, never "within"
+    assert out["tv"]["color"] == pytest.approx(0.25) and out["tv"]["shape"] == pytest.approx(0.25)
+    assert out["marginals"]["color"] == pytest.approx([0.75, 0.25])
+    assert out["precision"] == 1.0 and out["recall"] == 1.0 and out["frechet"] == pytest.approx(3 * 0.01**2, rel=1e-3)
+    assert [c["criterion"] for c in criteria(out) if not c["holds"]] == ["every shape class 0.5x-2.0x its real share"]
 
 
 def test_evidence_writes_its_figures_and_numbers(tmp_path, capsys):
     weights = tmp_path / "w"
     zoo_train.main([*TINY, "--out", str(weights)])
     out = tmp_path / "evidence"
-    result = evidence_module.main(["--out", str(out), "--generator", f"embedded:weights={weights}/embedded.safetensors",
+    spec = f"embedded:weights={weights}/embedded.safetensors"
+    result = evidence_module.main(["--out", str(out), "--generator", spec, "--baseline", spec, "--run", str(weights),
                                    "--classifier_steps", "3", "--images", "40", "--temperatures", "0.5,1",
-                                   "--device", "cpu"])  # fmt: skip
+                                   "--pairs", "6", "--device", "cpu"])  # fmt: skip
     names = {p.name for p in out.iterdir()}
-    expected = {"samples.png", "classes.png", "kl.png", "views.png", "classifier.csv", "evidence.json", "README.md"}
+    expected = {"samples.png", "classes.png", "kl.png", "views.png", "flips.png", "flips.csv", "reconstructions.png",
+                "classifier.csv", "evidence.json", "README.md", "training-loss.png"}  # fmt: skip
     assert expected <= names
-    assert set(result["generated"]) == {"0.5", "1"} and 0 <= result["classifier_accuracy"] <= 1
-    assert sum(result["real"]["shares"]) == pytest.approx(1.0)
+    assert set(result["generated"]) == {"0.5", "1"} == set(result["baseline"]["generated"])
+    assert set(result["classifier_accuracy"]) == {"shape", "position", "color", "background"}
+    # the same weights as their own baseline, judged on the same images: the same numbers
+    assert result["baseline"]["generated"]["1"]["frechet"] == result["generated"]["1"]["frechet"]
+    assert sum(result["real_marginals"]["position"]) == pytest.approx(1.0)
+    assert 0 <= result["reconstruction"]["mse"] < 1 and result["reconstruction"]["images"] == 64
+    flips = pd.read_csv(out / "flips.csv")
+    assert set(flips["generator"]) == {"embedded", "baseline", "shapes (classifier)", "shapes (ground truth)"}
+    assert len(flips[flips["generator"] == "embedded"]) == 5 * 5  # 5 levels x 5 sigmas
+    assert set(result["shape_selective"]["shapes (ground truth)"]) == {f"z{i} {n}" for i, n in enumerate(
+        ["identity", "geometry", "color", "background", "texture", "unused"], start=1)}  # fmt: skip
     readme = (out / "README.md").read_text()
     assert "| generated, temperature 0.5 |" in readme and "| z5 fine | 2x16x16 = 512 |" in readme
+    assert "| baseline, temperature 1 |" in readme and "## Reconstructions of held-out real images" in readme
 
 
 def test_evidence_refuses_a_generator_that_is_not_embedded(tmp_path):
@@ -103,3 +125,34 @@ def test_evidence_refuses_a_generator_that_is_not_embedded(tmp_path):
 
     with pytest.raises(InputError, match="is not an embedded generator"):
         evidence_module.main(["--out", str(tmp_path / "e"), "--generator", "shapes", "--device", "cpu"])
+
+
+def test_control_trains_quantifies_and_judges_each_variant(tmp_path, monkeypatch):
+    from mlvgm.zoo import control as control_module
+    from mlvgm.zoo import control_runs
+
+    # tiny trainings and quantifications: the wiring, not the science (the science is results/embedded/control)
+    real_train_config = control_module.ControlConfig.train_config
+
+    def tiny(self, seed):
+        c = real_train_config(self, seed)
+        return dataclasses.replace(c, batch_size=4, eval_images=4, checkpoint_every=2, log_every=2, warmup=2,
+                                   kl_warmup=2, amp="off")  # fmt: skip
+
+    monkeypatch.setattr(control_module.ControlConfig, "train_config", tiny)
+    monkeypatch.setattr(control_runs, "table1_fields", lambda samples, seed: {
+        "generator": "", "critic": "tiny", "batch_size": 4, "min_samples": 8, "max_samples": samples, "seed": seed,
+        "mc_samples": 16, "mc_batch": 8, "audit_pairs": 4, "log_every": 1})  # fmt: skip
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    argv = ["--out", str(out), "--runs", str(runs), "--seeds", "2", "--steps", "4", "--quantify_samples", "16",
+            "--device", "cpu"]  # fmt: skip
+    result = control_module.main(argv)
+    assert [s["seed"] for s in result["seeds"]] == [0, 1] and result["seeds"][0]["target"] == "z2 layout"
+    assert json.loads((runs / "s1" / "embedded.json").read_text())["training"]["level_kl_weights"] == [1, 50, 1, 1, 1]
+    rows = pd.read_csv(out / "control.csv")
+    assert len(rows) == 2 * 5 and {"kl_nats", "collapsed", "verdict", "rms_gain", "mu_per_coordinate"} <= set(rows)
+    assert result["overall"]["passes"] == (result["overall"]["agreement"] == result["overall"]["precondition"] == 2)
+    assert "## Seed 1" in (out / "README.md").read_text() and (out / "control.png").read_bytes()[:4] == b"\x89PNG"
+    stamp = (runs / "s0" / "quantify" / "quantify.json").stat().st_mtime_ns
+    control_module.main(argv)  # everything done: reused, not redone
+    assert (runs / "s0" / "quantify" / "quantify.json").stat().st_mtime_ns == stamp
