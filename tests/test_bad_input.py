@@ -366,6 +366,7 @@ CASES = [
     ("mlvgm.zoo.train", ["--likelihood", "laplace", "--out", "{work}/z"], "--likelihood must be one of", None),
     ("mlvgm.zoo.train", ["--level_kl_weights", "1,50", "--out", "{work}/z"], "--level_kl_weights must be 5 weights",
      None),
+    ("mlvgm.zoo.train", ["--sigma_x", "5", "--out", "{work}/z"], "--sigma_x must be 0 (learned) or in", None),
     ("mlvgm.grid", ["--out", "{work}/text.pkl/g.png"], "text.pkl is a file, not a folder", None),
     ("mlvgm.grid", ["--out", "{work}/g.png", "--generator", "stylegan2:{work}/text.pkl"], "not a network pickle",
      None),

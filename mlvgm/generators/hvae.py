@@ -50,6 +50,7 @@ class HVAEConfig:
     likelihood: str = "gaussian"  # mlvgm.generators.likelihoods: gaussian or logistic_mixture
     mixtures: int = 10  # the logistic mixture's components per pixel
     cells: int = 1  # residual cells per resolution, in the encoder and in the decoder
+    sigma_x: float = 0.0  # the Gaussian likelihood's scale, fixed (0: learned per channel, as the first weights)
 
     def __post_init__(self) -> None:
         resolutions = [r for r, _ in self.widths]
@@ -68,6 +69,8 @@ class HVAEConfig:
             raise InputError(f"cells must be in [1, {MAX_CELLS}], got {self.cells}")
         if not 1 <= self.mixtures <= MAX_MIXTURES:
             raise InputError(f"mixtures must be in [1, {MAX_MIXTURES}], got {self.mixtures}")
+        if not (self.sigma_x == 0 or 1e-3 <= self.sigma_x <= 1):
+            raise InputError(f"sigma_x must be 0 (learned) or in [0.001, 1], got {self.sigma_x}")
 
     @classmethod
     def from_dict(cls, d: object, *, where: str = "hvae config", fix: str = "retrain with python -m mlvgm.zoo.train"):
@@ -94,6 +97,7 @@ class HVAEConfig:
         likelihood = field(d, "likelihood", str, where=where, fix=fix, low=1, high=32, default="gaussian")
         mixtures = field(d, "mixtures", int, where=where, fix=fix, low=1, high=MAX_MIXTURES, default=10)
         cells = field(d, "cells", int, where=where, fix=fix, low=1, high=MAX_CELLS, default=1)
+        sigma_x = field(d, "sigma_x", float, where=where, fix=fix, low=0, high=1, default=0.0)
         if len({r for r, _ in widths}) != len(widths):
             raise InputError(f"{where}: widths name a resolution twice: {fix}")
         try:
@@ -105,6 +109,7 @@ class HVAEConfig:
                 likelihood=likelihood,
                 mixtures=mixtures,
                 cells=cells,
+                sigma_x=float(sigma_x),
             )
         except InputError as exc:
             raise InputError(f"{where}: {exc}: {fix}") from None
@@ -210,8 +215,10 @@ class Decoder(MLVGM):
                 self.z_in[-1].weight.mul_(0.1)
         self.out = nn.Conv2d(config.width(config.resolution), out_channels(config.likelihood, config.mixtures), 3,
                              padding=1)  # fmt: skip
-        if config.likelihood == "gaussian":
+        if config.likelihood == "gaussian" and config.sigma_x == 0:
             self.log_sigma_x = nn.Parameter(torch.full((3,), math.log(0.1)))  # the likelihood's per-channel scale
+        elif config.likelihood == "gaussian":  # fixed: the price of a pixel's error, so what is worth a latent's nats
+            self.register_buffer("log_sigma_x", torch.full((3,), math.log(config.sigma_x)))
 
     def _run(self, n: int, eps: Sequence[Tensor] | None, enc: dict[int, Tensor] | None,
              sample: bool = True) -> tuple[Tensor, list[Tensor]]:  # fmt: skip

@@ -28,6 +28,7 @@ class ZooTrainConfig:
     truncation: float = option(2.0, "truncation of the shapes world's latents (as mlvgm.data.export's)")
     likelihood: str = option("gaussian", "the pixel likelihood: gaussian or logistic_mixture (8-bit, PixelCNN++'s)")
     mixtures: int = option(10, "components of the logistic mixture per pixel")
+    sigma_x: float = option(0.0, "the Gaussian likelihood's scale per pixel, fixed (0: learned per colour channel)")
     width: float = option(1.0, "a multiplier on every resolution's channels (1: 32 to 64)")
     cells: int = option(1, "residual cells per resolution, in the encoder and in the decoder")
     level_kl_weights: tuple[float, ...] = option((), "a weight per level on its KL in the loss (empty: all 1; the "
@@ -53,6 +54,8 @@ class ZooTrainConfig:
             raise InputError(f"--cells must be in [1, 16], got {self.cells}")
         if not 1 <= self.mixtures <= 64:
             raise InputError(f"--mixtures must be in [1, 64], got {self.mixtures}")
+        if not (self.sigma_x == 0 or 1e-3 <= self.sigma_x <= 1):
+            raise InputError(f"--sigma_x must be 0 (learned) or in [0.001, 1], got {self.sigma_x}")
         if self.level_kl_weights and (len(self.level_kl_weights) != HVAE_LEVELS
                                       or not all(0 <= w <= 1e4 for w in self.level_kl_weights)):  # fmt: skip
             raise InputError(

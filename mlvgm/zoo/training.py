@@ -40,7 +40,8 @@ def hvae_config(config: ZooTrainConfig) -> HVAEConfig:
     widths = HVAEConfig().widths if config.resolution == 32 else ((64, 24), *HVAEConfig().widths)
     widths = tuple((r, max(8, round(c * config.width))) for r, c in widths)
     return HVAEConfig(resolution=config.resolution, widths=widths, levels=HVAEConfig().levels,
-                      likelihood=config.likelihood, mixtures=config.mixtures, cells=config.cells)  # fmt: skip
+                      likelihood=config.likelihood, mixtures=config.mixtures, cells=config.cells,
+                      sigma_x=config.sigma_x)  # fmt: skip
 
 
 class Trainee(torch.nn.Module):

@@ -129,6 +129,24 @@ def test_deeper_mixture_weights_round_trip_and_the_shipped_json_still_reads(tmp_
         HVAEConfig(cells=0)
 
 
+def test_a_fixed_pixel_scale_is_stored_not_trained_and_round_trips(tmp_path):
+    config = HVAEConfig(**{**SMALL.to_dict(), "sigma_x": 0.05})
+    vae = HierarchicalVAE(config)
+    assert "log_sigma_x" not in dict(vae.named_parameters()) and "decoder.log_sigma_x" in vae.state_dict()
+    x = torch.rand(2, 3, 32, 32)
+    torch.manual_seed(1)
+    nll, _, mean = vae.decoder.elbo_terms(x, vae.encoder(x))
+    xs, ms = x.numpy().astype(np.float64), mean.detach().numpy().astype(np.float64)
+    literal = -(-0.5 * ((xs - ms) / 0.05) ** 2 - np.log(0.05 * np.sqrt(2 * np.pi))).reshape(2, -1).sum(1)
+    assert np.allclose(nll.detach().numpy(), literal, rtol=1e-5)
+    d, path = pair(tmp_path, config)
+    g = load_generator(f"embedded:weights={path}")
+    assert g.config == config and float(g.log_sigma_x.exp()[0]) == pytest.approx(0.05)
+    for bad in (-0.1, 0.0005, 2.0):
+        with pytest.raises(InputError, match="sigma_x must be 0 .learned. or in"):
+            HVAEConfig(sigma_x=bad)
+
+
 @pytest.mark.parametrize(
     ("damage", "match"),
     [
