@@ -5,6 +5,7 @@ check their arguments with these before they import the training (mlvgm.zoo.trai
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,26 @@ class ZooTrainConfig:
                 f"--level_kl_weights must be {HVAE_LEVELS} weights in [0, 10000], one per level, "
                 f"got {','.join(f'{w:g}' for w in self.level_kl_weights)}"
             )
+
+
+# what the first weights' JSON does not name, at the values they were trained with
+FIRST_WEIGHTS_TRAINING = {"likelihood": "gaussian", "mixtures": 10, "width": 1.0, "cells": 1, "level_kl_weights": (),
+                          "sigma_x": 0.0}  # fmt: skip
+RUN_ONLY = ("out", "publish", "device", "checkpoint_every", "log_every", "amp")  # where and how, not what is trained
+
+
+def training_command(training: dict) -> str:
+    """The `python -m mlvgm.zoo.train` command that trains weights whose JSON records `training`: the arguments
+    that differ from today's defaults."""
+    args = []
+    for name, default in dataclasses.asdict(ZooTrainConfig()).items():
+        value = training.get(name, FIRST_WEIGHTS_TRAINING.get(name, default))
+        value = tuple(value) if isinstance(default, tuple) else value
+        if name not in RUN_ONLY and value != default:
+            shown = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else (
+                f"{value:g}" if isinstance(value, float) else str(value))  # fmt: skip
+            args.append(f"--{name} {shown}")
+    return " ".join(["python -m mlvgm.zoo.train", *args])
 
 
 def learning_rate(config: ZooTrainConfig, step: int) -> float:

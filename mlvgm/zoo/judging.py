@@ -31,7 +31,7 @@ from mlvgm.plots import save_png
 from mlvgm.provenance import provenance, provenance_line
 from mlvgm.runs import RECORD
 from mlvgm.streams import Stream
-from mlvgm.zoo.configs import EvidenceConfig
+from mlvgm.zoo.configs import EvidenceConfig, training_command
 from mlvgm.zoo.factor_classifier import FactorClassifier, ReadFactors, real_batch, train_classifier
 from mlvgm.zoo.fidelity import frechet_distance, precision_recall
 from mlvgm.zoo.gain import level_influence
@@ -52,10 +52,10 @@ def read_images(classifier: FactorClassifier, batches: Sequence[Tensor]) -> dict
     """The classifier's pooled features ("features", (N, F)) and each head's softmax ((N, classes) per factor)."""
     features, probs = [], {}
     for x in batches:
-        h = classifier.features(x.float())
+        h, logits = classifier.read(x.float())
         features.append(h)
-        for name, head in classifier.heads.items():
-            probs.setdefault(name, []).append(torch.softmax(head(h), dim=1))
+        for name, out in logits.items():
+            probs.setdefault(name, []).append(torch.softmax(out, dim=1))
     return {"features": torch.cat(features), **{name: torch.cat(p) for name, p in probs.items()}}
 
 
@@ -278,7 +278,7 @@ def readme(result: dict, meta: dict, record: dict, *, training: bool = False) ->
         f"(git {str(git['sha'])[:10]}{' dirty' if git['dirty'] else ''}, {record['hardware']['cpu']} "
         f"x{record['hardware']['cpu_cores']}, {record['time']}).",
         "",
-        f"The weights: `python -m mlvgm.zoo.train` (its defaults), {meta['steps']:,} steps of "
+        f"The weights: `{training_command(meta.get('training', {}))}`, {meta['steps']:,} steps of "
         f"{meta.get('training', {}).get('batch_size', 64)} fresh shapes-world images at "
         f"{meta['hvae']['resolution']} px, {meta['train_seconds'] / 60:.0f} min on {hardware} "
         f"({'bf16 autocast' if meta.get('amp') else 'fp32'}); held-out -ELBO {meta['neg_elbo_nats_per_dim']:.3f} "
@@ -289,8 +289,9 @@ def readme(result: dict, meta: dict, record: dict, *, training: bool = False) ->
         *curves,
         "## A classifier trained on real images judges the samples",
         "",
-        f"A small CNN with a head per factor, trained on {result['classifier_steps']:,} batches of 128 real shapes "
-        f"images, classifies 4,096 held-out real images with accuracy {accuracy}. Its 128 pooled features are the "
+        f"Two small CNNs with a head per factor (the shape head on a trunk of its own, the other three sharing one), "
+        f"trained on {result['classifier_steps']:,} batches of 128 real shapes images, classify 4,096 held-out real "
+        f"images with accuracy {accuracy}. Their {result.get('feature_dim', 128)} pooled features are the "
         f"space of the Frechet distance and of precision and recall (k = {K}). Each row is {result['images']:,} "
         f"images, judged against the same {result['images']:,} real ones; the first row is a second real set, the "
         "floor that sampling noise alone gives. TV: total variation distance between the factor's class shares and the "
@@ -373,7 +374,7 @@ def evidence(config: EvidenceConfig) -> dict:
     result = {
         "temperature": g.temperature, "classifier_steps": config.classifier_steps, "images": config.images,
         "pairs": config.pairs,
-        "classifier_accuracy": accuracy,
+        "classifier_accuracy": accuracy, "feature_dim": classifier.feature_dim,
         "real_marginals": {f: class_shares(real[f]) for f in real if f != "features"},
         "real_floor": judge(floor, real),
         "generated": judge_generator(g, classifier, real, config),

@@ -60,3 +60,19 @@ def test_read_factors_is_labelled_and_reads_what_the_classifier_says(world):
         assert torch.equal(read[name], direct[name].argmax(1))
     t = flip_rates(reader, sigmas=(1.0,), pairs=16, seed=0)
     assert float(t.loc[t["level"] == "z6 unused", "flip_shape"].iloc[0]) == 0.0  # the same image, the same reading
+
+
+def test_the_shape_head_reads_a_trunk_of_its_own_and_the_features_are_both_trunks(world):
+    torch.manual_seed(0)
+    classifier = FactorClassifier(world.factor_classes).eval()
+    assert classifier.groups == [["shape"], ["position", "color", "background"]] and classifier.feature_dim == 256
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        features, logits = classifier.read(x)
+        shared = classifier.trunks[1](x * 2 - 1).mean(dim=(2, 3))
+        assert torch.allclose(features[:, 128:], shared) and torch.allclose(logits["color"],
+                                                                           classifier.heads["color"](shared))
+        for p in classifier.trunks[1].parameters():  # the other factors' trunk changes; the shape head does not
+            p.add_(1.0)
+        assert torch.equal(classifier(x), logits["shape"]) and not torch.allclose(classifier.logits(x)["color"],
+                                                                                 logits["color"])

@@ -156,3 +156,15 @@ def test_control_trains_quantifies_and_judges_each_variant(tmp_path, monkeypatch
     stamp = (runs / "s0" / "quantify" / "quantify.json").stat().st_mtime_ns
     control_module.main(argv)  # everything done: reused, not redone
     assert (runs / "s0" / "quantify" / "quantify.json").stat().st_mtime_ns == stamp
+
+
+def test_the_training_command_names_what_differs_from_todays_defaults():
+    from mlvgm.zoo.configs import training_command
+
+    first = {"out": "", "steps": ZooTrainConfig().steps, "seed": 0, "device": "cpu", "log_every": 7}
+    assert training_command(first) == "python -m mlvgm.zoo.train" + (
+        "" if ZooTrainConfig().sigma_x == 0 else " --sigma_x 0")  # the first weights' JSON names no sigma_x: learned
+    changed = {"steps": 123, "lr": 0.5, "level_kl_weights": [1, 50, 1, 1, 1], "likelihood": "logistic_mixture",
+               "sigma_x": ZooTrainConfig().sigma_x, "publish": "somewhere"}
+    assert training_command(changed) == ("python -m mlvgm.zoo.train --steps 123 --lr 0.5 --likelihood "
+                                         "logistic_mixture --level_kl_weights 1,50,1,1,1")
