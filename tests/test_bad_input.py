@@ -367,6 +367,7 @@ CASES = [
     ("mlvgm.zoo.train", ["--level_kl_weights", "1,50", "--out", "{work}/z"], "--level_kl_weights must be 5 weights",
      None),
     ("mlvgm.zoo.train", ["--sigma_x", "5", "--out", "{work}/z"], "--sigma_x must be 0 (learned) or in", None),
+    ("mlvgm.zoo.train", ["--free_nats", "8,8", "--out", "{work}/z"], "--free_nats must be 5 values", None),
     ("mlvgm.grid", ["--out", "{work}/text.pkl/g.png"], "text.pkl is a file, not a folder", None),
     ("mlvgm.grid", ["--out", "{work}/g.png", "--generator", "stylegan2:{work}/text.pkl"], "not a network pickle",
      None),

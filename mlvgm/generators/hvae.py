@@ -286,15 +286,21 @@ class HierarchicalVAE(nn.Module):
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
 
-    def forward(self, x: Tensor, kl_weight: float = 1.0,
-                level_weights: Sequence[float] | None = None) -> dict[str, Tensor]:  # fmt: skip
+    def forward(self, x: Tensor, kl_weight: float = 1.0, level_weights: Sequence[float] | None = None,
+                free_nats: Sequence[float] | None = None) -> dict[str, Tensor]:  # fmt: skip
         """The loss weighs the KL by kl_weight (the warm-up) and each level's by level_weights (default 1: the
-        positive control of docs/embedded.md weighs one level's heavily); the ELBO is always the unweighted one."""
+        positive control of docs/embedded.md weighs one level's heavily). free_nats: per level, the batch-mean KL
+        under which the level pays nothing (Kingma et al. 2016's free bits), so that an encoder uses the global
+        levels early instead of settling on the spatial ones. The ELBO is always the unweighted one."""
         nll, kl, recon = self.decoder.elbo_terms(x, self.encoder(x))
         dims = x[0].numel()
         elbo = (nll + kl.sum(1)).mean() / dims
-        weighted = kl if level_weights is None else kl * torch.tensor(level_weights, device=kl.device, dtype=kl.dtype)
-        loss = (nll.mean() + kl_weight * weighted.sum(1).mean()) / dims
+        per_level = kl.mean(0)  # (n_levels,) nats per image
+        if free_nats is not None:
+            per_level = torch.maximum(per_level, torch.tensor(free_nats, device=kl.device, dtype=kl.dtype))
+        if level_weights is not None:
+            per_level = per_level * torch.tensor(level_weights, device=kl.device, dtype=kl.dtype)
+        loss = (nll.mean() + kl_weight * per_level.sum()) / dims
         return {"loss": loss, "elbo": elbo, "nll": nll.mean() / dims, "kl": kl.mean(0), "recon": recon}
 
     @torch.no_grad()

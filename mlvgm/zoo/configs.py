@@ -34,6 +34,8 @@ class ZooTrainConfig:
     cells: int = option(1, "residual cells per resolution, in the encoder and in the decoder")
     level_kl_weights: tuple[float, ...] = option((), "a weight per level on its KL in the loss (empty: all 1; the "
                                                  "positive control of docs/embedded.md: 1,50,1,1,1)")  # fmt: skip
+    free_nats: tuple[float, ...] = option((), "per level, the batch-mean KL (nats per image) it gets free: the "
+                                          "level pays only above it (empty: none)")  # fmt: skip
     seed: int = option(0, "seed of the image stream and the initialisation")
     eval_images: int = option(2_048, "held-out images the final per-level KL is measured on")
     checkpoint_every: int = option(1_000, "steps between checkpoints")
@@ -64,10 +66,15 @@ class ZooTrainConfig:
                 f"got {','.join(f'{w:g}' for w in self.level_kl_weights)}"
             )
 
+        if self.free_nats and (len(self.free_nats) != HVAE_LEVELS or not all(0 <= f <= 1e4 for f in self.free_nats)):
+            raise InputError(
+                f"--free_nats must be {HVAE_LEVELS} values in [0, 10000], one per level, "
+                f"got {','.join(f'{f:g}' for f in self.free_nats)}"
+            )
 
 # what the first weights' JSON does not name, at the values they were trained with
 FIRST_WEIGHTS_TRAINING = {"likelihood": "gaussian", "mixtures": 10, "width": 1.0, "cells": 1, "level_kl_weights": (),
-                          "sigma_x": 0.0}  # fmt: skip
+                          "sigma_x": 0.0, "free_nats": ()}  # fmt: skip
 RUN_ONLY = ("out", "publish", "device", "checkpoint_every", "log_every", "amp")  # where and how, not what is trained
 
 

@@ -62,12 +62,13 @@ class VAEStep(TrainStep):
     """The shared training step on the VAE: its forward returns (loss, the VAE's outputs) at the KL weight set."""
 
     def __init__(self, vae: HierarchicalVAE, optimizer: torch.optim.Optimizer, *, amp: bool,
-                 level_weights: Sequence[float] = ()) -> None:  # fmt: skip
+                 level_weights: Sequence[float] = (), free_nats: Sequence[float] = ()) -> None:  # fmt: skip
         super().__init__(self._forward, optimizer, amp=amp)
         self.vae, self.kl_weight, self.level_weights = vae, 1.0, tuple(level_weights) or None
+        self.free_nats = tuple(free_nats) or None
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        result = self.vae(x, kl_weight=self.kl_weight, level_weights=self.level_weights)
+        result = self.vae(x, kl_weight=self.kl_weight, level_weights=self.level_weights, free_nats=self.free_nats)
         return result["loss"], result
 
 
@@ -149,7 +150,8 @@ def train(config: ZooTrainConfig, *, progress: bool | None = None) -> dict[str, 
     torch.manual_seed(config.seed)
     model = Trainee(hvae).to(device)
     optimizer = torch.optim.Adam(model.vae.parameters(), lr=config.lr)
-    step_fn = VAEStep(model.vae, optimizer, amp=amp, level_weights=config.level_kl_weights)
+    step_fn = VAEStep(model.vae, optimizer, amp=amp, level_weights=config.level_kl_weights,
+                      free_nats=config.free_nats)
     start, elapsed0 = 0, 0.0
     if (out / RECORD).exists():
         resumed = load_checkpoint(out, model, optimizer)

@@ -73,6 +73,34 @@ def test_likelihood_is_the_gaussian_log_density_of_the_pixels():
     assert float(out["loss"]) == pytest.approx(float((nll + 0.5 * kl.sum(1)).mean()) / dims, rel=1e-5)
 
 
+def test_level_weights_and_free_nats_shape_the_loss_but_not_the_elbo():
+    torch.manual_seed(0)
+    vae = HierarchicalVAE(SMALL)
+    x = torch.rand(4, 3, 32, 32)
+    torch.manual_seed(1)
+    nll, kl, _ = (t.detach() for t in vae.decoder.elbo_terms(x, vae.encoder(x)))
+    means = [float(kl[:, i].mean()) for i in range(3)]
+    free, weights = [means[0] + 5.0, 0.0, means[2] / 2], [1.0, 3.0, 2.0]
+    # literal: level i pays w_i * max(its batch-mean KL, its free nats); the first pays its free nats, no more
+    literal = (float(nll.mean()) + 0.5 * sum(w * max(m, f) for w, m, f in zip(weights, means, free))) / (3 * 32 * 32)
+    torch.manual_seed(1)
+    out = vae(x, kl_weight=0.5, level_weights=weights, free_nats=free)
+    assert float(out["loss"]) == pytest.approx(literal, rel=1e-5)
+    assert float(out["elbo"]) == pytest.approx(float((nll + kl.sum(1)).mean()) / (3 * 32 * 32), rel=1e-5)
+    out["loss"].backward()  # a level under its free nats gets no gradient from its KL
+    torch.manual_seed(1)
+    vae.zero_grad()
+    below = vae(x, free_nats=[1e3, 1e3, 1e3])
+    below["loss"].backward()
+    torch.manual_seed(1)
+    nll_only = vae.decoder.elbo_terms(x, vae.encoder(x))[0].mean() / (3 * 32 * 32)
+    grads = [p.grad.clone() for p in vae.parameters() if p.grad is not None]
+    vae.zero_grad()
+    nll_only.backward()
+    assert all(torch.allclose(a, p.grad, atol=1e-7) for a, p in zip(grads, [q for q in vae.parameters()
+                                                                            if q.grad is not None], strict=True))
+
+
 def test_the_decoder_follows_the_protocol():
     torch.manual_seed(0)
     report = check_mlvgm(Decoder(SMALL).eval(), n=3)
