@@ -86,7 +86,7 @@ def training_command(training: dict) -> str:
         value = training.get(name, FIRST_WEIGHTS_TRAINING.get(name, default))
         value = tuple(value) if isinstance(default, tuple) else value
         if name not in RUN_ONLY and value != default:
-            shown = ",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else (
+            shown = (",".join(f"{v:g}" for v in value) or "''") if isinstance(value, tuple) else (
                 f"{value:g}" if isinstance(value, float) else str(value))  # fmt: skip
             args.append(f"--{name} {shown}")
     return " ".join(["python -m mlvgm.zoo.train", *args])
@@ -144,7 +144,9 @@ class ControlConfig:
         check_choices(self, {"amp": AMP_MODES}, flag="--")
 
     def train_config(self, seed: int) -> ZooTrainConfig:
-        """The variant of seed `seed`: the shipped training with one level's KL weighed by --weight."""
-        weights = tuple(self.weight if i + 1 == self.level else 1.0 for i in range(HVAE_LEVELS))
+        """The variant of seed `seed`: the shipped training with one level's KL weighed by --weight (the other
+        levels keep the shipped training's weights)."""
+        shipped = ZooTrainConfig().level_kl_weights or (1.0,) * HVAE_LEVELS
+        weights = tuple(self.weight if i + 1 == self.level else shipped[i] for i in range(HVAE_LEVELS))
         return ZooTrainConfig(out=str(Path(self.runs) / f"s{seed}"), steps=self.steps, seed=seed,
                               level_kl_weights=weights, amp=self.amp, device=self.device)  # fmt: skip

@@ -148,7 +148,9 @@ def test_control_trains_quantifies_and_judges_each_variant(tmp_path, monkeypatch
             "--device", "cpu"]  # fmt: skip
     result = control_module.main(argv)
     assert [s["seed"] for s in result["seeds"]] == [0, 1] and result["seeds"][0]["target"] == "z2 layout"
-    assert json.loads((runs / "s1" / "embedded.json").read_text())["training"]["level_kl_weights"] == [1, 50, 1, 1, 1]
+    shipped = ZooTrainConfig().level_kl_weights or (1.0,) * 5  # the variant: the shipped weights, z2's at 50
+    assert json.loads((runs / "s1" / "embedded.json").read_text())["training"]["level_kl_weights"] == [
+        50 if i == 1 else w for i, w in enumerate(shipped)]
     rows = pd.read_csv(out / "control.csv")
     assert len(rows) == 2 * 5 and {"kl_nats", "collapsed", "verdict", "rms_gain", "mu_per_coordinate"} <= set(rows)
     assert result["overall"]["passes"] == (result["overall"]["agreement"] == result["overall"]["precondition"] == 2)
@@ -162,9 +164,11 @@ def test_the_training_command_names_what_differs_from_todays_defaults():
     from mlvgm.zoo.configs import training_command
 
     first = {"out": "", "steps": ZooTrainConfig().steps, "seed": 0, "device": "cpu", "log_every": 7}
-    assert training_command(first) == "python -m mlvgm.zoo.train" + (
-        "" if ZooTrainConfig().sigma_x == 0 else " --sigma_x 0")  # the first weights' JSON names no sigma_x: learned
+    expected = ["python -m mlvgm.zoo.train"]  # the first weights' JSON names none of these: their values then
+    for flag, then, shown in (("sigma_x", 0.0, "0"), ("level_kl_weights", (), "''"), ("free_nats", (), "''")):
+        expected += [f"--{flag} {shown}"] if getattr(ZooTrainConfig(), flag) != then else []
+    assert training_command(first) == " ".join(expected)
     changed = {"steps": 123, "lr": 0.5, "level_kl_weights": [1, 50, 1, 1, 1], "likelihood": "logistic_mixture",
-               "sigma_x": ZooTrainConfig().sigma_x, "publish": "somewhere"}
+               "sigma_x": ZooTrainConfig().sigma_x, "free_nats": list(ZooTrainConfig().free_nats), "publish": "x"}
     assert training_command(changed) == ("python -m mlvgm.zoo.train --steps 123 --lr 0.5 --likelihood "
                                          "logistic_mixture --level_kl_weights 1,50,1,1,1")
