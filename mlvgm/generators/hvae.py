@@ -51,6 +51,7 @@ class HVAEConfig:
     mixtures: int = 10  # the logistic mixture's components per pixel
     cells: int = 1  # residual cells per resolution, in the encoder and in the decoder
     sigma_x: float = 0.0  # the Gaussian likelihood's scale, fixed (0: learned per channel, as the first weights)
+    groups: int = 1  # latent groups per level: its channels split, each group's prior conditioned on those before
 
     def __post_init__(self) -> None:
         resolutions = [r for r, _ in self.widths]
@@ -71,6 +72,9 @@ class HVAEConfig:
             raise InputError(f"mixtures must be in [1, {MAX_MIXTURES}], got {self.mixtures}")
         if not (self.sigma_x == 0 or 1e-3 <= self.sigma_x <= 1):
             raise InputError(f"sigma_x must be 0 (learned) or in [0.001, 1], got {self.sigma_x}")
+        if not 1 <= self.groups <= MAX_CELLS or any(c % self.groups for _, c in self.levels):
+            raise InputError(f"groups must be in [1, {MAX_CELLS}] and divide every level's latent channels "
+                             f"({', '.join(str(c) for _, c in self.levels)}), got {self.groups}")  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: object, *, where: str = "hvae config", fix: str = "retrain with python -m mlvgm.zoo.train"):
@@ -98,6 +102,7 @@ class HVAEConfig:
         mixtures = field(d, "mixtures", int, where=where, fix=fix, low=1, high=MAX_MIXTURES, default=10)
         cells = field(d, "cells", int, where=where, fix=fix, low=1, high=MAX_CELLS, default=1)
         sigma_x = field(d, "sigma_x", float, where=where, fix=fix, low=0, high=1, default=0.0)
+        groups = field(d, "groups", int, where=where, fix=fix, low=1, high=MAX_CELLS, default=1)
         if len({r for r, _ in widths}) != len(widths):
             raise InputError(f"{where}: widths name a resolution twice: {fix}")
         try:
@@ -110,6 +115,7 @@ class HVAEConfig:
                 mixtures=mixtures,
                 cells=cells,
                 sigma_x=float(sigma_x),
+                groups=groups,
             )
         except InputError as exc:
             raise InputError(f"{where}: {exc}: {fix}") from None
@@ -200,19 +206,24 @@ class Decoder(MLVGM):
             self.up[str(r2)] = nn.Conv2d(c1, c2, 1)
         for r, c in config.widths:
             self.cells[str(r)] = cells(c, config.cells)
+        # per latent group, level by level (index i * groups + g; one group: the first weights' names)
         self.prior = nn.ModuleList()  # h -> (mu_p, raw sigma_p, h_p)
         self.posterior = nn.ModuleList()  # (h, enc_r) -> (mu_q, raw sigma_q)
         self.z_in = nn.ModuleList()  # z -> the feature residual
-        for r, zc in config.levels:
-            c = config.width(r)
-            self.prior.append(nn.Conv2d(c, 2 * zc + c, 3, padding=1))
-            self.posterior.append(nn.Conv2d(2 * c, 2 * zc, 3, padding=1))
-            self.z_in.append(nn.Conv2d(zc, c, 1))
-            with torch.no_grad():  # start with p(z_i) = N(0, I) and no feature residual, as VDVAE does
-                self.prior[-1].weight.zero_()
-                self.prior[-1].bias.zero_()
-                self.prior[-1].bias[zc : 2 * zc].fill_(math.log(math.e - 1))  # softplus^-1(1)
-                self.z_in[-1].weight.mul_(0.1)
+        self.group_cells = nn.ModuleList()  # a cell between a level's groups (index i * (groups - 1) + g)
+        for r, channels in config.levels:
+            c, zc = config.width(r), channels // config.groups
+            for g in range(config.groups):
+                self.prior.append(nn.Conv2d(c, 2 * zc + c, 3, padding=1))
+                self.posterior.append(nn.Conv2d(2 * c, 2 * zc, 3, padding=1))
+                self.z_in.append(nn.Conv2d(zc, c, 1))
+                with torch.no_grad():  # start with p(z_i) = N(0, I) and no feature residual, as VDVAE does
+                    self.prior[-1].weight.zero_()
+                    self.prior[-1].bias.zero_()
+                    self.prior[-1].bias[zc : 2 * zc].fill_(math.log(math.e - 1))  # softplus^-1(1)
+                    self.z_in[-1].weight.mul_(0.1)
+                if g < config.groups - 1:
+                    self.group_cells.append(Cell(c))
         self.out = nn.Conv2d(config.width(config.resolution), out_channels(config.likelihood, config.mixtures), 3,
                              padding=1)  # fmt: skip
         if config.likelihood == "gaussian" and config.sigma_x == 0:
@@ -231,20 +242,27 @@ class Decoder(MLVGM):
             if h.shape[-1] != r:
                 h = self.up[str(r)](F.interpolate(h, size=(r, r), mode="nearest"))
             if r in levels:
-                i = levels[r]
-                zc = self.config.levels[i][1]
-                mu_p, raw_p, h_p = torch.split(self.prior[i](h), [zc, zc, h.shape[1]], dim=1)
-                sigma_p = _std(raw_p)  # (B, zc, r, r)
-                if enc is None:
-                    e = eps[i].reshape(n, zc, r, r)  # (B, D_i) -> (B, zc, r, r)
-                    z = mu_p + self.temperature * sigma_p * e
-                else:
-                    mu_q, raw_q = self.posterior[i](torch.cat([h, enc[r]], dim=1)).chunk(2, dim=1)
-                    sigma_q = _std(raw_q)
-                    z = mu_q + sigma_q * torch.randn_like(mu_q) if sample else mu_q
-                    kl = gaussian_kl(mu_q.float(), sigma_q.float(), mu_p.float(), sigma_p.float())
-                    kls.append(kl.flatten(1).sum(1))  # (B,) nats
-                h = h + h_p + self.z_in[i](z)
+                i, groups = levels[r], self.config.groups
+                zc = self.config.levels[i][1] // groups
+                level_kl = 0.0
+                for g in range(groups):
+                    j = i * groups + g
+                    mu_p, raw_p, h_p = torch.split(self.prior[j](h), [zc, zc, h.shape[1]], dim=1)
+                    sigma_p = _std(raw_p)  # (B, zc, r, r)
+                    if enc is None:
+                        e = eps[i].reshape(n, groups * zc, r, r)[:, g * zc : (g + 1) * zc]  # (B, D_i) -> group g
+                        z = mu_p + self.temperature * sigma_p * e
+                    else:
+                        mu_q, raw_q = self.posterior[j](torch.cat([h, enc[r]], dim=1)).chunk(2, dim=1)
+                        sigma_q = _std(raw_q)
+                        z = mu_q + sigma_q * torch.randn_like(mu_q) if sample else mu_q
+                        kl = gaussian_kl(mu_q.float(), sigma_q.float(), mu_p.float(), sigma_p.float())
+                        level_kl = level_kl + kl.flatten(1).sum(1)  # (B,) nats
+                    h = h + h_p + self.z_in[j](z)
+                    if g < groups - 1:
+                        h = self.group_cells[i * (groups - 1) + g](h)
+                if enc is not None:
+                    kls.append(level_kl)
             h = self.cells[str(r)](h)
         return self.out(h), kls  # the likelihood's parameters per pixel
 

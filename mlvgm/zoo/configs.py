@@ -32,6 +32,8 @@ class ZooTrainConfig:
     sigma_x: float = option(0.0, "the Gaussian likelihood's scale per pixel, fixed (0: learned per colour channel)")
     width: float = option(1.0, "a multiplier on every resolution's channels (1: 32 to 64)")
     cells: int = option(1, "residual cells per resolution, in the encoder and in the decoder")
+    groups: int = option(1, "latent groups per level (its channels split), each group's prior conditioned on the "
+                            "groups before it")  # fmt: skip
     level_kl_weights: tuple[float, ...] = option((), "a weight per level on its KL in the loss (empty: all 1; the "
                                                  "positive control of docs/embedded.md: 1,50,1,1,1)")  # fmt: skip
     free_nats: tuple[float, ...] = option((), "per level, the batch-mean KL (nats per image) it gets free: the "
@@ -55,6 +57,9 @@ class ZooTrainConfig:
             raise InputError(f"--width must be in [0.25, 8], got {self.width}")
         if not 1 <= self.cells <= 16:
             raise InputError(f"--cells must be in [1, 16], got {self.cells}")
+        if self.groups not in (1, 2):
+            raise InputError(f"--groups must be 1 or 2 (they split every level's channels: 16, 8, 4, 4, 2), "
+                             f"got {self.groups}")  # fmt: skip
         if not 1 <= self.mixtures <= 64:
             raise InputError(f"--mixtures must be in [1, 64], got {self.mixtures}")
         if not (self.sigma_x == 0 or 1e-3 <= self.sigma_x <= 1):
@@ -74,7 +79,7 @@ class ZooTrainConfig:
 
 # what the first weights' JSON does not name, at the values they were trained with
 FIRST_WEIGHTS_TRAINING = {"likelihood": "gaussian", "mixtures": 10, "width": 1.0, "cells": 1, "level_kl_weights": (),
-                          "sigma_x": 0.0, "free_nats": ()}  # fmt: skip
+                          "sigma_x": 0.0, "free_nats": (), "groups": 1}  # fmt: skip
 RUN_ONLY = ("out", "publish", "device", "checkpoint_every", "log_every", "amp")  # where and how, not what is trained
 
 

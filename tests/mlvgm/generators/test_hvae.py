@@ -101,6 +101,37 @@ def test_level_weights_and_free_nats_shape_the_loss_but_not_the_elbo():
                                                                             if q.grad is not None], strict=True))
 
 
+def test_latent_groups_split_a_level_and_each_groups_prior_sees_the_groups_before(tmp_path):
+    config = HVAEConfig(**{**SMALL.to_dict(), "levels": ((1, 4), (4, 2), (16, 2)), "groups": 2})
+    torch.manual_seed(0)
+    d = Decoder(config).eval()
+    assert d.level_dims == (4, 32, 512) and len(d.prior) == 6 and len(d.group_cells) == 3
+    with torch.no_grad():  # a non-zero start, so that a group's prior can depend on anything
+        for conv in d.prior:
+            conv.weight.normal_(0, 0.1)
+    seen = []
+    d.prior[3].register_forward_hook(lambda module, args, out: seen.append(args[0].clone()))  # z2's second group
+    eps = d.sample_latents(2, generator=torch.Generator().manual_seed(1))
+    def moved(level, channels):  # eps with one level's channels (of its (C, r, r) view) shifted
+        out = [e.clone() for e in eps]
+        r = config.levels[level][0]
+        out[level].view(2, -1, r, r)[:, channels] += 1.0
+        return out
+    with torch.no_grad():
+        for z in (eps, moved(1, slice(0, 1)), moved(1, slice(1, 2)), moved(0, slice(0, 4))):
+            d(z)
+    base, first_group, own_group, above = seen
+    assert not torch.allclose(first_group, base)  # the group before changes what the prior reads
+    assert torch.equal(own_group, base)  # its own noise does not
+    assert not torch.allclose(above, base)
+    report = check_mlvgm(d, n=3)
+    assert not report.unconnected_levels
+    _, path = pair(tmp_path, config)
+    assert load_generator(f"embedded:weights={path}").config == config
+    with pytest.raises(InputError, match="groups must be in .1, 16. and divide every level"):
+        HVAEConfig(**{**SMALL.to_dict(), "groups": 3})
+
+
 def test_the_decoder_follows_the_protocol():
     torch.manual_seed(0)
     report = check_mlvgm(Decoder(SMALL).eval(), n=3)
