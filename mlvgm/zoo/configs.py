@@ -64,18 +64,12 @@ class ZooTrainConfig:
             raise InputError(f"--mixtures must be in [1, 64], got {self.mixtures}")
         if not (self.sigma_x == 0 or 1e-3 <= self.sigma_x <= 1):
             raise InputError(f"--sigma_x must be 0 (learned) or in [0.001, 1], got {self.sigma_x}")
-        if self.level_kl_weights and (len(self.level_kl_weights) != HVAE_LEVELS
-                                      or not all(0 <= w <= 1e4 for w in self.level_kl_weights)):  # fmt: skip
-            raise InputError(
-                f"--level_kl_weights must be {HVAE_LEVELS} weights in [0, 10000], one per level, "
-                f"got {','.join(f'{w:g}' for w in self.level_kl_weights)}"
-            )
+        for flag, noun in (("level_kl_weights", "weights"), ("free_nats", "values")):
+            values = getattr(self, flag)
+            if values and (len(values) != HVAE_LEVELS or not all(0 <= v <= 1e4 for v in values)):
+                raise InputError(f"--{flag} must be {HVAE_LEVELS} {noun} in [0, 10000], one per level, "
+                                 f"got {','.join(f'{v:g}' for v in values)}")  # fmt: skip
 
-        if self.free_nats and (len(self.free_nats) != HVAE_LEVELS or not all(0 <= f <= 1e4 for f in self.free_nats)):
-            raise InputError(
-                f"--free_nats must be {HVAE_LEVELS} values in [0, 10000], one per level, "
-                f"got {','.join(f'{f:g}' for f in self.free_nats)}"
-            )
 
 # what the first weights' JSON does not name, at the values they were trained with
 FIRST_WEIGHTS_TRAINING = {"likelihood": "gaussian", "mixtures": 10, "width": 1.0, "cells": 1, "level_kl_weights": (),
