@@ -369,6 +369,8 @@ CASES = [
     ("mlvgm.zoo.train", ["--sigma_x", "5", "--out", "{work}/z"], "--sigma_x must be 0 (learned) or in", None),
     ("mlvgm.zoo.train", ["--free_nats", "8,8", "--out", "{work}/z"], "--free_nats must be 5 values", None),
     ("mlvgm.zoo.train", ["--groups", "3", "--out", "{work}/z"], "--groups must be 1 or 2", None),
+    ("mlvgm.zoo.train", ["--progressive", "5000", "--out", "{work}/z"], "--progressive must be 0 (off) or a step",
+     None),
     ("mlvgm.grid", ["--out", "{work}/text.pkl/g.png"], "text.pkl is a file, not a folder", None),
     ("mlvgm.grid", ["--out", "{work}/g.png", "--generator", "stylegan2:{work}/text.pkl"], "not a network pickle",
      None),

@@ -232,9 +232,10 @@ class Decoder(MLVGM):
             self.register_buffer("log_sigma_x", torch.full((3,), math.log(config.sigma_x)))
 
     def _run(self, n: int, eps: Sequence[Tensor] | None, enc: dict[int, Tensor] | None,
-             sample: bool = True) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
+             sample: bool = True, active: int | None = None) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
         """Top-down pass. With `enc`, z comes from the posterior (its mean when not `sample`) and KL per level is
-        returned; else from eps."""
+        returned; else from eps. With `active`, the levels after the first `active` take their prior mean and
+        no KL (a progressive training's levels not yet entered)."""
         levels = {r: i for i, (r, _) in enumerate(self.config.levels)}
         h = self.h0.expand(n, -1, -1, -1)
         kls: list[Tensor] = []
@@ -244,12 +245,14 @@ class Decoder(MLVGM):
             if r in levels:
                 i, groups = levels[r], self.config.groups
                 zc = self.config.levels[i][1] // groups
-                level_kl = 0.0
+                level_kl = torch.zeros(n, device=h.device)  # (B,) nats; stays 0 for a level not entered
                 for g in range(groups):
                     j = i * groups + g
                     mu_p, raw_p, h_p = torch.split(self.prior[j](h), [zc, zc, h.shape[1]], dim=1)
                     sigma_p = _std(raw_p)  # (B, zc, r, r)
-                    if enc is None:
+                    if enc is not None and active is not None and i >= active:
+                        z = mu_p  # not yet entered: deterministic, so the decoder cannot lean on it
+                    elif enc is None:
                         e = eps[i].reshape(n, groups * zc, r, r)[:, g * zc : (g + 1) * zc]  # (B, D_i) -> group g
                         z = mu_p + self.temperature * sigma_p * e
                     else:
@@ -283,10 +286,11 @@ class Decoder(MLVGM):
         params, _ = self._run(n, latents, None)
         return self.image(params)
 
-    def elbo_terms(self, x: Tensor, enc: dict[int, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def elbo_terms(self, x: Tensor, enc: dict[int, Tensor],
+                   active: int | None = None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
         """-log p(x | z) (B,) and KL per level (B, n_levels), in nats (float32 under autocast too), and the
-        reconstruction's image (B, 3, R, R)."""
-        params, kls = self._run(x.shape[0], None, enc)
+        reconstruction's image (B, 3, R, R). `active`: as _run's."""
+        params, kls = self._run(x.shape[0], None, enc, active=active)
         params = params.float()
         if self.config.likelihood == "gaussian":
             nll = gaussian_nll(x, torch.sigmoid(params), self.log_sigma_x)
@@ -305,17 +309,21 @@ class HierarchicalVAE(nn.Module):
         self.decoder = Decoder(config)
 
     def forward(self, x: Tensor, kl_weight: float = 1.0, level_weights: Sequence[float] | None = None,
-                free_nats: Sequence[float] | None = None) -> dict[str, Tensor]:  # fmt: skip
+                free_nats: Sequence[float] | None = None, active: int | None = None) -> dict[str, Tensor]:  # fmt: skip
         """The loss weighs the KL by kl_weight (the warm-up) and each level's by level_weights (default 1: the
         positive control of docs/embedded.md weighs one level's heavily). free_nats: per level, the batch-mean KL
         under which the level pays nothing (Kingma et al. 2016's free bits), so that an encoder uses the global
-        levels early instead of settling on the spatial ones. The ELBO is always the unweighted one."""
-        nll, kl, recon = self.decoder.elbo_terms(x, self.encoder(x))
+        levels early instead of settling on the spatial ones. active: the levels entered so far in a progressive
+        training (Li et al. 2020's pro-VLAE); the rest take their prior mean and pay no KL (free nats neither).
+        The ELBO is always the unweighted one, of the levels entered."""
+        nll, kl, recon = self.decoder.elbo_terms(x, self.encoder(x), active=active)
         dims = x[0].numel()
         elbo = (nll + kl.sum(1)).mean() / dims
         per_level = kl.mean(0)  # (n_levels,) nats per image
         if free_nats is not None:
             per_level = torch.maximum(per_level, torch.tensor(free_nats, device=kl.device, dtype=kl.dtype))
+            if active is not None:
+                per_level = per_level * (torch.arange(len(per_level), device=kl.device) < active)
         if level_weights is not None:
             per_level = per_level * torch.tensor(level_weights, device=kl.device, dtype=kl.dtype)
         loss = (nll.mean() + kl_weight * per_level.sum()) / dims

@@ -38,6 +38,8 @@ class ZooTrainConfig:
                                                  "positive control of docs/embedded.md: 1,50,1,1,1)")  # fmt: skip
     free_nats: tuple[float, ...] = option((), "per level, the batch-mean KL (nats per image) it gets free: the "
                                           "level pays only above it (empty: none)")  # fmt: skip
+    progressive: int = option(0, "steps between the levels' entries, coarsest first: until its turn a level is its "
+                                 "prior mean and pays no KL (0: all from the start)")  # fmt: skip
     seed: int = option(0, "seed of the image stream and the initialisation")
     eval_images: int = option(2_048, "held-out images the final per-level KL is measured on")
     checkpoint_every: int = option(1_000, "steps between checkpoints")
@@ -60,6 +62,9 @@ class ZooTrainConfig:
         if self.groups not in (1, 2):
             raise InputError(f"--groups must be 1 or 2 (they split every level's channels: 16, 8, 4, 4, 2), "
                              f"got {self.groups}")  # fmt: skip
+        if not 0 <= self.progressive or (self.progressive and self.progressive * (HVAE_LEVELS - 1) >= self.steps):
+            raise InputError(f"--progressive must be 0 (off) or a step count whose {HVAE_LEVELS - 1} entries end "
+                             f"before --steps ({self.steps}), got {self.progressive}")  # fmt: skip
         if not 1 <= self.mixtures <= 64:
             raise InputError(f"--mixtures must be in [1, 64], got {self.mixtures}")
         if not (self.sigma_x == 0 or 1e-3 <= self.sigma_x <= 1):
@@ -73,7 +78,7 @@ class ZooTrainConfig:
 
 # what the first weights' JSON does not name, at the values they were trained with
 FIRST_WEIGHTS_TRAINING = {"likelihood": "gaussian", "mixtures": 10, "width": 1.0, "cells": 1, "level_kl_weights": (),
-                          "sigma_x": 0.0, "free_nats": (), "groups": 1}  # fmt: skip
+                          "sigma_x": 0.0, "free_nats": (), "groups": 1, "progressive": 0}  # fmt: skip
 RUN_ONLY = ("out", "publish", "device", "checkpoint_every", "log_every", "amp")  # where and how, not what is trained
 
 
@@ -89,6 +94,11 @@ def training_command(training: dict) -> str:
                 f"{value:g}" if isinstance(value, float) else str(value))  # fmt: skip
             args.append(f"--{name} {shown}")
     return " ".join(["python -m mlvgm.zoo.train", *args])
+
+
+def active_levels(config: ZooTrainConfig, step: int) -> int | None:
+    """The levels a progressive training has entered before `step` (None: all, no schedule)."""
+    return None if not config.progressive else min(HVAE_LEVELS, 1 + step // config.progressive)
 
 
 def learning_rate(config: ZooTrainConfig, step: int) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import math
 import shutil
@@ -30,7 +31,7 @@ from mlvgm.provenance import provenance, provenance_line
 from mlvgm.runs import RECORD
 from mlvgm.streams import Stream
 from mlvgm.train_step import TrainStep, use_bf16
-from mlvgm.zoo.configs import ZooTrainConfig, learning_rate
+from mlvgm.zoo.configs import ZooTrainConfig, active_levels, learning_rate
 
 _log = logging.getLogger("mlvgm.zoo.train")  # the command's name: its lines are the command's, as before the move
 
@@ -65,10 +66,11 @@ class VAEStep(TrainStep):
                  level_weights: Sequence[float] = (), free_nats: Sequence[float] = ()) -> None:  # fmt: skip
         super().__init__(self._forward, optimizer, amp=amp)
         self.vae, self.kl_weight, self.level_weights = vae, 1.0, tuple(level_weights) or None
-        self.free_nats = tuple(free_nats) or None
+        self.free_nats, self.active = tuple(free_nats) or None, None
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        result = self.vae(x, kl_weight=self.kl_weight, level_weights=self.level_weights, free_nats=self.free_nats)
+        result = self.vae(x, kl_weight=self.kl_weight, level_weights=self.level_weights, free_nats=self.free_nats,
+                         active=self.active)  # fmt: skip
         return result["loss"], result
 
 
@@ -150,12 +152,12 @@ def train(config: ZooTrainConfig, *, progress: bool | None = None) -> dict[str, 
     torch.manual_seed(config.seed)
     model = Trainee(hvae).to(device)
     optimizer = torch.optim.Adam(model.vae.parameters(), lr=config.lr)
-    step_fn = VAEStep(model.vae, optimizer, amp=amp, level_weights=config.level_kl_weights,
-                      free_nats=config.free_nats)
+    step_fn = VAEStep(model.vae, optimizer, amp=amp, level_weights=config.level_kl_weights, free_nats=config.free_nats)
     start, elapsed0 = 0, 0.0
     if (out / RECORD).exists():
         resumed = load_checkpoint(out, model, optimizer)
-        if resumed.get("config", {}) | {"out": ""} != dataclasses.asdict(config) | {"out": ""}:
+        own = json.loads(json.dumps(dataclasses.asdict(config)))  # as the checkpoint stores it (tuples as lists)
+        if resumed.get("config", {}) | {"out": ""} != own | {"out": ""}:
             _log.warning("resuming %s with a config that differs from the run's own", out)
         start, elapsed0 = resumed["step"], float(resumed.get("elapsed_s", 0.0))
         _log.info("resumed %s at step %d", out, start)
@@ -173,6 +175,7 @@ def train(config: ZooTrainConfig, *, progress: bool | None = None) -> dict[str, 
         x = images(world, stream, step, config.batch_size, config.truncation)
         torch.manual_seed(config.seed * 1_000_003 + step)  # the posterior's noise: exact on resume
         step_fn.kl_weight = min(1.0, (step + 1) / config.kl_warmup)
+        step_fn.active = active_levels(config, step)
         _, result = step_fn.forward_backward(x, lr=learning_rate(config, step))  # clipped below, then maybe applied
         norm = float(torch.nn.utils.clip_grad_norm_(model.vae.parameters(), config.clip))
         if math.isfinite(norm) and norm < 20 * config.clip:

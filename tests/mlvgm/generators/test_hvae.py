@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mlvgm.errors import InputError
 from mlvgm.generators import load_generator
@@ -82,7 +83,8 @@ def test_level_weights_and_free_nats_shape_the_loss_but_not_the_elbo():
     means = [float(kl[:, i].mean()) for i in range(3)]
     free, weights = [means[0] + 5.0, 0.0, means[2] / 2], [1.0, 3.0, 2.0]
     # literal: level i pays w_i * max(its batch-mean KL, its free nats); the first pays its free nats, no more
-    literal = (float(nll.mean()) + 0.5 * sum(w * max(m, f) for w, m, f in zip(weights, means, free))) / (3 * 32 * 32)
+    paid = sum(w * max(m, f) for w, m, f in zip(weights, means, free, strict=True))
+    literal = (float(nll.mean()) + 0.5 * paid) / (3 * 32 * 32)
     torch.manual_seed(1)
     out = vae(x, kl_weight=0.5, level_weights=weights, free_nats=free)
     assert float(out["loss"]) == pytest.approx(literal, rel=1e-5)
@@ -97,8 +99,41 @@ def test_level_weights_and_free_nats_shape_the_loss_but_not_the_elbo():
     grads = [p.grad.clone() for p in vae.parameters() if p.grad is not None]
     vae.zero_grad()
     nll_only.backward()
-    assert all(torch.allclose(a, p.grad, atol=1e-7) for a, p in zip(grads, [q for q in vae.parameters()
-                                                                            if q.grad is not None], strict=True))
+    assert all(
+        torch.allclose(a, p.grad, atol=1e-7)
+        for a, p in zip(grads, [q for q in vae.parameters() if q.grad is not None], strict=True)
+    )
+
+
+def test_a_progressive_trainings_unentered_levels_are_their_prior_mean_and_pay_no_kl():
+    torch.manual_seed(0)
+    vae = HierarchicalVAE(SMALL).eval()
+    with torch.no_grad():  # a non-zero prior, so that its mean is not the zero a bug could also give
+        for conv in vae.decoder.prior:
+            conv.weight.normal_(0, 0.05)
+            conv.bias.normal_(0, 0.1)
+    x = torch.rand(3, 3, 32, 32)
+    enc = vae.encoder(x)
+    d = vae.decoder
+    # literal: z1 is the posterior mean, z2 and z3 their prior means, which eps = 0 gives through the sampler
+    h0 = d.h0.expand(3, -1, -1, -1)
+    mu_p, raw_p, _ = torch.split(d.prior[0](h0), [4, 4, h0.shape[1]], dim=1)
+    mu_q = d.posterior[0](torch.cat([h0, enc[1]], dim=1)).chunk(2, dim=1)[0]
+    e1 = ((mu_q - mu_p) / (F.softplus(raw_p) + 1e-3)).flatten(1)
+    literal = d([e1, torch.zeros(3, d.level_dims[1]), torch.zeros(3, d.level_dims[2])])
+    with torch.no_grad():
+        params, kls = d._run(3, None, enc, sample=False, active=1)
+        assert torch.allclose(d.image(params), literal, atol=1e-5)
+        assert float(kls[1].abs().max()) == 0 and float(kls[2].abs().max()) == 0 and float(kls[0].min()) > 0
+    torch.manual_seed(1)
+    nll, kl, _ = (t.detach() for t in d.elbo_terms(x, enc, active=2))
+    torch.manual_seed(1)
+    out = vae(x, level_weights=[2.0, 3.0, 5.0], free_nats=[0.0, 0.0, 1e3], active=2)
+    dims = 3 * 32 * 32
+    assert float(out["loss"]) == pytest.approx(float(nll.mean() + 2 * kl[:, 0].mean() + 3 * kl[:, 1].mean()) / dims,
+                                               rel=1e-5)  # fmt: skip
+    out["loss"].backward()  # the level not entered: its posterior learns nothing yet
+    assert d.posterior[2].weight.grad is None and d.posterior[1].weight.grad is not None
 
 
 def test_latent_groups_split_a_level_and_each_groups_prior_sees_the_groups_before(tmp_path):
@@ -112,11 +147,13 @@ def test_latent_groups_split_a_level_and_each_groups_prior_sees_the_groups_befor
     seen = []
     d.prior[3].register_forward_hook(lambda module, args, out: seen.append(args[0].clone()))  # z2's second group
     eps = d.sample_latents(2, generator=torch.Generator().manual_seed(1))
+
     def moved(level, channels):  # eps with one level's channels (of its (C, r, r) view) shifted
         out = [e.clone() for e in eps]
         r = config.levels[level][0]
         out[level].view(2, -1, r, r)[:, channels] += 1.0
         return out
+
     with torch.no_grad():
         for z in (eps, moved(1, slice(0, 1)), moved(1, slice(1, 2)), moved(0, slice(0, 4))):
             d(z)
@@ -128,7 +165,7 @@ def test_latent_groups_split_a_level_and_each_groups_prior_sees_the_groups_befor
     assert not report.unconnected_levels
     _, path = pair(tmp_path, config)
     assert load_generator(f"embedded:weights={path}").config == config
-    with pytest.raises(InputError, match="groups must be in .1, 16. and divide every level"):
+    with pytest.raises(InputError, match=r"groups must be in .1, 16. and divide every level"):
         HVAEConfig(**{**SMALL.to_dict(), "groups": 3})
 
 
@@ -198,11 +235,11 @@ def test_a_fixed_pixel_scale_is_stored_not_trained_and_round_trips(tmp_path):
     xs, ms = x.numpy().astype(np.float64), mean.detach().numpy().astype(np.float64)
     literal = -(-0.5 * ((xs - ms) / 0.05) ** 2 - np.log(0.05 * np.sqrt(2 * np.pi))).reshape(2, -1).sum(1)
     assert np.allclose(nll.detach().numpy(), literal, rtol=1e-5)
-    d, path = pair(tmp_path, config)
+    _, path = pair(tmp_path, config)
     g = load_generator(f"embedded:weights={path}")
     assert g.config == config and float(g.log_sigma_x.exp()[0]) == pytest.approx(0.05)
     for bad in (-0.1, 0.0005, 2.0):
-        with pytest.raises(InputError, match="sigma_x must be 0 .learned. or in"):
+        with pytest.raises(InputError, match=r"sigma_x must be 0 .learned. or in"):
             HVAEConfig(sigma_x=bad)
 
 

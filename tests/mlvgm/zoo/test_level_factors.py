@@ -70,9 +70,11 @@ def test_the_shape_head_reads_a_trunk_of_its_own_and_the_features_are_both_trunk
     with torch.no_grad():
         features, logits = classifier.read(x)
         shared = classifier.trunks[1](x * 2 - 1).mean(dim=(2, 3))
-        assert torch.allclose(features[:, 128:], shared) and torch.allclose(logits["color"],
-                                                                           classifier.heads["color"](shared))
+        assert torch.allclose(features[:, 128:], shared) and torch.allclose(
+            logits["color"], classifier.heads["color"](shared)
+        )
         for p in classifier.trunks[1].parameters():  # the other factors' trunk changes; the shape head does not
             p.add_(1.0)
-        assert torch.equal(classifier(x), logits["shape"]) and not torch.allclose(classifier.logits(x)["color"],
-                                                                                 logits["color"])
+        assert torch.equal(classifier(x), logits["shape"]) and not torch.allclose(
+            classifier.logits(x)["color"], logits["color"]
+        )

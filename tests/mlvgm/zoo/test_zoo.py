@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mlvgm.errors import InputError
 from mlvgm.generators import load_generator
 from mlvgm.generators.shapes import SHAPE_CLASSES
 from mlvgm.zoo import evidence as evidence_module
@@ -24,6 +25,16 @@ TINY = ["--steps", "4", "--batch_size", "4", "--eval_images", "4", "--checkpoint
         "--warmup", "2", "--kl_warmup", "2", "--amp", "off", "--device", "cpu"]  # fmt: skip
 
 
+def test_a_progressive_training_enters_one_level_every_progressive_steps():
+    from mlvgm.zoo.configs import active_levels
+
+    assert active_levels(ZooTrainConfig(steps=100), 0) is None  # no schedule: every level from the start
+    c = ZooTrainConfig(steps=100, progressive=10)
+    assert [active_levels(c, s) for s in (0, 9, 10, 19, 20, 39, 40, 99)] == [1, 1, 2, 2, 3, 4, 5, 5]
+    with pytest.raises(InputError, match=r"--progressive must be 0 .off. or a step count whose 4 entries end"):
+        ZooTrainConfig(steps=40, progressive=10)
+
+
 def test_learning_rate_warms_up_then_decays_to_a_tenth():
     c = ZooTrainConfig(steps=1000, warmup=100, lr=1.0)
     assert learning_rate(c, 0) == pytest.approx(0.01) and learning_rate(c, 99) == pytest.approx(1.0)
@@ -31,9 +42,10 @@ def test_learning_rate_warms_up_then_decays_to_a_tenth():
     assert learning_rate(c, 550) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way down the cosine
 
 
-def test_a_killed_training_resumes_exactly_and_ships_loadable_weights(tmp_path, monkeypatch):
+def test_a_killed_training_resumes_exactly_and_ships_loadable_weights(tmp_path, monkeypatch, caplog):
+    args = [*TINY, "--steps", "6", "--progressive", "1", "--free_nats", "1,1,0,0,0"]  # resumed mid-schedule
     whole = tmp_path / "whole"
-    zoo_train.main([*TINY, "--out", str(whole), "--publish", str(tmp_path / "shipped")])
+    zoo_train.main([*args, "--out", str(whole), "--publish", str(tmp_path / "shipped")])
     real_images = training.images
 
     def dies_at_step_2(world, stream, step, n, truncation):
@@ -44,16 +56,20 @@ def test_a_killed_training_resumes_exactly_and_ships_loadable_weights(tmp_path, 
     killed = tmp_path / "killed"
     monkeypatch.setattr(training, "images", dies_at_step_2)
     with pytest.raises(KeyboardInterrupt):
-        zoo_train.main([*TINY, "--out", str(killed)])
+        zoo_train.main([*args, "--out", str(killed)])
     assert json.loads((killed / "checkpoint.json").read_text())["step"] == 2
     monkeypatch.setattr(training, "images", real_images)
-    zoo_train.main([*TINY, "--out", str(killed)])
+    with caplog.at_level("INFO", logger="mlvgm.zoo.train"):
+        zoo_train.main([*args, "--out", str(killed)])
+    assert "resumed" in caplog.text and "differs" not in caplog.text  # its own config, tuples and all
     a, b = load_file(str(whole / "embedded.safetensors")), load_file(str(killed / "embedded.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     meta = json.loads((whole / "embedded.json").read_text())
-    assert meta["steps"] == 4 and len(meta["kl_nats"]) == 5 and meta["hvae"]["resolution"] == 32
+    assert meta["steps"] == 6 and len(meta["kl_nats"]) == 5 and meta["hvae"]["resolution"] == 32
     metrics = (whole / "metrics.csv").read_text().splitlines()
-    assert metrics[0].startswith("step,lr") and len(metrics) == 3  # a row every 2 steps
+    assert metrics[0].startswith("step,lr") and len(metrics) == 4  # a row every 2 steps
+    first = pd.read_csv(whole / "metrics.csv").iloc[0]  # steps 1-2: z1 and z2 entered, z3-z5 their prior mean
+    assert first["kl1"] > 0 and first["kl2"] > 0 and first["kl3"] == first["kl4"] == first["kl5"] == 0
     assert (killed / "metrics.csv").read_text().splitlines()[1:] == metrics[1:]
     for name in ("loss.png", "samples.png"):
         assert (whole / name).read_bytes()[:4] == b"\x89PNG"
@@ -150,7 +166,8 @@ def test_control_trains_quantifies_and_judges_each_variant(tmp_path, monkeypatch
     assert [s["seed"] for s in result["seeds"]] == [0, 1] and result["seeds"][0]["target"] == "z2 layout"
     shipped = ZooTrainConfig().level_kl_weights or (1.0,) * 5  # the variant: the shipped weights, z2's at 50
     assert json.loads((runs / "s1" / "embedded.json").read_text())["training"]["level_kl_weights"] == [
-        50 if i == 1 else w for i, w in enumerate(shipped)]
+        50 if i == 1 else w for i, w in enumerate(shipped)
+    ]
     rows = pd.read_csv(out / "control.csv")
     assert len(rows) == 2 * 5 and {"kl_nats", "collapsed", "verdict", "rms_gain", "mu_per_coordinate"} <= set(rows)
     assert result["overall"]["passes"] == (result["overall"]["agreement"] == result["overall"]["precondition"] == 2)
@@ -165,10 +182,19 @@ def test_the_training_command_names_what_differs_from_todays_defaults():
 
     first = {"out": "", "steps": ZooTrainConfig().steps, "seed": 0, "device": "cpu", "log_every": 7}
     expected = ["python -m mlvgm.zoo.train"]  # the first weights' JSON names none of these: their values then
-    for flag, then, shown in (("sigma_x", 0.0, "0"), ("level_kl_weights", (), "''"), ("free_nats", (), "''")):
+    for flag, then, shown in (("sigma_x", 0.0, "0"), ("level_kl_weights", (), "''"), ("free_nats", (), "''"),
+                              ("groups", 1, "1"), ("progressive", 0, "0")):  # fmt: skip
         expected += [f"--{flag} {shown}"] if getattr(ZooTrainConfig(), flag) != then else []
     assert training_command(first) == " ".join(expected)
-    changed = {"steps": 123, "lr": 0.5, "level_kl_weights": [1, 50, 1, 1, 1], "likelihood": "logistic_mixture",
-               "sigma_x": ZooTrainConfig().sigma_x, "free_nats": list(ZooTrainConfig().free_nats), "publish": "x"}
-    assert training_command(changed) == ("python -m mlvgm.zoo.train --steps 123 --lr 0.5 --likelihood "
-                                         "logistic_mixture --level_kl_weights 1,50,1,1,1")
+    changed = {
+        "steps": 123,
+        "lr": 0.5,
+        "level_kl_weights": [1, 50, 1, 1, 1],
+        "likelihood": "logistic_mixture",
+        "sigma_x": ZooTrainConfig().sigma_x,
+        "free_nats": list(ZooTrainConfig().free_nats),
+        "publish": "x",
+    }
+    assert training_command(changed) == (
+        "python -m mlvgm.zoo.train --steps 123 --lr 0.5 --likelihood logistic_mixture --level_kl_weights 1,50,1,1,1"
+    )
