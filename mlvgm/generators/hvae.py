@@ -234,8 +234,8 @@ class Decoder(MLVGM):
     def _run(self, n: int, eps: Sequence[Tensor] | None, enc: dict[int, Tensor] | None,
              sample: bool = True, active: int | None = None) -> tuple[Tensor, list[Tensor]]:  # fmt: skip
         """Top-down pass. With `enc`, z comes from the posterior (its mean when not `sample`) and KL per level is
-        returned; else from eps. With `active`, the levels after the first `active` take their prior mean and
-        no KL (a progressive training's levels not yet entered)."""
+        returned; else from eps. With `enc` and `active`, the levels after the first `active` pay no KL and take
+        their prior draw from eps, or without eps their prior mean (a progressive training's levels not entered)."""
         levels = {r: i for i, (r, _) in enumerate(self.config.levels)}
         h = self.h0.expand(n, -1, -1, -1)
         kls: list[Tensor] = []
@@ -250,9 +250,9 @@ class Decoder(MLVGM):
                     j = i * groups + g
                     mu_p, raw_p, h_p = torch.split(self.prior[j](h), [zc, zc, h.shape[1]], dim=1)
                     sigma_p = _std(raw_p)  # (B, zc, r, r)
-                    if enc is not None and active is not None and i >= active:
+                    if enc is not None and active is not None and i >= active and eps is None:
                         z = mu_p  # not yet entered: deterministic, so the decoder cannot lean on it
-                    elif enc is None:
+                    elif enc is None or (active is not None and i >= active):
                         e = eps[i].reshape(n, groups * zc, r, r)[:, g * zc : (g + 1) * zc]  # (B, D_i) -> group g
                         z = mu_p + self.temperature * sigma_p * e
                     else:
@@ -328,6 +328,13 @@ class HierarchicalVAE(nn.Module):
             per_level = per_level * torch.tensor(level_weights, device=kl.device, dtype=kl.dtype)
         loss = (nll.mean() + kl_weight * per_level.sum()) / dims
         return {"loss": loss, "elbo": elbo, "nll": nll.mean() / dims, "kl": kl.mean(0), "recon": recon}
+
+    @torch.no_grad()
+    def partial(self, x: Tensor, k: int, eps: Sequence[Tensor]) -> Tensor:
+        """x's posterior means for z1..zk and prior draws (eps, at the decoder's temperature) below: which factors
+        of x are fixed once the first k levels are (B, 3, R, R). k = 0 is a plain sample."""
+        params, _ = self.decoder._run(x.shape[0], eps, self.encoder(x), sample=False, active=k)
+        return self.decoder.image(params)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:

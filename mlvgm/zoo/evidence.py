@@ -10,6 +10,8 @@ writes into OUT:
     classifier.csv       per shape class: the share of real and of generated images it is assigned to
     flips.png/.csv       per level and sigma, how often each factor changes between anchor and positive
     reconstructions.png  with --run RUN: held-out real images and their reconstructions
+    depth.png            with --run RUN: real images decoded from the posterior of z1..zk and the prior below, and
+                         per factor how often it still reads as the original's: which levels fix it
     kl.png               the per-level KL of the trained VAE on held-out images (from the weights' JSON)
     views.png/.json      the view grid, `python -m mlvgm.grid --generator embedded`
     training-*           with --run RUN: the training's loss.png and metrics.csv

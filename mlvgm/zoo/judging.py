@@ -32,6 +32,7 @@ from mlvgm.provenance import provenance, provenance_line
 from mlvgm.runs import RECORD
 from mlvgm.streams import Stream
 from mlvgm.zoo.configs import EvidenceConfig, training_command
+from mlvgm.zoo.depth import plot_depth, posterior_depth
 from mlvgm.zoo.factor_classifier import FactorClassifier, ReadFactors, real_batch, train_classifier
 from mlvgm.zoo.fidelity import frechet_distance, precision_recall
 from mlvgm.zoo.gain import level_influence
@@ -41,6 +42,7 @@ from mlvgm.zoo.training import Trainee, sample_grid
 K = 3  # precision/recall's neighbourhood (Kynkaanniemi et al.)
 MIN_CONFIDENCE, SHARE_RANGE, MIN_PRECISION, MIN_RECALL = 0.80, (0.5, 2.0), 0.6, 0.6  # docs/embedded.md
 RECONSTRUCTIONS = 64
+DEPTH_IMAGES = 512  # held-out real images of the depth diagnostic: a share's standard error at most 0.022
 
 
 def key(t: float) -> str:
@@ -131,19 +133,23 @@ def judge_generator(g, classifier: FactorClassifier, real: dict[str, Tensor], co
             for t in temperatures}  # fmt: skip
 
 
-def reconstructions(run: Path, meta: dict, world, classifier: FactorClassifier, config: EvidenceConfig,
-                    device: torch.device) -> tuple[dict[str, float], Tensor]:  # fmt: skip
-    """Held-out real images through the run's (moving-average) encoder and decoder, posterior means: the mean
-    squared error, and the share whose reconstruction the shape head gives the original's true class (beside
-    its accuracy on the originals). Returns the numbers and (2, n, 3, R, R) originals and reconstructions."""
+def trained_vae(run: Path, meta: dict, device: torch.device):
+    """The run's moving-average VAE (encoder and decoder), from its last checkpoint."""
     model = Trainee(HVAEConfig.from_dict(meta["hvae"])).to(device)
     load_checkpoint(run, model)
-    model.eval()
+    return model.ema.eval()
+
+
+def reconstructions(vae, world, classifier: FactorClassifier,
+                    config: EvidenceConfig) -> tuple[dict[str, float], Tensor]:  # fmt: skip
+    """Held-out real images through the VAE's encoder and decoder, posterior means: the mean squared error, and
+    the share whose reconstruction the shape head gives the original's true class (beside its accuracy on the
+    originals). Returns the numbers and (2, n, 3, R, R) originals and reconstructions."""
     z = sample_anchors(world, RECONSTRUCTIONS, truncation=config.truncation,
                        generator=Stream(config.seed, purpose="zoo-reconstruct").at(0))  # fmt: skip
     with torch.no_grad():
         x, shape = world(z), world.factors(z)["shape"]
-        recon = model.ema.reconstruct(x).float()
+        recon = vae.reconstruct(x).float()
         numbers = {
             "images": RECONSTRUCTIONS,
             "mse": float((recon - x).pow(2).mean()),
@@ -314,6 +320,18 @@ def readme(result: dict, meta: dict, record: dict, *, training: bool = False) ->
                   f"original's true class in {r['shape_kept']:.3f} of them (on the originals: "
                   f"{r['shape_accuracy_on_originals']:.3f}).", "", "![reconstructions](reconstructions.png)",
                   ""]  # fmt: skip
+    if "depth" in result:
+        names = meta["hvae"]["level_names"]
+        lines += ["## Which levels fix a real image's factors", "",
+                  f"{DEPTH_IMAGES} held-out real images, decoded from the posterior means of z1..zk and prior draws "
+                  f"(temperature {result['temperature']:g}) for the levels below: the share whose classifier "
+                  "reading of each factor equals the original's. k = 0 is a plain sample (chance agreement); the "
+                  "last column is the reconstruction.", "",
+                  "| factor | " + " | ".join(["prior only", *[f"z1..z{k + 1}" for k in range(len(names))]]) + " |",
+                  "|---|" + "---|" * (len(names) + 1)]  # fmt: skip
+        for factor, values in result["depth"].items():
+            lines.append(f"| {factor} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+        lines += ["", "![depth](depth.png)", ""]
     lines += ["## Which level carries which factor", "",
               f"Per level and sigma, the share of anchor/positive pairs ({result['pairs']}, the level moved by sigma "
               "times truncated-normal noise) in which each factor differs, read by the classifier (`flips.csv`). The "
@@ -385,8 +403,15 @@ def evidence(config: EvidenceConfig) -> dict:
                               "generated": judge_generator(base, classifier, real, config)}  # fmt: skip
         result["baseline"]["criteria"] = criteria(result["baseline"]["generated"][key(base.temperature)])
     if config.run and (Path(config.run) / RECORD).exists():
-        result["reconstruction"], pairs = reconstructions(Path(config.run), meta, world, classifier, config, device)
+        vae = trained_vae(Path(config.run), meta, device)
+        result["reconstruction"], pairs = reconstructions(vae, world, classifier, config)
         plot_reconstructions(pairs, out / "reconstructions.png")
+        x = world(sample_anchors(world, DEPTH_IMAGES, truncation=config.truncation,
+                                 generator=Stream(config.seed, purpose="zoo-depth").at(0)))  # fmt: skip
+        eps = sample_anchors(g, DEPTH_IMAGES, generator=Stream(config.seed, purpose="zoo-depth").at(1))
+        vae.decoder.temperature = g.temperature  # the prior draws as the shipped samples draw them
+        result["depth"], depth_grid = posterior_depth(vae, x, classifier, eps)
+        plot_depth(depth_grid, result["depth"], meta["hvae"]["level_names"], out / "depth.png")
     tables = {"embedded": flip_rates(ReadFactors(g, classifier), pairs=config.pairs, seed=config.seed)}
     if base is not None:
         tables["baseline"] = flip_rates(ReadFactors(base, classifier), pairs=config.pairs, seed=config.seed)

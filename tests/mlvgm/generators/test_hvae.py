@@ -125,6 +125,11 @@ def test_a_progressive_trainings_unentered_levels_are_their_prior_mean_and_pay_n
         params, kls = d._run(3, None, enc, sample=False, active=1)
         assert torch.allclose(d.image(params), literal, atol=1e-5)
         assert float(kls[1].abs().max()) == 0 and float(kls[2].abs().max()) == 0 and float(kls[0].min()) > 0
+        # the depth diagnostic: z1 from the posterior, eps's prior draws below; k = 0 a sample, k = 3 the recon
+        eps = d.sample_latents(3, generator=torch.Generator().manual_seed(2))
+        assert torch.allclose(vae.partial(x, 1, eps), d([e1, eps[1], eps[2]]), atol=1e-5)
+        assert torch.allclose(vae.partial(x, 0, eps), d(eps), atol=1e-6)
+        assert torch.allclose(vae.partial(x, 3, eps), vae.reconstruct(x), atol=1e-6)
     torch.manual_seed(1)
     nll, kl, _ = (t.detach() for t in d.elbo_terms(x, enc, active=2))
     torch.manual_seed(1)

@@ -118,7 +118,7 @@ def test_evidence_writes_its_figures_and_numbers(tmp_path, capsys):
                                    "--pairs", "6", "--device", "cpu"])  # fmt: skip
     names = {p.name for p in out.iterdir()}
     expected = {"samples.png", "classes.png", "kl.png", "views.png", "flips.png", "flips.csv", "reconstructions.png",
-                "classifier.csv", "evidence.json", "README.md", "training-loss.png"}  # fmt: skip
+                "classifier.csv", "evidence.json", "README.md", "training-loss.png", "depth.png"}  # fmt: skip
     assert expected <= names
     assert set(result["generated"]) == {"0.5", "1"} == set(result["baseline"]["generated"])
     assert set(result["classifier_accuracy"]) == {"shape", "position", "color", "background"}
@@ -126,12 +126,15 @@ def test_evidence_writes_its_figures_and_numbers(tmp_path, capsys):
     assert result["baseline"]["generated"]["1"]["frechet"] == result["generated"]["1"]["frechet"]
     assert sum(result["real_marginals"]["position"]) == pytest.approx(1.0)
     assert 0 <= result["reconstruction"]["mse"] < 1 and result["reconstruction"]["images"] == 64
+    assert set(result["depth"]) == {"shape", "position", "color", "background"}
+    assert all(len(v) == 6 and all(0 <= a <= 1 for a in v) for v in result["depth"].values())  # k = 0..5
     flips = pd.read_csv(out / "flips.csv")
     assert set(flips["generator"]) == {"embedded", "baseline", "shapes (classifier)", "shapes (ground truth)"}
     assert len(flips[flips["generator"] == "embedded"]) == 5 * 5  # 5 levels x 5 sigmas
     assert set(result["shape_selective"]["shapes (ground truth)"]) == {f"z{i} {n}" for i, n in enumerate(
         ["identity", "geometry", "color", "background", "texture", "unused"], start=1)}  # fmt: skip
     readme = (out / "README.md").read_text()
+    assert "## Which levels fix a real image's factors" in readme and "| shape | " in readme
     assert "| generated, temperature 0.5 |" in readme and "| z5 fine | 2x16x16 = 512 |" in readme
     assert "| baseline, temperature 1 |" in readme and "## Reconstructions of held-out real images" in readme
 
