@@ -52,6 +52,7 @@ class HVAEConfig:
     cells: int = 1  # residual cells per resolution, in the encoder and in the decoder
     sigma_x: float = 0.0  # the Gaussian likelihood's scale, fixed (0: learned per channel, as the first weights)
     groups: int = 1  # latent groups per level: its channels split, each group's prior conditioned on those before
+    position_bias: bool = False  # a learned feature map added at every resolution after upsampling (VDVAE's)
 
     def __post_init__(self) -> None:
         resolutions = [r for r, _ in self.widths]
@@ -103,6 +104,7 @@ class HVAEConfig:
         cells = field(d, "cells", int, where=where, fix=fix, low=1, high=MAX_CELLS, default=1)
         sigma_x = field(d, "sigma_x", float, where=where, fix=fix, low=0, high=1, default=0.0)
         groups = field(d, "groups", int, where=where, fix=fix, low=1, high=MAX_CELLS, default=1)
+        position_bias = field(d, "position_bias", bool, where=where, fix=fix, default=False)
         if len({r for r, _ in widths}) != len(widths):
             raise InputError(f"{where}: widths name a resolution twice: {fix}")
         try:
@@ -116,6 +118,7 @@ class HVAEConfig:
                 cells=cells,
                 sigma_x=float(sigma_x),
                 groups=groups,
+                position_bias=position_bias,
             )
         except InputError as exc:
             raise InputError(f"{where}: {exc}: {fix}") from None
@@ -204,6 +207,12 @@ class Decoder(MLVGM):
         ascending = list(reversed(config.widths))
         for (_, c1), (r2, c2) in itertools.pairwise(ascending):
             self.up[str(r2)] = nn.Conv2d(c1, c2, 1)
+        # nearest upsampling copies a feature to every position: without a map of its own a resolution knows where
+        # it is only from the convolutions' zero padding, so the spatial latents have to say where things go
+        self.position = nn.ParameterDict()
+        if config.position_bias:
+            for (_, _), (r2, c2) in itertools.pairwise(ascending):
+                self.position[str(r2)] = nn.Parameter(torch.zeros(1, c2, r2, r2))
         for r, c in config.widths:
             self.cells[str(r)] = cells(c, config.cells)
         # per latent group, level by level (index i * groups + g; one group: the first weights' names)
@@ -242,6 +251,8 @@ class Decoder(MLVGM):
         for r, _ in reversed(self.config.widths):
             if h.shape[-1] != r:
                 h = self.up[str(r)](F.interpolate(h, size=(r, r), mode="nearest"))
+                if str(r) in self.position:
+                    h = h + self.position[str(r)]
             if r in levels:
                 i, groups = levels[r], self.config.groups
                 zc = self.config.levels[i][1] // groups

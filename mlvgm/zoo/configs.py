@@ -34,6 +34,8 @@ class ZooTrainConfig:
     cells: int = option(1, "residual cells per resolution, in the encoder and in the decoder")
     groups: int = option(1, "latent groups per level (its channels split), each group's prior conditioned on the "
                             "groups before it")  # fmt: skip
+    position_bias: bool = option(False, "a learned feature map at every resolution after upsampling (VDVAE's), so "
+                                        "that the decoder knows where it draws")  # fmt: skip
     level_kl_weights: tuple[float, ...] = option((), "a weight per level on its KL in the loss (empty: all 1; the "
                                                  "positive control of docs/embedded.md: 1,50,1,1,1)")  # fmt: skip
     free_nats: tuple[float, ...] = option((), "per level, the batch-mean KL (nats per image) it gets free: the "
@@ -78,7 +80,8 @@ class ZooTrainConfig:
 
 # what the first weights' JSON does not name, at the values they were trained with
 FIRST_WEIGHTS_TRAINING = {"likelihood": "gaussian", "mixtures": 10, "width": 1.0, "cells": 1, "level_kl_weights": (),
-                          "sigma_x": 0.0, "free_nats": (), "groups": 1, "progressive": 0}  # fmt: skip
+                          "sigma_x": 0.0, "free_nats": (), "groups": 1, "progressive": 0,
+                          "position_bias": False}  # fmt: skip
 RUN_ONLY = ("out", "publish", "device", "checkpoint_every", "log_every", "amp")  # where and how, not what is trained
 
 
@@ -91,7 +94,8 @@ def training_command(training: dict) -> str:
         value = tuple(value) if isinstance(default, tuple) else value
         if name not in RUN_ONLY and value != default:
             shown = (",".join(f"{v:g}" for v in value) or "''") if isinstance(value, tuple) else (
-                f"{value:g}" if isinstance(value, float) else str(value))  # fmt: skip
+                str(value).lower() if isinstance(value, bool) else f"{value:g}" if isinstance(value, float)
+                else str(value))  # fmt: skip
             args.append(f"--{name} {shown}")
     return " ".join(["python -m mlvgm.zoo.train", *args])
 

@@ -141,6 +141,31 @@ def test_a_progressive_trainings_unentered_levels_are_their_prior_mean_and_pay_n
     assert d.posterior[2].weight.grad is None and d.posterior[1].weight.grad is not None
 
 
+def test_a_position_bias_is_a_learned_map_added_after_each_upsampling(tmp_path):
+    config = HVAEConfig(**{**SMALL.to_dict(), "position_bias": True})
+    torch.manual_seed(0)
+    plain = Decoder(SMALL).eval()
+    d = Decoder(config).eval()
+    assert {k: tuple(v.shape) for k, v in d.position.items()} == {str(r): (1, 8, r, r) for r in (2, 4, 8, 16, 32)}
+    missing = d.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == sorted(f"position.{r}" for r in (2, 4, 8, 16, 32))
+    eps = d.sample_latents(2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(d(eps), plain(eps))  # zero maps: the plain decoder
+        d.position["32"][0, :, 5, 7] = 1.0  # literal: the map enters the feature at 32 px, where it is set
+        seen = []
+        hook = d.cells["32"].register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+        d(eps)
+        plain.cells["32"].register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+        plain(eps)
+        hook.remove()
+    delta = seen[0] - seen[1]
+    assert torch.allclose(delta[:, :, 5, 7], torch.ones(2, 8)) and float(delta.abs().sum()) == pytest.approx(16)
+    _, path = pair(tmp_path, config)
+    g = load_generator(f"embedded:weights={path}")
+    assert g.config.position_bias and "position.16" in g.state_dict()
+
+
 def test_latent_groups_split_a_level_and_each_groups_prior_sees_the_groups_before(tmp_path):
     config = HVAEConfig(**{**SMALL.to_dict(), "levels": ((1, 4), (4, 2), (16, 2)), "groups": 2})
     torch.manual_seed(0)
@@ -256,6 +281,8 @@ def test_a_fixed_pixel_scale_is_stored_not_trained_and_round_trips(tmp_path):
         ("bad_json", "embedded-generator config .* is not valid JSON"),
         ("garbage", "not a readable safetensors file"),
         ("mismatch", "does not fit the architecture"),
+        ("position_bias", "does not fit the architecture"),  # the JSON claims maps the file does not hold
+        ("position_bias_type", "position_bias must be"),
     ],
 )
 def test_damaged_weights_are_one_line_errors(tmp_path, damage, match):
@@ -268,6 +295,10 @@ def test_damaged_weights_are_one_line_errors(tmp_path, damage, match):
         path.with_suffix(".json").write_text("{not json")
     elif damage == "garbage":
         path.write_bytes(b"\x00" * 64)
+    elif damage.startswith("position_bias"):
+        meta = json.loads(path.with_suffix(".json").read_text())
+        meta["hvae"]["position_bias"] = True if damage == "position_bias" else "yes"
+        path.with_suffix(".json").write_text(json.dumps(meta))
     else:
         other = HVAEConfig(resolution=32, widths=SMALL.widths, levels=((1, 4), (4, 3), (16, 1)),
                            level_names=("a", "b", "c"))  # fmt: skip

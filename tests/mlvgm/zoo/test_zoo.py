@@ -185,8 +185,9 @@ def test_the_training_command_names_what_differs_from_todays_defaults():
 
     first = {"out": "", "steps": ZooTrainConfig().steps, "seed": 0, "device": "cpu", "log_every": 7}
     expected = ["python -m mlvgm.zoo.train"]  # the first weights' JSON names none of these: their values then
-    for flag, then, shown in (("sigma_x", 0.0, "0"), ("level_kl_weights", (), "''"), ("free_nats", (), "''"),
-                              ("groups", 1, "1"), ("progressive", 0, "0")):  # fmt: skip
+    for flag, then, shown in (("sigma_x", 0.0, "0"), ("groups", 1, "1"), ("position_bias", False, "false"),
+                              ("level_kl_weights", (), "''"), ("free_nats", (), "''"),
+                              ("progressive", 0, "0")):  # in the config's order  # fmt: skip
         expected += [f"--{flag} {shown}"] if getattr(ZooTrainConfig(), flag) != then else []
     assert training_command(first) == " ".join(expected)
     changed = {
@@ -197,7 +198,9 @@ def test_the_training_command_names_what_differs_from_todays_defaults():
         "sigma_x": ZooTrainConfig().sigma_x,
         "free_nats": list(ZooTrainConfig().free_nats),
         "publish": "x",
+        "position_bias": True,
     }
     assert training_command(changed) == (
-        "python -m mlvgm.zoo.train --steps 123 --lr 0.5 --likelihood logistic_mixture --level_kl_weights 1,50,1,1,1"
+        "python -m mlvgm.zoo.train --steps 123 --lr 0.5 --likelihood logistic_mixture --position_bias true "
+        "--level_kl_weights 1,50,1,1,1"
     )
