@@ -53,6 +53,7 @@ class HVAEConfig:
     sigma_x: float = 0.0  # the Gaussian likelihood's scale, fixed (0: learned per channel, as the first weights)
     groups: int = 1  # latent groups per level: its channels split, each group's prior conditioned on those before
     position_bias: bool = False  # a learned feature map added at every resolution after upsampling (VDVAE's)
+    strided: bool = False  # 2x2 stride-2 convolutions between resolutions (and their transposes), not pool / nearest
 
     def __post_init__(self) -> None:
         resolutions = [r for r, _ in self.widths]
@@ -73,6 +74,8 @@ class HVAEConfig:
             raise InputError(f"mixtures must be in [1, {MAX_MIXTURES}], got {self.mixtures}")
         if not (self.sigma_x == 0 or 1e-3 <= self.sigma_x <= 1):
             raise InputError(f"sigma_x must be 0 (learned) or in [0.001, 1], got {self.sigma_x}")
+        if self.strided and any(r1 != 2 * r2 for r1, r2 in itertools.pairwise(resolutions)):
+            raise InputError(f"strided resampling needs every resolution half the one before, got {resolutions}")
         if not 1 <= self.groups <= MAX_CELLS or any(c % self.groups for _, c in self.levels):
             raise InputError(f"groups must be in [1, {MAX_CELLS}] and divide every level's latent channels "
                              f"({', '.join(str(c) for _, c in self.levels)}), got {self.groups}")  # fmt: skip
@@ -105,6 +108,7 @@ class HVAEConfig:
         sigma_x = field(d, "sigma_x", float, where=where, fix=fix, low=0, high=1, default=0.0)
         groups = field(d, "groups", int, where=where, fix=fix, low=1, high=MAX_CELLS, default=1)
         position_bias = field(d, "position_bias", bool, where=where, fix=fix, default=False)
+        strided = field(d, "strided", bool, where=where, fix=fix, default=False)
         if len({r for r, _ in widths}) != len(widths):
             raise InputError(f"{where}: widths name a resolution twice: {fix}")
         try:
@@ -119,6 +123,7 @@ class HVAEConfig:
                 sigma_x=float(sigma_x),
                 groups=groups,
                 position_bias=position_bias,
+                strided=strided,
             )
         except InputError as exc:
             raise InputError(f"{where}: {exc}: {fix}") from None
@@ -172,14 +177,16 @@ class Encoder(nn.Module):
         self.stem = nn.Conv2d(3, config.width(config.resolution), 3, padding=1)
         self.cells = nn.ModuleDict({str(r): cells(c, config.cells) for r, c in config.widths})
         pairs = zip(config.widths[:-1], config.widths[1:], strict=True)
-        self.down = nn.ModuleDict({str(r2): nn.Conv2d(c1, c2, 1) for (_, c1), (r2, c2) in pairs})
+        # pooling then a 1x1 conv treats the four pixels of a block alike; a strided conv weighs each by its place
+        k = 2 if config.strided else 1
+        self.down = nn.ModuleDict({str(r2): nn.Conv2d(c1, c2, k, stride=k) for (_, c1), (r2, c2) in pairs})
 
     def forward(self, x: Tensor) -> dict[int, Tensor]:
         h = self.stem(x * 2 - 1)  # (B, C_R, R, R)
         features = {}
         for r, _ in self.config.widths:
             if r != self.config.resolution:
-                h = self.down[str(r)](F.adaptive_avg_pool2d(h, r))
+                h = self.down[str(r)](h if self.config.strided else F.adaptive_avg_pool2d(h, r))
             h = self.cells[str(r)](h)
             features[r] = h
         return features
@@ -206,7 +213,8 @@ class Decoder(MLVGM):
         self.cells = nn.ModuleDict()  # a cell at every resolution after its latent (if any)
         ascending = list(reversed(config.widths))
         for (_, c1), (r2, c2) in itertools.pairwise(ascending):
-            self.up[str(r2)] = nn.Conv2d(c1, c2, 1)
+            # strided: each of the four children of a pixel gets its own linear map (a 2x2 stride-2 transpose)
+            self.up[str(r2)] = nn.ConvTranspose2d(c1, c2, 2, stride=2) if config.strided else nn.Conv2d(c1, c2, 1)
         # nearest upsampling copies a feature to every position: without a map of its own a resolution knows where
         # it is only from the convolutions' zero padding, so the spatial latents have to say where things go
         self.position = nn.ParameterDict()
@@ -250,7 +258,8 @@ class Decoder(MLVGM):
         kls: list[Tensor] = []
         for r, _ in reversed(self.config.widths):
             if h.shape[-1] != r:
-                h = self.up[str(r)](F.interpolate(h, size=(r, r), mode="nearest"))
+                up = self.up[str(r)]
+                h = up(h) if self.config.strided else up(F.interpolate(h, size=(r, r), mode="nearest"))
                 if str(r) in self.position:
                     h = h + self.position[str(r)]
             if r in levels:

@@ -36,6 +36,8 @@ class ZooTrainConfig:
                             "groups before it")  # fmt: skip
     position_bias: bool = option(False, "a learned feature map at every resolution after upsampling (VDVAE's), so "
                                         "that the decoder knows where it draws")  # fmt: skip
+    strided: bool = option(False, "2x2 stride-2 convolutions between resolutions (their transposes on the way up) "
+                                  "instead of average pooling and nearest upsampling")  # fmt: skip
     level_kl_weights: tuple[float, ...] = option((), "a weight per level on its KL in the loss (empty: all 1; the "
                                                  "positive control of docs/embedded.md: 1,50,1,1,1)")  # fmt: skip
     free_nats: tuple[float, ...] = option((), "per level, the batch-mean KL (nats per image) it gets free: the "
@@ -81,7 +83,7 @@ class ZooTrainConfig:
 # what the first weights' JSON does not name, at the values they were trained with
 FIRST_WEIGHTS_TRAINING = {"likelihood": "gaussian", "mixtures": 10, "width": 1.0, "cells": 1, "level_kl_weights": (),
                           "sigma_x": 0.0, "free_nats": (), "groups": 1, "progressive": 0,
-                          "position_bias": False}  # fmt: skip
+                          "position_bias": False, "strided": False}  # fmt: skip
 RUN_ONLY = ("out", "publish", "device", "checkpoint_every", "log_every", "amp")  # where and how, not what is trained
 
 

@@ -42,7 +42,8 @@ def hvae_config(config: ZooTrainConfig) -> HVAEConfig:
     widths = tuple((r, max(8, round(c * config.width))) for r, c in widths)
     return HVAEConfig(resolution=config.resolution, widths=widths, levels=HVAEConfig().levels,
                       likelihood=config.likelihood, mixtures=config.mixtures, cells=config.cells,
-                      sigma_x=config.sigma_x, groups=config.groups, position_bias=config.position_bias)  # fmt: skip
+                      sigma_x=config.sigma_x, groups=config.groups, position_bias=config.position_bias,
+                      strided=config.strided)  # fmt: skip
 
 
 class Trainee(torch.nn.Module):

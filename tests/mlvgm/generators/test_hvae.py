@@ -166,6 +166,38 @@ def test_a_position_bias_is_a_learned_map_added_after_each_upsampling(tmp_path):
     assert g.config.position_bias and "position.16" in g.state_dict()
 
 
+def test_strided_resampling_gives_each_pixel_of_a_block_its_own_linear_map(tmp_path):
+    config = HVAEConfig(**{**SMALL.to_dict(), "strided": True})
+    torch.manual_seed(0)
+    vae = HierarchicalVAE(config).eval()
+    up, down = vae.decoder.up["16"], vae.encoder.down["16"]
+    h = torch.randn(2, 8, 8, 8)
+    x = torch.randn(2, 8, 32, 32)
+    w_up, w_down = up.weight.detach(), down.weight.detach()  # (in, out, 2, 2) and (out, in, 2, 2)
+    expected_up, expected_down = torch.empty(2, 8, 16, 16), torch.empty(2, 8, 16, 16)
+    for i in range(8):  # literal: child (2i + a, 2j + b) of pixel (i, j) is W[:, :, a, b]^T h[i, j] + bias
+        for j in range(8):
+            for a in range(2):
+                for b in range(2):
+                    expected_up[:, :, 2 * i + a, 2 * j + b] = h[:, :, i, j] @ w_up[:, :, a, b] + up.bias.detach()
+    for i in range(16):  # and pixel (i, j) of the coarse map is the sum over its block, each child by its own W
+        for j in range(16):
+            block = x[:, :, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2]  # (B, in, 2, 2)
+            expected_down[:, :, i, j] = torch.einsum("nikl,oikl->no", block, w_down) + down.bias.detach()
+    with torch.no_grad():
+        assert torch.allclose(up(h), expected_up, atol=1e-5)
+        assert torch.allclose(down(x), expected_down, atol=1e-5)
+        assert not torch.allclose(up(h)[:, :, 0::2, 0::2], up(h)[:, :, 1::2, 1::2])  # not nearest upsampling
+        enc = vae.encoder(torch.rand(2, 3, 32, 32))
+        assert [tuple(enc[r].shape[-2:]) for r in (32, 16, 1)] == [(32, 32), (16, 16), (1, 1)]
+    check_mlvgm(vae.decoder, n=2)
+    _, path = pair(tmp_path, config)
+    g = load_generator(f"embedded:weights={path}")
+    assert g.config.strided and tuple(g.up["16"].weight.shape) == (8, 8, 2, 2)
+    with pytest.raises(InputError, match="strided resampling needs every resolution half"):
+        HVAEConfig(resolution=32, widths=((32, 8), (8, 8), (1, 8)), levels=((1, 4),), level_names=("a",), strided=True)
+
+
 def test_latent_groups_split_a_level_and_each_groups_prior_sees_the_groups_before(tmp_path):
     config = HVAEConfig(**{**SMALL.to_dict(), "levels": ((1, 4), (4, 2), (16, 2)), "groups": 2})
     torch.manual_seed(0)
@@ -283,6 +315,7 @@ def test_a_fixed_pixel_scale_is_stored_not_trained_and_round_trips(tmp_path):
         ("mismatch", "does not fit the architecture"),
         ("position_bias", "does not fit the architecture"),  # the JSON claims maps the file does not hold
         ("position_bias_type", "position_bias must be"),
+        ("strided", "does not fit the architecture"),  # pooling's 1x1 convs are not 2x2 strided ones
     ],
 )
 def test_damaged_weights_are_one_line_errors(tmp_path, damage, match):
@@ -295,9 +328,9 @@ def test_damaged_weights_are_one_line_errors(tmp_path, damage, match):
         path.with_suffix(".json").write_text("{not json")
     elif damage == "garbage":
         path.write_bytes(b"\x00" * 64)
-    elif damage.startswith("position_bias"):
+    elif damage.startswith("position_bias") or damage == "strided":
         meta = json.loads(path.with_suffix(".json").read_text())
-        meta["hvae"]["position_bias"] = True if damage == "position_bias" else "yes"
+        meta["hvae"][damage.removesuffix("_type")] = True if damage != "position_bias_type" else "yes"
         path.with_suffix(".json").write_text(json.dumps(meta))
     else:
         other = HVAEConfig(resolution=32, widths=SMALL.widths, levels=((1, 4), (4, 3), (16, 1)),

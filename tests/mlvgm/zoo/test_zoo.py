@@ -186,7 +186,7 @@ def test_the_training_command_names_what_differs_from_todays_defaults():
     first = {"out": "", "steps": ZooTrainConfig().steps, "seed": 0, "device": "cpu", "log_every": 7}
     expected = ["python -m mlvgm.zoo.train"]  # the first weights' JSON names none of these: their values then
     for flag, then, shown in (("sigma_x", 0.0, "0"), ("groups", 1, "1"), ("position_bias", False, "false"),
-                              ("level_kl_weights", (), "''"), ("free_nats", (), "''"),
+                              ("strided", False, "false"), ("level_kl_weights", (), "''"), ("free_nats", (), "''"),
                               ("progressive", 0, "0")):  # in the config's order  # fmt: skip
         expected += [f"--{flag} {shown}"] if getattr(ZooTrainConfig(), flag) != then else []
     assert training_command(first) == " ".join(expected)
@@ -199,8 +199,20 @@ def test_the_training_command_names_what_differs_from_todays_defaults():
         "free_nats": list(ZooTrainConfig().free_nats),
         "publish": "x",
         "position_bias": True,
+        "strided": True,
     }
     assert training_command(changed) == (
         "python -m mlvgm.zoo.train --steps 123 --lr 0.5 --likelihood logistic_mixture --position_bias true "
-        "--level_kl_weights 1,50,1,1,1"
+        "--strided true --level_kl_weights 1,50,1,1,1"
     )
+
+
+def test_every_architecture_flag_reaches_the_vae():
+    from mlvgm.generators.hvae import HVAEConfig
+    from mlvgm.zoo.training import hvae_config
+
+    changed = {"likelihood": "logistic_mixture", "mixtures": 5, "cells": 2, "sigma_x": 0.1, "groups": 2,
+               "position_bias": True, "strided": True}  # fmt: skip
+    got = hvae_config(ZooTrainConfig(**changed, width=2.0))
+    assert {k: getattr(got, k) for k in changed} == changed
+    assert got.widths == tuple((r, 2 * c) for r, c in HVAEConfig().widths)
