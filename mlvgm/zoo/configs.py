@@ -159,9 +159,13 @@ class ControlConfig:
         check_choices(self, {"amp": AMP_MODES}, flag="--")
 
     def train_config(self, seed: int) -> ZooTrainConfig:
-        """The variant of seed `seed`: the shipped training with one level's KL weighed by --weight (the other
-        levels keep the shipped training's weights)."""
-        shipped = ZooTrainConfig().level_kl_weights or (1.0,) * HVAE_LEVELS
-        weights = tuple(self.weight if i + 1 == self.level else shipped[i] for i in range(HVAE_LEVELS))
-        return ZooTrainConfig(out=str(Path(self.runs) / f"s{seed}"), steps=self.steps, seed=seed,
-                              level_kl_weights=weights, amp=self.amp, device=self.device)  # fmt: skip
+        """The variant of seed `seed`: the shipped training with one level's KL weighed by --weight and none of
+        it free (the other levels keep the shipped training's weights and free nats)."""
+        shipped = ZooTrainConfig()
+        weights = tuple(self.weight if i + 1 == self.level else w
+                        for i, w in enumerate(shipped.level_kl_weights or (1.0,) * HVAE_LEVELS))  # fmt: skip
+        # free nats below the collapse threshold would let the level keep them however dear the rest is
+        free = tuple(0.0 if i + 1 == self.level else f for i, f in enumerate(shipped.free_nats))
+        return dataclasses.replace(shipped, out=str(Path(self.runs) / f"s{seed}"), steps=self.steps, seed=seed,
+                                   level_kl_weights=weights, free_nats=free, amp=self.amp,
+                                   device=self.device)  # fmt: skip

@@ -23,7 +23,7 @@ from mlvgm.provenance import provenance, provenance_line
 from mlvgm.quantification import run as quantify_run
 from mlvgm.quantification import write_outputs
 from mlvgm.quantify_config import QuantifyConfig, table1_fields
-from mlvgm.zoo.configs import ControlConfig
+from mlvgm.zoo.configs import ControlConfig, training_command
 from mlvgm.zoo.gain import level_influence
 from mlvgm.zoo.training import train
 
@@ -86,6 +86,12 @@ def plot_control(rows: pd.DataFrame, target: str, path: Path) -> None:
     save_png(fig, path)
 
 
+def variant_command(config: ControlConfig) -> str:
+    """The training command of the variants, seed shown as S (what differs from the shipped defaults)."""
+    training = dataclasses.asdict(dataclasses.replace(config.train_config(0), seed=1))
+    return training_command(training).replace("--seed 1", "--seed S")
+
+
 def readme(config: ControlConfig, results: list[dict], overall: dict, record: dict) -> str:
     git = record["git"]
     lines = [
@@ -94,8 +100,7 @@ def readme(config: ControlConfig, results: list[dict], overall: dict, record: di
         f"Command: `{record['command']}` (git {str(git['sha'])[:10]}{' dirty' if git['dirty'] else ''}, "
         f"{record['hardware']['cpu']} x{record['hardware']['cpu_cores']}, {record['time']}).",
         "",
-        f"{config.seeds} variants of the embedded VAE (`python -m mlvgm.zoo.train --level_kl_weights "
-        f"{','.join(f'{w:g}' for w in config.train_config(0).level_kl_weights)} --steps {config.steps} --seed S`), "
+        f"{config.seeds} variants of the embedded VAE (`{variant_command(config)}` for S in 0..{config.seeds - 1}), "
         f"each quantified once with its own seed and Table 1's settings ({config.quantify_samples:,} samples per "
         "level). The rules were fixed before the runs.",
         "",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -178,6 +179,29 @@ def test_control_trains_quantifies_and_judges_each_variant(tmp_path, monkeypatch
     stamp = (runs / "s0" / "quantify" / "quantify.json").stat().st_mtime_ns
     control_module.main(argv)  # everything done: reused, not redone
     assert (runs / "s0" / "quantify" / "quantify.json").stat().st_mtime_ns == stamp
+
+
+def test_the_control_variant_changes_only_its_levels_weight_and_free_nats(monkeypatch):
+    import functools
+
+    from mlvgm.zoo import configs
+    from mlvgm.zoo.control_runs import variant_command
+
+    # shipped free nats would let the level keep them however dear its KL: the variant must take them away
+    shipped = functools.partial(configs.ZooTrainConfig, level_kl_weights=(1, 1, 1000, 1000, 1000),
+                                free_nats=(12, 12, 4, 4, 4), sigma_x=0.1, position_bias=True)  # fmt: skip
+    monkeypatch.setattr(configs, "ZooTrainConfig", shipped)
+    control = configs.ControlConfig(level=3, weight=50, steps=77, runs="r", amp="off")
+    variant = control.train_config(2)
+    assert variant.level_kl_weights == (1, 1, 50, 1000, 1000) and variant.free_nats == (12, 12, 0, 4, 4)
+    assert (variant.sigma_x, variant.position_bias, variant.steps, variant.seed) == (0.1, True, 77, 2)
+    assert variant.out == str(Path("r") / "s2") and variant.amp == "off"
+    # every other field is the shipped training's
+    differs = {f.name for f in dataclasses.fields(variant) if getattr(variant, f.name) != getattr(shipped(), f.name)}
+    assert differs == {"level_kl_weights", "free_nats", "steps", "seed", "out", "amp"}
+    assert variant_command(control) == (
+        "python -m mlvgm.zoo.train --steps 77 --level_kl_weights 1,1,50,1000,1000 --free_nats 12,12,0,4,4 --seed S"
+    )
 
 
 def test_the_training_command_names_what_differs_from_todays_defaults():
