@@ -164,7 +164,7 @@ class ControlConfig:
         shipped = ZooTrainConfig()
         weights = tuple(self.weight if i + 1 == self.level else w
                         for i, w in enumerate(shipped.level_kl_weights or (1.0,) * HVAE_LEVELS))  # fmt: skip
-        # free nats below the collapse threshold would let the level keep them however dear the rest is
+        # free nats above the 1-nat collapse threshold would let the level keep them however dear its KL
         free = tuple(0.0 if i + 1 == self.level else f for i, f in enumerate(shipped.free_nats))
         return dataclasses.replace(shipped, out=str(Path(self.runs) / f"s{seed}"), steps=self.steps, seed=seed,
                                    level_kl_weights=weights, free_nats=free, amp=self.amp,
