@@ -29,19 +29,21 @@ class ZooTrainConfig:
     truncation: float = option(2.0, "truncation of the shapes world's latents (as mlvgm.data.export's)")
     likelihood: str = option("gaussian", "the pixel likelihood: gaussian or logistic_mixture (8-bit, PixelCNN++'s)")
     mixtures: int = option(10, "components of the logistic mixture per pixel")
-    sigma_x: float = option(0.0, "the Gaussian likelihood's scale per pixel, fixed (0: learned per colour channel)")
+    sigma_x: float = option(0.1, "the Gaussian likelihood's scale per pixel, fixed (0: learned per colour channel)")
     width: float = option(1.0, "a multiplier on every resolution's channels (1: 32 to 64)")
     cells: int = option(1, "residual cells per resolution, in the encoder and in the decoder")
     groups: int = option(1, "latent groups per level (its channels split), each group's prior conditioned on the "
                             "groups before it")  # fmt: skip
-    position_bias: bool = option(False, "a learned feature map at every resolution after upsampling (VDVAE's), so "
+    position_bias: bool = option(True, "a learned feature map at every resolution after upsampling (VDVAE's), so "
                                         "that the decoder knows where it draws")  # fmt: skip
     strided: bool = option(False, "2x2 stride-2 convolutions between resolutions (their transposes on the way up) "
                                   "instead of average pooling and nearest upsampling")  # fmt: skip
-    level_kl_weights: tuple[float, ...] = option((), "a weight per level on its KL in the loss (empty: all 1; the "
-                                                 "positive control of docs/embedded.md: 1,50,1,1,1)")  # fmt: skip
-    free_nats: tuple[float, ...] = option((), "per level, the batch-mean KL (nats per image) it gets free: the "
-                                          "level pays only above it (empty: none)")  # fmt: skip
+    # z1..z2 carry the shape at weight 1 with 12 nats free; z3-z5 are capped (4 nats free, 1,000 per nat above), so
+    # that each carries some detail and none takes the shape (results/embedded/pilots, round 5)
+    level_kl_weights: tuple[float, ...] = option((1.0, 1.0, 1000.0, 1000.0, 1000.0), "a weight per level on its KL "
+                                                 "in the loss (empty: all 1)")  # fmt: skip
+    free_nats: tuple[float, ...] = option((12.0, 12.0, 4.0, 4.0, 4.0), "per level, the batch-mean KL (nats per "
+                                          "image) it gets free: it pays only above it (empty: none)")  # fmt: skip
     progressive: int = option(0, "steps between the levels' entries, coarsest first: until its turn a level is its "
                                  "prior mean and pays no KL (0: all from the start)")  # fmt: skip
     seed: int = option(0, "seed of the image stream and the initialisation")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,7 +283,11 @@ def test_deeper_mixture_weights_round_trip_and_the_shipped_json_still_reads(tmp_
     eps = d.sample_latents(2, generator=torch.Generator().manual_seed(3))
     d.temperature = 0.8
     assert torch.equal(g(eps), d(eps))
-    assert HVAEConfig.from_dict(read_meta()["hvae"]) == HVAEConfig()  # the first weights: one cell, Gaussian
+    # the first weights' JSON (committed in results/embedded) predates every option: it reads as the defaults
+    first = Path(__file__).resolve().parents[3] / "results" / "embedded" / "first-weights" / "embedded.json"
+    assert HVAEConfig.from_dict(read_meta(first.with_suffix(".safetensors"))["hvae"]) == HVAEConfig()
+    shipped = HVAEConfig.from_dict(read_meta()["hvae"])
+    assert shipped == HVAEConfig(sigma_x=0.1, position_bias=True)  # today's: a fixed pixel scale, position maps
     with pytest.raises(InputError, match="cells must be in"):
         HVAEConfig(cells=0)
 

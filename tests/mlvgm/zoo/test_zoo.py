@@ -181,27 +181,34 @@ def test_control_trains_quantifies_and_judges_each_variant(tmp_path, monkeypatch
     assert (runs / "s0" / "quantify" / "quantify.json").stat().st_mtime_ns == stamp
 
 
-def test_the_control_variant_changes_only_its_levels_weight_and_free_nats(monkeypatch):
-    import functools
-
-    from mlvgm.zoo import configs
+def test_the_control_variant_changes_only_its_levels_weight_and_free_nats():
+    from mlvgm.zoo.configs import ControlConfig
     from mlvgm.zoo.control_runs import variant_command
 
-    # shipped free nats would let the level keep them however dear its KL: the variant must take them away
-    shipped = functools.partial(configs.ZooTrainConfig, level_kl_weights=(1, 1, 1000, 1000, 1000),
-                                free_nats=(12, 12, 4, 4, 4), sigma_x=0.1, position_bias=True)  # fmt: skip
-    monkeypatch.setattr(configs, "ZooTrainConfig", shipped)
-    control = configs.ControlConfig(level=3, weight=50, steps=77, runs="r", amp="off")
+    # the shipped free nats would let the level keep them however dear its KL: the variant must take them away
+    shipped = ZooTrainConfig()
+    assert shipped.level_kl_weights == (1, 1, 1000, 1000, 1000) and shipped.free_nats == (12, 12, 4, 4, 4)
+    control = ControlConfig(level=3, weight=50, steps=77, runs="r", amp="off")
     variant = control.train_config(2)
     assert variant.level_kl_weights == (1, 1, 50, 1000, 1000) and variant.free_nats == (12, 12, 0, 4, 4)
     assert (variant.sigma_x, variant.position_bias, variant.steps, variant.seed) == (0.1, True, 77, 2)
     assert variant.out == str(Path("r") / "s2") and variant.amp == "off"
     # every other field is the shipped training's
-    differs = {f.name for f in dataclasses.fields(variant) if getattr(variant, f.name) != getattr(shipped(), f.name)}
+    differs = {f.name for f in dataclasses.fields(variant) if getattr(variant, f.name) != getattr(shipped, f.name)}
     assert differs == {"level_kl_weights", "free_nats", "steps", "seed", "out", "amp"}
     assert variant_command(control) == (
         "python -m mlvgm.zoo.train --steps 77 --level_kl_weights 1,1,50,1000,1000 --free_nats 12,12,0,4,4 --seed S"
     )
+    default = ControlConfig().train_config(0)  # the control as it runs: z2, at 50, with none of its 12 nats free
+    assert default.level_kl_weights == (1, 50, 1000, 1000, 1000) and default.free_nats == (12, 0, 4, 4, 4)
+
+
+def test_the_shipped_weights_were_trained_by_todays_defaults():
+    from mlvgm.generators.embedded import read_meta
+    from mlvgm.zoo.configs import training_command
+
+    # "trained by python -m mlvgm.zoo.train from its defaults": the shipped JSON names nothing else
+    assert training_command(read_meta()["training"]) == "python -m mlvgm.zoo.train"
 
 
 def test_the_training_command_names_what_differs_from_todays_defaults():
@@ -222,12 +229,13 @@ def test_the_training_command_names_what_differs_from_todays_defaults():
         "sigma_x": ZooTrainConfig().sigma_x,
         "free_nats": list(ZooTrainConfig().free_nats),
         "publish": "x",
-        "position_bias": True,
+        "position_bias": not ZooTrainConfig().position_bias,
         "strided": True,
     }
+    flipped = str(not ZooTrainConfig().position_bias).lower()
     assert training_command(changed) == (
-        "python -m mlvgm.zoo.train --steps 123 --lr 0.5 --likelihood logistic_mixture --position_bias true "
-        "--strided true --level_kl_weights 1,50,1,1,1"
+        "python -m mlvgm.zoo.train --steps 123 --lr 0.5 --likelihood logistic_mixture "
+        f"--position_bias {flipped} --strided true --level_kl_weights 1,50,1,1,1"
     )
 
 
