@@ -35,7 +35,7 @@ class ZooTrainConfig:
     groups: int = option(1, "latent groups per level (its channels split), each group's prior conditioned on the "
                             "groups before it")  # fmt: skip
     position_bias: bool = option(True, "a learned feature map at every resolution after upsampling (VDVAE's), so "
-                                        "that the decoder knows where it draws")  # fmt: skip
+                                       "that the decoder knows where it draws")  # fmt: skip
     strided: bool = option(False, "2x2 stride-2 convolutions between resolutions (their transposes on the way up) "
                                   "instead of average pooling and nearest upsampling")  # fmt: skip
     # z1..z2 carry the shape at weight 1 with 12 nats free; z3-z5 are capped (4 nats free, 1,000 per nat above), so
