@@ -175,10 +175,30 @@ def test_control_trains_quantifies_and_judges_each_variant(tmp_path, monkeypatch
     rows = pd.read_csv(out / "control.csv")
     assert len(rows) == 2 * 5 and {"kl_nats", "collapsed", "verdict", "rms_gain", "mu_per_coordinate"} <= set(rows)
     assert result["overall"]["passes"] == (result["overall"]["agreement"] == result["overall"]["precondition"] == 2)
-    assert "## Seed 1" in (out / "README.md").read_text() and (out / "control.png").read_bytes()[:4] == b"\x89PNG"
+    readme = (out / "README.md").read_text()
+    assert "## Seed 1" in readme and (out / "control.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Quantification (its table1.md):" in readme and "mu per coordinate (mu / sqrt(d)): z1 global" in readme
+    summaries = json.loads((out / "control.json").read_text())["seeds"]
+    assert {"largest_mu_per_coordinate", "target_over_next_mu_per_coordinate"} <= set(summaries[1])
+    assert 0 <= result["overall"]["stands_out"] <= 1  # seed 1 alone: seed 0 is where the prediction was made
     stamp = (runs / "s0" / "quantify" / "quantify.json").stat().st_mtime_ns
     control_module.main(argv)  # everything done: reused, not redone
     assert (runs / "s0" / "quantify" / "quantify.json").stat().st_mtime_ns == stamp
+
+
+def test_stands_out_reads_mu_per_coordinate_not_mu():
+    from mlvgm.zoo.control_runs import stands_out
+
+    # seed 0's numbers: by mu z2 leads z4 by 3.1x, by mu per coordinate (d = 16, 32, 64, 256, 512) z3 by 5.8x
+    mu, dims = [4.83, 521.0, 126.6, 169.1, 81.7], [16, 32, 64, 256, 512]
+    levels = ["z1 global", "z2 layout", "z3 parts", "z4 detail", "z5 fine"]
+    rows = pd.DataFrame({"level": levels, "mu_per_coordinate": [m / d**0.5 for m, d in zip(mu, dims, strict=True)]})
+    out = stands_out(rows, "z2 layout")
+    assert out["largest_mu_per_coordinate"] == "z2 layout"
+    assert out["target_over_next_mu_per_coordinate"] == pytest.approx((521.0 / 32**0.5) / (126.6 / 8))
+    # a target that does not lead: the ratio falls under 1 and the leader is named
+    low = stands_out(rows, "z1 global")
+    assert low["largest_mu_per_coordinate"] == "z2 layout" and low["target_over_next_mu_per_coordinate"] < 1
 
 
 def test_the_control_variant_changes_only_its_levels_weight_and_free_nats():
